@@ -1,0 +1,231 @@
+"""Inference backends for the student networks: onnxruntime and MNN behind one ``Stylizer`` protocol.
+
+Both run a static (1, 3, S, S) float32 graph. MNN runs through the Interpreter/Session API because
+``Interpreter.runSession`` releases the GIL (``MNN.nn.Module.forward`` does not): the capture and
+sink threads keep running while a face is being stylized.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from engine.bundle import Bundle, IOSpec, Tier
+from engine.errors import BackendUnavailable, BundleError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("onnx", "mnn")
+
+
+class Stylizer(Protocol):
+    """A loaded network: (1, 3, S, S) float32 in, (1, 3, S, S) float32 out, in the bundle's value range."""
+
+    runtime: str
+    input_size: int
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class OnnxStylizer:
+    runtime = "onnx"
+
+    def __init__(self, path: Path, threads: int = 2, io_spec: IOSpec = IOSpec()) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailable(f"onnxruntime is not installed: {exc}") from exc
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            raise BundleError(f"{path}: onnxruntime cannot load this model: {exc}") from exc
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        names = [i.name for i in inputs]
+        if io_spec.input_name not in names or io_spec.output_name not in [o.name for o in outputs]:
+            raise BundleError(
+                f"{path}: expected input '{io_spec.input_name}' and output '{io_spec.output_name}',"
+                f" model has inputs {names} and outputs {[o.name for o in outputs]}"
+            )
+        shape = next(i.shape for i in inputs if i.name == io_spec.input_name)
+        self.input_size = _check_shape(path, shape)
+        self._in, self._out = io_spec.input_name, io_spec.output_name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._session.run([self._out], {self._in: x})[0]
+
+    def close(self) -> None:
+        self._session = None
+
+
+class MnnStylizer:
+    runtime = "mnn"
+
+    def __init__(self, path: Path, threads: int = 2, io_spec: IOSpec = IOSpec()) -> None:
+        mnn = _import_mnn()
+        self._mnn = mnn
+        try:
+            self._interp = mnn.Interpreter(str(path))
+        except Exception as exc:
+            raise BundleError(f"{path}: MNN cannot load this model: {exc}") from exc
+        # Thread count goes through the session config (there is no thread_num argument).
+        self._session = self._interp.createSession({"numThread": threads, "precision": "normal"})
+        self._input = self._interp.getSessionInput(self._session)
+        self._output = self._interp.getSessionOutput(self._session)
+        self.input_size = _check_shape(path, list(self._input.getShape()))
+        self._shape = (1, 3, self.input_size, self.input_size)
+        self._host_out = mnn.Tensor(
+            self._shape, mnn.Halide_Type_Float, np.zeros(self._shape, np.float32), mnn.Tensor_DimensionType_Caffe
+        )
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        mnn = self._mnn
+        host_in = mnn.Tensor(
+            self._shape, mnn.Halide_Type_Float, np.ascontiguousarray(x, np.float32), mnn.Tensor_DimensionType_Caffe
+        )
+        self._input.copyFrom(host_in)
+        self._interp.runSession(self._session)  # releases the GIL
+        self._output.copyToHostTensor(self._host_out)
+        # copy out at once: the host tensor's memory is reused by the next call
+        return np.array(self._host_out.getNumpyData(), dtype=np.float32, copy=True).reshape(self._shape)
+
+    def close(self) -> None:
+        self._interp = self._session = self._input = self._output = None
+
+
+def _import_mnn():
+    # Only the compiled core is imported. Never MNN.tools: importing it runs pip and sends telemetry.
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            import MNN
+    except ImportError as exc:
+        raise BackendUnavailable(f"MNN is not installed: {exc}") from exc
+    return MNN
+
+
+def _check_shape(path: Path, shape: list) -> int:
+    if len(shape) != 4 or shape[0] not in (1, "N", None) or shape[1] != 3 or shape[2] != shape[3]:
+        raise BundleError(f"{path}: input shape {shape} is not (1, 3, S, S)")
+    if not isinstance(shape[2], int):
+        raise BundleError(f"{path}: input size must be static, got {shape}")
+    return int(shape[2])
+
+
+def open_stylizer(path: Path, runtime: str, threads: int = 2, io_spec: IOSpec = IOSpec()) -> Stylizer:
+    if runtime == "onnx":
+        return OnnxStylizer(path, threads, io_spec)
+    if runtime == "mnn":
+        return MnnStylizer(path, threads, io_spec)
+    raise BackendUnavailable(f"unknown backend '{runtime}' (known: {', '.join(BACKENDS)})")
+
+
+def time_stylizer(stylizer: Stylizer, runs: int = 10, warmup: int = 2) -> float:
+    """Median wall time of one inference in milliseconds, on a fixed random input."""
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, stylizer.input_size, stylizer.input_size))
+    x = x.astype(np.float32)
+    for _ in range(warmup):
+        stylizer(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        stylizer(x)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+@dataclass(frozen=True)
+class TierModel:
+    """A tier of a bundle, loaded on one backend, with its measured speed."""
+
+    bundle: Bundle
+    tier: Tier
+    stylizer: Stylizer
+    ms: float
+
+    def stylize(self, crop: np.ndarray) -> np.ndarray:
+        """(S, S, 3) uint8 BGR aligned crop -> (S, S, 3) uint8 BGR stylized crop."""
+        spec = self.bundle.manifest.io
+        lo, hi = spec.value_range
+        size = self.stylizer.input_size
+        if crop.shape[0] != size:
+            crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+        x = crop[:, :, ::-1] if spec.color == "RGB" else crop
+        x = x.astype(np.float32).transpose(2, 0, 1)[None] * ((hi - lo) / 255.0) + lo
+        y = self.stylizer(np.ascontiguousarray(x))[0].transpose(1, 2, 0)
+        y = np.clip((y - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(y[:, :, ::-1] if spec.color == "RGB" else y)
+
+    def close(self) -> None:
+        self.stylizer.close()
+
+
+def load_tier(bundle: Bundle, tier: Tier, backend: str = "auto", threads: int = 2, bench_runs: int = 5) -> TierModel:
+    """Open ``tier`` of ``bundle`` on ``backend`` ('onnx', 'mnn' or 'auto').
+
+    With 'auto', every runtime the tier ships that can load is timed on a warm-up benchmark and the
+    fastest wins; a runtime that fails to load is skipped with a warning (the others can still serve).
+    """
+    if tier.input_size != bundle.manifest.align.crop_size:
+        log.debug("tier %s runs at %d, crops are %d", tier.id, tier.input_size, bundle.manifest.align.crop_size)
+    candidates = [f for f in tier.files if backend == "auto" or f.runtime == backend]
+    if not candidates:
+        have = ", ".join(f.runtime for f in tier.files)
+        raise BackendUnavailable(f"tier '{tier.id}' of '{bundle.id}' has no {backend} model (has: {have})")
+    loaded: list[TierModel] = []
+    errors = []
+    for f in candidates:
+        try:
+            stylizer = open_stylizer(bundle.path(f), f.runtime, threads, bundle.manifest.io)
+        except (BackendUnavailable, BundleError) as exc:
+            errors.append(str(exc))
+            log.warning("%s", exc)
+            continue
+        if stylizer.input_size != tier.input_size:
+            stylizer.close()
+            errors.append(f"{bundle.path(f)}: input size {stylizer.input_size}, manifest says {tier.input_size}")
+            continue
+        ms = time_stylizer(stylizer, runs=bench_runs) if len(candidates) > 1 else float("nan")
+        loaded.append(TierModel(bundle, tier, stylizer, ms))
+    if not loaded:
+        raise BundleError("; ".join(errors))
+    best = min(loaded, key=lambda m: m.ms)
+    for m in loaded:
+        if m is not best:
+            m.close()
+    if len(loaded) > 1:
+        log.info("tier %s: %s", tier.id, ", ".join(f"{m.stylizer.runtime} {m.ms:.1f} ms" for m in loaded))
+    return best
+
+
+def convert_onnx_to_mnn(onnx_path: Path, mnn_path: Path, fp16: bool = True) -> None:
+    """Convert with MNN's compiled converter (never the console scripts or MNN.tools).
+
+    The converter returns True even when it fails, so success is judged by the output file.
+    """
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            import _tools
+    except ImportError as exc:
+        raise BackendUnavailable(f"MNN's converter is not installed: {exc}") from exc
+    mnn_path = Path(mnn_path)
+    mnn_path.unlink(missing_ok=True)
+    args = ["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(mnn_path)]
+    args += ["--bizCode", "stylecast"] + (["--fp16"] if fp16 else [])
+    _tools.mnnconvert(args)
+    if not mnn_path.is_file() or mnn_path.stat().st_size == 0:
+        raise BackendUnavailable(f"MNN conversion of {onnx_path} produced no model")

@@ -1,0 +1,118 @@
+"""Blend-back: paste a stylized crop into the frame through a feathered mask, touching only the ROI.
+
+The mask is built once per (crop size, feather) in crop space and warped with the exact inverse of
+the crop transform, so the pasted face lines up with the crop the network saw. Compositing is uint8
+arithmetic on the face's bounding box only: the cost does not grow with the frame size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from engine.align import Similarity, compose_affine
+
+
+@lru_cache(maxsize=16)
+def feather_mask(crop_size: int, feather: float) -> np.ndarray:
+    """(S, S) uint8 soft ellipse covering the face and hair of an FFHQ-aligned crop (read-only).
+
+    feather: blur sigma as a fraction of the crop size.
+    """
+    size = crop_size
+    mask = np.zeros((size, size), np.float32)
+    centre = (round(size * 0.5), round(size * 0.52))
+    axes = (round(size * 0.40), round(size * 0.46))
+    cv2.ellipse(mask, centre, axes, 0, 0, 360, 1.0, -1)
+    sigma = max(feather * size, 0.5)
+    mask = cv2.GaussianBlur(mask, (0, 0), sigma)
+    # keep the outermost pixels at zero so no hard crop edge can ever show
+    border = max(1, math.ceil(size * 0.01))
+    mask[:border], mask[-border:], mask[:, :border], mask[:, -border:] = 0, 0, 0, 0
+    out = np.clip(mask * 255 + 0.5, 0, 255).astype(np.uint8)
+    out.flags.writeable = False
+    return out
+
+
+def face_roi(sim: Similarity, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """Integer (x0, y0, x1, y1) box of the crop inside the frame, or None when it lies outside."""
+    h, w = frame_shape[:2]
+    corners = sim.corners()
+    x0 = max(int(math.floor(corners[:, 0].min())), 0)
+    y0 = max(int(math.floor(corners[:, 1].min())), 0)
+    x1 = min(int(math.ceil(corners[:, 0].max())) + 1, w)
+    y1 = min(int(math.ceil(corners[:, 1].max())) + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+def paste_back(frame: np.ndarray, crop: np.ndarray, sim: Similarity, mask: np.ndarray, alpha: float) -> None:
+    """Composite ``crop`` (S, S, 3) uint8 into ``frame`` (H, W, 3) uint8 in place.
+
+    alpha: overall opacity 0..1 (intensity × track fade) applied on top of the mask.
+    """
+    if alpha <= 0:
+        return
+    roi = face_roi(sim, frame.shape)
+    if roi is None:
+        return
+    x0, y0, x1, y1 = roi
+    size = crop.shape[0]
+    shift = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0]])
+    to_roi = compose_affine(shift, sim.to_image_matrix(size))
+    dsize = (x1 - x0, y1 - y0)
+    warped = cv2.warpAffine(crop, to_roi, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    weight = cv2.warpAffine(mask, to_roi, dsize, flags=cv2.INTER_LINEAR, borderValue=0)
+    if alpha < 1.0:
+        weight = cv2.convertScaleAbs(weight, alpha=alpha)
+    region = frame[y0:y1, x0:x1]
+    w16 = weight.astype(np.uint16)[:, :, None]
+    mixed = (warped.astype(np.uint16) * w16 + region.astype(np.uint16) * (255 - w16) + 127) // 255
+    region[...] = mixed.astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ColorStats:
+    mean: np.ndarray  # (3,) float32
+    std: np.ndarray  # (3,) float32
+
+
+def masked_stats(crop: np.ndarray, mask: np.ndarray) -> ColorStats:
+    mean, std = cv2.meanStdDev(crop, mask=(mask > 127).astype(np.uint8))
+    return ColorStats(mean.ravel().astype(np.float32), np.maximum(std.ravel().astype(np.float32), 1.0))
+
+
+class ColorMatcher:
+    """Partial colour transfer: pull the stylized face's per-channel mean/std toward the input's.
+
+    Keeps a stylized face consistent with the scene's lighting. Statistics are EMA-smoothed so the
+    correction itself never flickers.
+    """
+
+    def __init__(self, smoothing: float = 0.9) -> None:
+        self.smoothing = smoothing
+        self._gain: np.ndarray | None = None
+        self._offset: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._gain = self._offset = None
+
+    def __call__(self, input_crop: np.ndarray, stylized: np.ndarray, mask: np.ndarray, strength: float) -> np.ndarray:
+        if strength <= 0:
+            return stylized
+        src, dst = masked_stats(stylized, mask), masked_stats(input_crop, mask)
+        gain = 1.0 + strength * (dst.std / src.std - 1.0)
+        offset = strength * dst.mean + (1.0 - strength) * src.mean - gain * src.mean
+        if self._gain is None or self._offset is None:
+            self._gain, self._offset = gain, offset
+        else:
+            k = self.smoothing
+            self._gain = k * self._gain + (1 - k) * gain
+            self._offset = k * self._offset + (1 - k) * offset
+        out = stylized.astype(np.float32) * self._gain + self._offset
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,369 @@
+"""Model bundles: the versioned manifest schema, its validation, and the registry of installed styles.
+
+A bundle is a folder ``<style_id>/`` holding ``manifest.json``, one or more model files per compute
+tier, and a preview image. The manifest is the single source of truth: nothing is inferred from
+file names. Training's bundle writer builds manifests with :func:`manifest_to_dict` from this module,
+so what training writes the engine can read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import BundleError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+RUNTIMES = ("onnx", "mnn")
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class TierFile:
+    """One model file of a tier. ``file`` is relative to the bundle folder."""
+
+    runtime: str
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A compute tier: the same style at a given cost. ``gmacs`` is per inference at ``input_size``²."""
+
+    id: str
+    input_size: int
+    gmacs: float
+    params: int
+    files: tuple[TierFile, ...]
+
+    def file_for(self, runtime: str) -> TierFile | None:
+        return next((f for f in self.files if f.runtime == runtime), None)
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    """Tensor contract of every tier: NCHW float32, ``color`` order, values in ``value_range``."""
+
+    layout: str = "NCHW"
+    color: str = "RGB"
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    input_name: str = "input"
+    output_name: str = "output"
+
+
+@dataclass(frozen=True)
+class AlignSpec:
+    template: str = "ffhq"
+    crop_size: int = 256
+
+
+@dataclass(frozen=True)
+class BlendDefaults:
+    """Blend-back defaults a style ships with; the user can override them live."""
+
+    intensity: float = 1.0
+    feather: float = 0.1
+    color_match: float = 0.0
+    temporal: float = 0.5
+
+
+@dataclass(frozen=True)
+class Manifest:
+    schema: int
+    id: str
+    name: str
+    version: str
+    description: str
+    license: str
+    tiers: tuple[Tier, ...]
+    io: IOSpec = IOSpec()
+    align: AlignSpec = AlignSpec()
+    blend: BlendDefaults = BlendDefaults()
+    preview: str | None = None
+    created: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    model_card: str = ""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated bundle on disk."""
+
+    root: Path
+    manifest: Manifest
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+    def tier(self, tier_id: str) -> Tier:
+        for tier in self.manifest.tiers:
+            if tier.id == tier_id:
+                return tier
+        known = ", ".join(t.id for t in self.manifest.tiers)
+        raise BundleError(f"{self.root / MANIFEST}: no tier '{tier_id}' (tiers: {known})")
+
+    def path(self, tier_file: TierFile) -> Path:
+        return self.root / tier_file.file
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _Reader:
+    """Typed field access that names the manifest and the field in every error."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def fail(self, msg: str) -> BundleError:
+        return BundleError(f"{self.where}: {msg}")
+
+    def get(self, obj: dict, key: str, kind: type | tuple[type, ...], ctx: str = "", default: Any = ...) -> Any:
+        name = f"{ctx}{key}"
+        if key not in obj:
+            if default is ...:
+                raise self.fail(f"missing field '{name}'")
+            return default
+        value = obj[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise self.fail(f"field '{name}' must be {expected}, got {type(value).__name__}")
+        return value
+
+
+def _parse_tier(r: _Reader, raw: Any, index: int) -> Tier:
+    ctx = f"tiers[{index}]."
+    if not isinstance(raw, dict):
+        raise r.fail(f"tiers[{index}] must be an object")
+    # A tier lists its files; the flat single-file form {runtime, file, sha256} is accepted too.
+    raw_files = r.get(raw, "files", list, ctx) if "files" in raw else [raw]
+    files = []
+    for j, f in enumerate(raw_files):
+        fctx = f"{ctx}files[{j}]." if "files" in raw else ctx
+        if not isinstance(f, dict):
+            raise r.fail(f"{fctx[:-1]} must be an object")
+        runtime = r.get(f, "runtime", str, fctx)
+        if runtime not in RUNTIMES:
+            raise r.fail(f"field '{fctx}runtime' is '{runtime}', expected one of {RUNTIMES}")
+        rel = r.get(f, "file", str, fctx)
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise r.fail(f"field '{fctx}file' must be a path inside the bundle, got '{rel}'")
+        files.append(TierFile(runtime, rel, r.get(f, "sha256", str, fctx).lower()))
+    if not files:
+        raise r.fail(f"{ctx}files is empty")
+    size = r.get(raw, "input_size", int, ctx)
+    if not 16 <= size <= 2048:
+        raise r.fail(f"field '{ctx}input_size' = {size} is out of range 16..2048")
+    return Tier(
+        id=r.get(raw, "id", str, ctx),
+        input_size=size,
+        gmacs=r.get(raw, "gmacs", float, ctx),
+        params=r.get(raw, "params", int, ctx),
+        files=tuple(files),
+    )
+
+
+def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
+    """Validate a decoded manifest and build a :class:`Manifest`; raises BundleError naming the field."""
+    r = _Reader(where)
+    if not isinstance(data, dict):
+        raise r.fail("manifest must be a JSON object")
+    schema = r.get(data, "schema", int)
+    if schema != SCHEMA_VERSION:
+        raise r.fail(f"unknown schema version {schema}; this Stylecast reads schema {SCHEMA_VERSION}")
+    raw_tiers = r.get(data, "tiers", list)
+    if not raw_tiers:
+        raise r.fail("a bundle needs at least one tier")
+    tiers = tuple(_parse_tier(r, t, i) for i, t in enumerate(raw_tiers))
+    if len({t.id for t in tiers}) != len(tiers):
+        raise r.fail("tier ids must be unique")
+    io_raw = r.get(data, "io", dict, default={})
+    vrange = r.get(io_raw, "range", list, "io.", default=[-1.0, 1.0])
+    if len(vrange) != 2 or not all(isinstance(v, int | float) for v in vrange) or vrange[0] >= vrange[1]:
+        raise r.fail(f"field 'io.range' must be [low, high], got {vrange}")
+    io = IOSpec(
+        layout=r.get(io_raw, "layout", str, "io.", default="NCHW"),
+        color=r.get(io_raw, "color", str, "io.", default="RGB"),
+        value_range=(float(vrange[0]), float(vrange[1])),
+        input_name=r.get(io_raw, "input", str, "io.", default="input"),
+        output_name=r.get(io_raw, "output", str, "io.", default="output"),
+    )
+    if io.layout != "NCHW" or io.color not in ("RGB", "BGR"):
+        raise r.fail(f"unsupported io: layout {io.layout}, color {io.color} (NCHW with RGB or BGR)")
+    align_raw = r.get(data, "align", dict, default={})
+    align = AlignSpec(
+        template=r.get(align_raw, "template", str, "align.", default="ffhq"),
+        crop_size=r.get(align_raw, "crop_size", int, "align.", default=256),
+    )
+    blend_raw = r.get(data, "blend", dict, default={})
+    blend = BlendDefaults(
+        **{k: r.get(blend_raw, k, float, "blend.", default=v) for k, v in asdict(BlendDefaults()).items()}
+    )
+    ident = r.get(data, "id", str)
+    if not ident or not all(c.isalnum() or c in "-_" for c in ident):
+        raise r.fail(f"field 'id' must be a non-empty name of letters, digits, '-' or '_', got '{ident}'")
+    return Manifest(
+        schema=schema,
+        id=ident,
+        name=r.get(data, "name", str),
+        version=r.get(data, "version", str),
+        description=r.get(data, "description", str, default=""),
+        license=r.get(data, "license", str),
+        tiers=tiers,
+        io=io,
+        align=align,
+        blend=blend,
+        preview=r.get(data, "preview", (str, type(None)), default=None),
+        created=r.get(data, "created", dict, default={}),
+        metrics=r.get(data, "metrics", dict, default={}),
+        model_card=r.get(data, "model_card", str, default=""),
+    )
+
+
+def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
+    """The JSON form of a manifest (inverse of :func:`parse_manifest`)."""
+    return {
+        "schema": manifest.schema,
+        "id": manifest.id,
+        "name": manifest.name,
+        "version": manifest.version,
+        "description": manifest.description,
+        "license": manifest.license,
+        "preview": manifest.preview,
+        "created": manifest.created,
+        "align": asdict(manifest.align),
+        "io": {
+            "layout": manifest.io.layout,
+            "color": manifest.io.color,
+            "range": list(manifest.io.value_range),
+            "input": manifest.io.input_name,
+            "output": manifest.io.output_name,
+        },
+        "blend": asdict(manifest.blend),
+        "tiers": [
+            {
+                "id": t.id,
+                "input_size": t.input_size,
+                "gmacs": t.gmacs,
+                "params": t.params,
+                "files": [asdict(f) for f in t.files],
+            }
+            for t in manifest.tiers
+        ],
+        "metrics": manifest.metrics,
+        "model_card": manifest.model_card,
+    }
+
+
+def load_bundle(root: Path | str, verify: bool = True) -> Bundle:
+    """Read and validate ``root/manifest.json``; with ``verify``, check every file exists and its sha256."""
+    root = Path(root)
+    path = root / MANIFEST
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no manifest.json in this bundle folder") from None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+    manifest = parse_manifest(data, str(path))
+    if manifest.id != root.name:
+        log.debug("bundle folder %s holds style id %s", root.name, manifest.id)
+    bundle = Bundle(root, manifest)
+    if verify:
+        for tier in manifest.tiers:
+            for f in tier.files:
+                verify_file(bundle, f)
+    return bundle
+
+
+def verify_file(bundle: Bundle, tier_file: TierFile) -> None:
+    path = bundle.path(tier_file)
+    if not path.is_file():
+        raise BundleError(f"{path}: model file listed in the manifest is missing")
+    actual = sha256_file(path)
+    if actual != tier_file.sha256:
+        raise BundleError(
+            f"{path}: sha256 mismatch (manifest {tier_file.sha256[:12]}…, file {actual[:12]}…);"
+            " the file is corrupt or was replaced"
+        )
+
+
+def bundled_models_dir() -> Path:
+    """``models/`` shipped with the app (next to the sources, or inside a frozen build)."""
+    base = Path(getattr(sys, "_MEIPASS", Path(__file__).resolve().parent.parent))
+    return base / "models"
+
+
+def user_models_dir() -> Path:
+    """Per-user folder for styles trained or installed by the user (``STYLECAST_MODELS`` overrides)."""
+    if os.environ.get("STYLECAST_MODELS"):
+        return Path(os.environ["STYLECAST_MODELS"])
+    if sys.platform == "win32":
+        return Path(os.environ.get("APPDATA", Path.home())) / "Stylecast" / "models"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "Stylecast" / "models"
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "stylecast" / "models"
+
+
+@dataclass(frozen=True)
+class RegistryScan:
+    """What a scan of the model folders found: valid bundles by id, and the rejected folders' errors."""
+
+    bundles: dict[str, Bundle]
+    errors: dict[Path, str]
+
+
+class BundleRegistry:
+    """Installed styles from the bundled folder and the user folder (user bundles win on id clashes)."""
+
+    def __init__(self, roots: list[Path] | None = None) -> None:
+        self.roots = roots if roots is not None else [bundled_models_dir(), user_models_dir()]
+
+    def scan(self) -> RegistryScan:
+        bundles: dict[str, Bundle] = {}
+        errors: dict[Path, str] = {}
+        for root in self.roots:
+            if not root.is_dir():
+                continue
+            for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+                if not (folder / MANIFEST).exists():
+                    continue
+                try:
+                    bundle = load_bundle(folder)
+                except BundleError as exc:
+                    errors[folder] = str(exc)
+                    log.warning("skipping bundle: %s", exc)
+                    continue
+                bundles[bundle.id] = bundle
+        return RegistryScan(bundles, errors)
+
+    def get(self, style_id: str) -> Bundle:
+        scan = self.scan()
+        if style_id in scan.bundles:
+            return scan.bundles[style_id]
+        for folder, err in scan.errors.items():
+            if folder.name == style_id:
+                raise BundleError(err)
+        known = ", ".join(sorted(scan.bundles)) or "none installed"
+        raise BundleError(f"no style '{style_id}' (installed: {known})")

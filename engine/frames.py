@@ -1,0 +1,45 @@
+"""Frame values shared by every stage, and normalisation of whatever a source delivers to BGR uint8."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured frame.
+
+    image: (H, W, 3) uint8 BGR. timestamp: seconds, monotonic within a source. index: 0-based.
+    """
+
+    image: np.ndarray
+    timestamp: float
+    index: int
+
+
+def to_bgr_uint8(image: np.ndarray) -> np.ndarray:
+    """Return a contiguous (H, W, 3) uint8 BGR view/copy of a grey, BGR, BGRA or 16-bit/float image.
+
+    Sources and callers hand us whatever their device produces; every later stage assumes BGR uint8.
+    Raises ValueError for shapes that are not an image.
+    """
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+        raise ValueError(f"not an image: {type(image).__name__} {getattr(image, 'shape', None)}")
+    if image.dtype != np.uint8:
+        if image.dtype == np.uint16:
+            image = (image >> 8).astype(np.uint8)
+        elif np.issubdtype(image.dtype, np.floating):
+            image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        else:
+            image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    channels = image.shape[2]
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if channels != 3:
+        raise ValueError(f"unsupported channel count {channels}")
+    return np.ascontiguousarray(image)

@@ -1,0 +1,331 @@
+"""The synchronous per-frame pipeline: track → align → stylize → smooth → blend back.
+
+``Pipeline.process(frame)`` is one deterministic step that the runtime threads and the tests drive.
+Errors travel as data in :class:`FrameResult`: a bad frame, a failing face or a failed style load
+is reported and the stream goes on. Styles hot-swap at frame boundaries: a new bundle loads and
+warms up on a background thread while the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.align import (
+    TEMPLATES,
+    Similarity,
+    SimilaritySmoother,
+    SmoothingConfig,
+    similarity_from_landmarks,
+    warp_crop,
+)
+from engine.backends import TierModel, load_tier, time_stylizer
+from engine.blend import ColorMatcher, feather_mask, paste_back
+from engine.bundle import Bundle
+from engine.errors import StylecastError
+from engine.frames import Frame, to_bgr_uint8
+from engine.temporal import TemporalConfig, TemporalSmoother
+from engine.tiers import TierController, TierPolicy
+from engine.tracking import FaceTracker
+
+log = logging.getLogger(__name__)
+
+PASSTHROUGH_LABEL = "pass-through (no style installed)"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Live settings. ``None`` means "use the active bundle's default"."""
+
+    intensity: float | None = None
+    color_match: float | None = None
+    temporal_strength: float | None = None
+    feather: float | None = None
+    smoothing: SmoothingConfig = SmoothingConfig()
+    jump_faces: float = 0.5  # a centre jump of this many face sizes in one frame resets a face's state
+    passthrough_crop: int = 256
+
+
+@dataclass(frozen=True)
+class FaceObservation:
+    track_id: int
+    box: tuple[float, float, float, float]
+    raw: Similarity
+    smoothed: Similarity
+    opacity: float
+    seen: bool
+    stylized: bool
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything one step produced. ``image`` is None only when the input was not an image at all."""
+
+    image: np.ndarray | None
+    index: int
+    timestamp: float
+    faces: tuple[FaceObservation, ...]
+    timings: dict[str, float]
+    style: str | None
+    tier: str | None
+    backend: str | None
+    error: str | None = None
+
+
+@dataclass
+class LoadedStyle:
+    """A bundle with its tiers loaded (cheapest first) and the controller choosing among them."""
+
+    bundle: Bundle
+    models: list[TierModel]
+    controller: TierController | None
+
+    @property
+    def active(self) -> TierModel:
+        return self.models[self.controller.index if self.controller else 0]
+
+    def close(self) -> None:
+        for m in self.models:
+            m.close()
+
+
+def load_style(
+    bundle: Bundle,
+    tier: str = "auto",
+    backend: str = "auto",
+    threads: int = 2,
+    policy: TierPolicy = TierPolicy(),
+) -> LoadedStyle:
+    """Load one tier, or with ``tier='auto'`` every tier plus a controller starting at the best that fits."""
+    if tier != "auto":
+        return LoadedStyle(bundle, [load_tier(bundle, bundle.tier(tier), backend, threads)], None)
+    tiers = sorted(bundle.manifest.tiers, key=lambda t: t.gmacs)
+    models = [load_tier(bundle, t, backend, threads, bench_runs=5) for t in tiers]
+    times = [m.ms if math.isfinite(m.ms) else time_stylizer(m.stylizer, runs=5) for m in models]
+    fitting = [i for i, ms in enumerate(times) if ms <= policy.budget_ms]
+    start = fitting[-1] if fitting else 0
+    log.info("tiers %s measured %s ms; starting with %s", [t.id for t in tiers], times, tiers[start].id)
+    return LoadedStyle(bundle, models, TierController(times, start, policy))
+
+
+@dataclass
+class _FaceState:
+    smoother: SimilaritySmoother
+    temporal: TemporalSmoother
+    color: ColorMatcher
+    last_raw: Similarity | None = None
+
+
+@dataclass
+class _SwapRequest:
+    result: LoadedStyle | None = None
+    error: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Pipeline:
+    """Owns the tracker, the active style and each face's smoothing state."""
+
+    def __init__(
+        self, tracker: FaceTracker, style: LoadedStyle | None = None, config: PipelineConfig = PipelineConfig()
+    ):
+        self.tracker = tracker
+        self.style = style
+        self.config = config
+        self._faces: dict[int, _FaceState] = {}
+        self._frame_shape: tuple[int, ...] | None = None
+        self._swap: _SwapRequest | None = None
+        self._lock = threading.Lock()
+        self.swaps = 0
+
+    # ----- style management -------------------------------------------------------------------
+
+    def request_style(self, bundle: Bundle, tier: str = "auto", backend: str = "auto", threads: int = 2) -> None:
+        """Start loading ``bundle`` in the background; it replaces the active style at a frame boundary."""
+
+        def work(req: _SwapRequest) -> None:
+            try:
+                req.result = load_style(bundle, tier, backend, threads)
+            except (StylecastError, OSError, ValueError) as exc:
+                req.error = f"could not load style '{bundle.id}': {exc}"
+                log.error("%s", req.error)
+            finally:
+                req.done.set()
+
+        req = _SwapRequest()
+        with self._lock:
+            self._swap = req
+        threading.Thread(target=work, args=(req,), name=f"load-{bundle.id}", daemon=True).start()
+
+    def wait_for_swap(self, timeout: float = 30.0) -> bool:
+        """Block until a requested load has finished (tests, CLI start-up). True when one finished."""
+        req = self._swap
+        return req is not None and req.done.wait(timeout)
+
+    def _apply_pending_swap(self) -> str | None:
+        with self._lock:
+            req = self._swap
+            if req is None or not req.done.is_set():
+                return None
+            self._swap = None
+        if req.error:
+            return req.error  # the old style keeps serving
+        old, self.style = self.style, req.result
+        self._faces.clear()  # smoothing state belongs to the old style's outputs
+        self.swaps += 1
+        if old is not None:
+            old.close()
+        log.info("style switched to %s", self.style.bundle.id if self.style else None)
+        return None
+
+    # ----- per frame --------------------------------------------------------------------------
+
+    def _settings(self) -> tuple[float, float, float, float, int]:
+        cfg = self.config
+        if self.style is None:
+            blend_intensity, color, temporal, feather = 1.0, 0.0, 0.0, 0.1
+            crop = cfg.passthrough_crop
+        else:
+            d = self.style.bundle.manifest.blend
+            blend_intensity, color, temporal, feather = d.intensity, d.color_match, d.temporal, d.feather
+            crop = self.style.bundle.manifest.align.crop_size
+        pick = lambda v, default: default if v is None else v  # noqa: E731
+        return (
+            pick(cfg.intensity, blend_intensity),
+            pick(cfg.color_match, color),
+            pick(cfg.temporal_strength, temporal),
+            pick(cfg.feather, feather),
+            crop,
+        )
+
+    def _state(self, track_id: int, temporal: float) -> _FaceState:
+        state = self._faces.get(track_id)
+        if state is None or state.temporal.config.strength != temporal:
+            state = _FaceState(
+                SimilaritySmoother(self.config.smoothing),
+                TemporalSmoother(TemporalConfig(strength=temporal)),
+                ColorMatcher(),
+            )
+            self._faces[track_id] = state
+        return state
+
+    def _jumped(self, state: _FaceState, raw: Similarity) -> bool:
+        last = state.last_raw
+        if last is None:
+            return True
+        shift = math.hypot(raw.cx - last.cx, raw.cy - last.cy) / last.side
+        return shift > self.config.jump_faces or abs(raw.log_side - last.log_side) > 0.3
+
+    def process(self, frame: Frame) -> FrameResult:
+        t_start = time.perf_counter()
+        errors = [e for e in [self._apply_pending_swap()] if e]
+        timings = {"track": 0.0, "align": 0.0, "infer": 0.0, "smooth": 0.0, "blend": 0.0}
+        style = self.style
+        model = style.active if style else None
+        try:
+            image = to_bgr_uint8(frame.image)
+        except ValueError as exc:
+            return self._result(None, frame, (), timings, model, f"bad frame: {exc}", t_start)
+        if image.shape != self._frame_shape:  # new geometry: old tracks and states are meaningless
+            if self._frame_shape is not None:
+                self._reset_tracking()
+            self._frame_shape = image.shape
+        out = image.copy()
+
+        t0 = time.perf_counter()
+        try:
+            faces = self.tracker(image, frame.timestamp)
+        except Exception as exc:  # mediapipe raises plain RuntimeErrors on graph failures
+            log.exception("tracking failed")
+            faces, errors = [], [*errors, f"tracking failed: {exc}"]
+        timings["track"] = (time.perf_counter() - t0) * 1000
+
+        intensity, color_strength, temporal, feather, crop_size = self._settings()
+        template = TEMPLATES[style.bundle.manifest.align.template] if style else TEMPLATES["ffhq"]
+        mask = feather_mask(crop_size, feather)
+        observations = []
+        live_ids = set()
+        for face in faces:
+            live_ids.add(face.track_id)
+            state = self._state(face.track_id, temporal)
+            t0 = time.perf_counter()
+            try:
+                raw = similarity_from_landmarks(face.landmarks, template)
+            except ValueError:
+                continue
+            if face.seen and self._jumped(state, raw):
+                state.smoother.reset()
+                state.temporal.reset()
+                state.color.reset()
+            if face.seen:
+                state.last_raw = raw
+            smoothed = state.smoother(raw, frame.timestamp)  # a held face keeps its last landmarks
+            crop = warp_crop(image, smoothed, crop_size)
+            timings["align"] += (time.perf_counter() - t0) * 1000
+
+            t0 = time.perf_counter()
+            stylized, ok = crop, True
+            if model is not None:
+                try:
+                    stylized = model.stylize(crop)
+                except Exception as exc:  # a failing model must not stop the stream
+                    log.exception("stylizer failed")
+                    errors.append(f"stylizer failed on face {face.track_id}: {exc}")
+                    ok = False
+            timings["infer"] += (time.perf_counter() - t0) * 1000
+
+            t0 = time.perf_counter()
+            if ok and model is not None:
+                stylized = state.color(crop, stylized, mask, color_strength)
+                stylized = state.temporal(crop, stylized)
+            timings["smooth"] += (time.perf_counter() - t0) * 1000
+
+            t0 = time.perf_counter()
+            if ok:
+                paste_back(out, stylized, smoothed, mask, intensity * face.opacity)
+            timings["blend"] += (time.perf_counter() - t0) * 1000
+            observations.append(
+                FaceObservation(
+                    face.track_id, face.box, raw, smoothed, face.opacity, face.seen, ok and model is not None
+                )
+            )
+        for gone in set(self._faces) - live_ids:
+            del self._faces[gone]
+
+        if style is not None and style.controller is not None and observations:
+            switched = style.controller.observe(timings["infer"] / len(observations))
+            if switched is not None:
+                log.info("compute tier -> %s", style.active.tier.id)
+        return self._result(out, frame, tuple(observations), timings, model, "; ".join(errors) or None, t_start)
+
+    def _result(self, image, frame, faces, timings, model, error, t_start) -> FrameResult:
+        timings["total"] = (time.perf_counter() - t_start) * 1000
+        return FrameResult(
+            image=image,
+            index=frame.index,
+            timestamp=frame.timestamp,
+            faces=faces,
+            timings=timings,
+            style=model.bundle.id if model else None,
+            tier=model.tier.id if model else None,
+            backend=model.stylizer.runtime if model else None,
+            error=error,
+        )
+
+    def _reset_tracking(self) -> None:
+        self.tracker.reset()
+        self._faces.clear()
+
+    def close(self) -> None:
+        if self._swap is not None:
+            self._swap.done.wait(10.0)
+            self._apply_pending_swap()
+        if self.style is not None:
+            self.style.close()
+            self.style = None
+        self.tracker.close()

@@ -1,0 +1,236 @@
+"""The threaded runtime: capture, processing and each sink on their own thread.
+
+Threads talk through one-slot mailboxes: the newest frame wins, a frame that was replaced before
+anyone took it is dropped and counted, and nothing ever queues without bound. In lockstep mode (files,
+the demo, benchmarks) the mailboxes block instead of dropping, so every frame is processed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from engine.errors import SinkError, SourceError
+from engine.frames import Frame
+from engine.pipeline import FrameResult, Pipeline
+from engine.sinks import Sink
+from engine.sources import FrameSource
+from engine.stats import StageTimes
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Mailbox(Generic[T]):
+    """A one-slot mailbox. ``put`` replaces an unread item (counted in ``dropped``) unless ``lockstep``,
+    in which case it waits for the reader. ``close`` wakes everyone; ``get`` then returns None."""
+
+    def __init__(self, lockstep: bool = False) -> None:
+        self.lockstep = lockstep
+        self._item: T | None = None
+        self._closed = False
+        self._cond = threading.Condition()
+        self.dropped = 0
+
+    def put(self, item: T) -> bool:
+        """False when the mailbox is closed."""
+        with self._cond:
+            if self.lockstep:
+                while self._item is not None and not self._closed:
+                    self._cond.wait(0.1)
+            if self._closed:
+                return False
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cond.notify_all()
+            return True
+
+    def get(self, timeout: float | None = None) -> T | None:
+        with self._cond:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self._item is None and not self._closed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining if remaining is not None else 0.1)
+            item, self._item = self._item, None
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+@dataclass
+class RuntimeStatus:
+    """Counters of a running stream (read them any time; they only grow)."""
+
+    captured: int = 0
+    processed: int = 0
+    source_errors: int = 0
+    last_error: str | None = None
+    sink_written: dict[str, int] = field(default_factory=dict)
+    sink_errors: dict[str, str] = field(default_factory=dict)
+    ended: bool = False
+
+
+class Runtime:
+    """Runs ``source → pipeline → sinks`` on threads until the source ends or :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        source: FrameSource,
+        pipeline: Pipeline,
+        sinks: list[Sink],
+        lockstep: bool = False,
+        on_result: Callable[[FrameResult], None] | None = None,
+        retry_delay: float = 0.05,
+    ) -> None:
+        self.source, self.pipeline, self.sinks = source, pipeline, sinks
+        self.lockstep = lockstep
+        self.on_result = on_result
+        self.retry_delay = retry_delay
+        self.status = RuntimeStatus(sink_written={s.name: 0 for s in sinks})
+        self.times = StageTimes()
+        self._frames: Mailbox[tuple[Frame, float]] = Mailbox(lockstep)
+        self._sink_boxes: list[Mailbox[FrameResult]] = [Mailbox(lockstep) for _ in sinks]
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._started_at: float | None = None
+        self._finished_at: float | None = None
+
+    # ----- threads ----------------------------------------------------------------------------
+
+    def _capture(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                frame = self.source.read()
+            except SourceError as exc:
+                with self._lock:
+                    self.status.source_errors += 1
+                    self.status.last_error = str(exc)
+                self._stop.wait(self.retry_delay)
+                continue
+            if frame is None:
+                break
+            with self._lock:
+                self.status.captured += 1
+            if not self._frames.put((frame, (time.perf_counter() - t0) * 1000)):
+                break
+        self._frames.close()
+
+    def _process(self) -> None:
+        while True:
+            item = self._frames.get()
+            if item is None:
+                break
+            frame, decode_ms = item
+            result = self.pipeline.process(frame)
+            self.times.add("decode", decode_ms)
+            self.times.add_all(result.timings)
+            with self._lock:
+                self.status.processed += 1
+                if result.error:
+                    self.status.last_error = result.error
+            if self.on_result is not None:
+                self.on_result(result)
+            for box in self._sink_boxes:
+                box.put(result)
+        for box in self._sink_boxes:
+            box.close()
+        self._finished_at = time.perf_counter()
+
+    def _drain(self, sink: Sink, box: Mailbox[FrameResult]) -> None:
+        failed = False
+        while True:
+            result = box.get()
+            if result is None:
+                break
+            if failed:
+                continue
+            t0 = time.perf_counter()
+            try:
+                sink.write(result)
+            except SinkError as exc:
+                failed = True
+                with self._lock:
+                    self.status.sink_errors[sink.name] = str(exc)
+                    self.status.last_error = str(exc)
+                log.error("%s", exc)
+                continue
+            self.times.add(f"sink:{sink.name}", (time.perf_counter() - t0) * 1000)
+            with self._lock:
+                self.status.sink_written[sink.name] += 1
+        try:
+            sink.close()
+        except SinkError as exc:
+            with self._lock:
+                self.status.sink_errors[sink.name] = str(exc)
+
+    # ----- control ----------------------------------------------------------------------------
+
+    def start(self) -> Runtime:
+        self._started_at = time.perf_counter()
+        self._threads = [
+            threading.Thread(target=self._capture, name="capture", daemon=True),
+            threading.Thread(target=self._process, name="process", daemon=True),
+        ] + [
+            threading.Thread(target=self._drain, args=(s, b), name=f"sink-{s.name}", daemon=True)
+            for s, b in zip(self.sinks, self._sink_boxes)
+        ]
+        for th in self._threads:
+            th.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the stream to end by itself (finite sources). True when every thread finished."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for th in self._threads:
+            th.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        done = not any(th.is_alive() for th in self._threads)
+        self.status.ended = done
+        return done
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Stop capture, let in-flight frames finish, close the sinks. True when all threads ended in time."""
+        self._stop.set()
+        self._frames.close()
+        return self.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return any(th.is_alive() for th in self._threads)
+
+    def report(self) -> dict:
+        """Counters, drops and per-stage p50/p95 timings as a JSON-ready dict."""
+        end = self._finished_at or time.perf_counter()
+        wall = end - self._started_at if self._started_at else 0.0
+        with self._lock:
+            s = self.status
+            return {
+                "frames_captured": s.captured,
+                "frames_processed": s.processed,
+                "dropped_before_processing": self._frames.dropped,
+                "dropped_per_sink": {sk.name: b.dropped for sk, b in zip(self.sinks, self._sink_boxes)},
+                "sink_written": dict(s.sink_written),
+                "sink_errors": dict(s.sink_errors),
+                "source_errors": s.source_errors,
+                "last_error": s.last_error,
+                "wall_s": round(wall, 3),
+                "fps": round(s.processed / wall, 2) if wall > 0 else 0.0,
+                "stages_ms": self.times.summary(),
+            }

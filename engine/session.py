@@ -1,0 +1,122 @@
+"""One stylization session from options to report: what ``main.py stylize``, the demo and the benchmarks run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from engine.bundle import Bundle, BundleRegistry
+from engine.pipeline import PASSTHROUGH_LABEL, FrameResult, LoadedStyle, Pipeline, PipelineConfig, load_style
+from engine.runtime import Runtime
+from engine.sinks import Sink, VideoRecorder, VirtualCameraSink
+from engine.sources import open_source
+from engine.stats import FaceStats
+from engine.tiers import TierPolicy
+from engine.tracking import MeshFaceTracker
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STYLE = "ink"
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    source: str = "demo"
+    style: str = "auto"  # a style id, "auto" (the default style if installed) or "none" (pass-through)
+    tier: str = "auto"
+    backend: str = "auto"
+    threads: int = 2
+    max_faces: int = 4
+    intensity: float | None = None
+    temporal: float | None = None
+    color_match: float | None = None
+    out: str | None = None
+    report: str | None = None
+    frames: int | None = None
+    paced: bool = False
+    virtual_camera: str | None = None  # a pyvirtualcam backend name
+
+
+def resolve_style(style: str, registry: BundleRegistry | None = None) -> Bundle | None:
+    """The bundle to run, or None for pass-through. 'auto' falls back to pass-through with a notice."""
+    if style == "none":
+        return None
+    registry = registry or BundleRegistry()
+    if style != "auto":
+        return registry.get(style)
+    scan = registry.scan()
+    if DEFAULT_STYLE in scan.bundles:
+        return scan.bundles[DEFAULT_STYLE]
+    if scan.bundles:
+        return scan.bundles[sorted(scan.bundles)[0]]
+    return None
+
+
+def passthrough_notice() -> str:
+    return (
+        f"No trained style is installed, so this runs a {PASSTHROUGH_LABEL}: faces are tracked, aligned and"
+        " blended back unchanged. Train the first style with `python main.py train student --teacher ink"
+        " --preset cpu`, or copy a bundle into models/ or the user models folder."
+    )
+
+
+def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) -> dict:
+    """Run a stream to its end (or until interrupted) and return the JSON report."""
+    bundle = resolve_style(options.style)
+    if bundle is None:
+        log.warning("%s", passthrough_notice())
+    style: LoadedStyle | None = None
+    if bundle is not None:
+        policy = TierPolicy()
+        style = load_style(bundle, options.tier, options.backend, options.threads, policy)
+    lockstep = not options.paced and not options.source.startswith("camera:")
+    source = open_source(options.source, paced=options.paced, max_frames=options.frames)
+    config = PipelineConfig(
+        intensity=options.intensity, temporal_strength=options.temporal, color_match=options.color_match
+    )
+    pipeline = Pipeline(MeshFaceTracker(max_faces=options.max_faces), style, config)
+    sinks: list[Sink] = list(extra_sinks or [])
+    recorder = None
+    if options.out:
+        recorder = VideoRecorder(options.out, fps=source.fps)
+        sinks.append(recorder)
+    if options.virtual_camera:
+        sinks.append(VirtualCameraSink(fps=source.fps, backend=options.virtual_camera))
+    faces = FaceStats()
+    tiers_used: dict[str, int] = {}
+
+    def observe(result: FrameResult) -> None:
+        faces.add([f.track_id for f in result.faces])
+        if result.tier:
+            tiers_used[result.tier] = tiers_used.get(result.tier, 0) + 1
+
+    runtime = Runtime(source, pipeline, sinks, lockstep=lockstep, on_result=observe)
+    runtime.start()
+    try:
+        runtime.wait()
+    except KeyboardInterrupt:
+        log.info("interrupted; finishing")
+        runtime.stop(timeout=5.0)
+    finally:
+        pipeline.close()
+        source.close()
+    report = {
+        "options": asdict(options),
+        "source": {"name": source.name, "fps": source.fps, "truncated": getattr(source, "truncated", False)},
+        "style": bundle.id if bundle else None,
+        "style_label": bundle.manifest.name if bundle else PASSTHROUGH_LABEL,
+        "tiers_used": tiers_used,
+        "backend": style.active.stylizer.runtime if style else None,
+        "faces": faces.summary(),
+        "runtime": runtime.report(),
+        "output": {"path": options.out, "codec": recorder.codec, "frames": recorder.frames} if recorder else None,
+        "cpu_count": os.cpu_count(),
+    }
+    if options.report:
+        path = Path(options.report)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,237 @@
+"""Outputs of the stream: preview callback, video recorder, still snapshots, virtual camera.
+
+A sink that fails (disk full, device gone) raises :class:`SinkError` once, stops itself and keeps
+what it already wrote; the runtime reports the error and the other sinks go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from engine.errors import BackendUnavailable, SinkError
+from engine.pipeline import FrameResult
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    name: str
+
+    def write(self, result: FrameResult) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class CallbackSink:
+    """Hands each result to a function (the GUI preview, tests)."""
+
+    def __init__(self, callback: Callable[[FrameResult], None], name: str = "preview") -> None:
+        self.callback, self.name = callback, name
+
+    def write(self, result: FrameResult) -> None:
+        self.callback(result)
+
+    def close(self) -> None:
+        pass
+
+
+def _even_size(image: np.ndarray) -> tuple[int, int]:
+    h, w = image.shape[:2]
+    return max(2, w - w % 2), max(2, h - h % 2)
+
+
+class VideoRecorder:
+    """Records results to a video file: H.264 through PyAV, falling back to OpenCV's mp4v.
+
+    MP4 output is fragmented (a self-contained fragment per keyframe group), so a recording cut short
+    by a full disk or a crash stays playable up to the last complete fragment. The frame size is fixed
+    by the first frame; later frames of another size are resized to it.
+    """
+
+    def __init__(self, path: Path | str, fps: float = 30.0, codec: str = "auto", crf: int = 20) -> None:
+        self.path = Path(path)
+        self.name = f"recorder:{self.path.name}"
+        self.fps, self.crf = fps, crf
+        self.codec = codec
+        self.frames = 0
+        self.failed: str | None = None
+        self._size: tuple[int, int] | None = None
+        self._container = None
+        self._stream = None
+        self._cv_writer: cv2.VideoWriter | None = None
+
+    def _open(self, image: np.ndarray) -> None:
+        self._size = _even_size(image)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.codec in ("auto", "h264"):
+            try:
+                self._open_pyav()
+                self.codec = "h264"
+                return
+            except (ImportError, BackendUnavailable) as exc:
+                if self.codec == "h264":
+                    raise SinkError(f"{self.path}: H.264 recording unavailable: {exc}") from exc
+                log.warning("H.264 unavailable (%s); recording with mp4v", exc)
+        self._open_opencv()
+        self.codec = "mp4v"
+
+    def _open_pyav(self) -> None:
+        import av
+
+        if "libx264" not in av.codecs_available:
+            raise BackendUnavailable("PyAV has no libx264 encoder")
+        w, h = self._size
+        options = {"movflags": "frag_keyframe+empty_moov+default_base_moof"} if self.path.suffix == ".mp4" else {}
+        try:
+            self._container = av.open(str(self.path), mode="w", options=options)
+        except (OSError, av.FFmpegError) as exc:
+            raise SinkError(f"{self.path}: cannot create recording: {exc}") from exc
+        rate = Fraction(self.fps).limit_denominator(1001)
+        stream = self._container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": str(self.crf), "preset": "veryfast"}
+        self._stream = stream
+
+    def _open_opencv(self) -> None:
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size)
+        if not writer.isOpened():
+            raise SinkError(f"{self.path}: cannot create recording with mp4v")
+        self._cv_writer = writer
+
+    def write(self, result: FrameResult) -> None:
+        if result.image is None or self.failed:
+            return
+        image = result.image
+        try:
+            if self._size is None:
+                self._open(image)
+            if (image.shape[1], image.shape[0]) != self._size:
+                image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+            if self._stream is not None:
+                import av
+
+                frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+                for packet in self._stream.encode(frame):
+                    self._container.mux(packet)
+            else:
+                self._cv_writer.write(image)
+            self.frames += 1
+        except SinkError as exc:
+            self.failed = str(exc)
+            raise
+        except Exception as exc:  # av.FFmpegError / OSError (ENOSPC) and friends
+            self.failed = f"{self.path}: recording stopped after {self.frames} frames: {exc}"
+            self._abandon()
+            raise SinkError(self.failed) from exc
+
+    def _abandon(self) -> None:
+        try:
+            if self._container is not None:
+                self._container.close()
+        except Exception:  # the file system already refused us; keep what is on disk
+            log.debug("closing a failed recording", exc_info=True)
+        self._container = self._stream = None
+
+    def close(self) -> None:
+        try:
+            if self._stream is not None:
+                for packet in self._stream.encode(None):
+                    self._container.mux(packet)
+                self._container.close()
+            if self._cv_writer is not None:
+                self._cv_writer.release()
+        except Exception as exc:
+            self.failed = f"{self.path}: finishing the recording failed: {exc}"
+            self._abandon()
+            raise SinkError(self.failed) from exc
+        finally:
+            self._container = self._stream = self._cv_writer = None
+
+
+class SnapshotSink:
+    """Saves the next frame after :meth:`request` as a still image."""
+
+    def __init__(self) -> None:
+        self.name = "snapshot"
+        self._pending: list[Path] = []
+        self._lock = threading.Lock()
+        self.saved: list[Path] = []
+
+    def request(self, path: Path | str) -> None:
+        with self._lock:
+            self._pending.append(Path(path))
+
+    def write(self, result: FrameResult) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for path in pending:
+            if result.image is None:
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), result.image):
+                raise SinkError(f"{path}: could not write the snapshot")
+            self.saved.append(path)
+
+    def close(self) -> None:
+        pass
+
+
+def default_virtual_camera_backend() -> str:
+    """The pyvirtualcam backend of this platform; always passed explicitly (no silent fallback)."""
+    if sys.platform.startswith("linux"):
+        return "v4l2loopback"
+    if sys.platform == "win32":
+        return "obs"
+    return "obs"
+
+
+class VirtualCameraSink:
+    """Sends frames to a virtual camera (v4l2loopback, OBS, Unity Capture) through pyvirtualcam.
+
+    The device opens on the first frame with that frame's size; later frames are resized to it.
+    """
+
+    def __init__(self, fps: float = 30.0, backend: str | None = None, device: str | None = None) -> None:
+        self.fps = fps
+        self.backend = backend or default_virtual_camera_backend()
+        self.device = device
+        self.name = f"virtualcam:{self.backend}"
+        self._camera = None
+        self._size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def write(self, result: FrameResult) -> None:
+        if result.image is None:
+            return
+        image = result.image
+        if self._camera is None:
+            try:
+                import pyvirtualcam
+            except ImportError as exc:
+                raise SinkError(f"virtual camera needs pyvirtualcam: {exc}") from exc
+            h, w = image.shape[:2]
+            try:
+                self._camera = pyvirtualcam.Camera(
+                    w, h, self.fps, fmt=pyvirtualcam.PixelFormat.BGR, backend=self.backend, device=self.device
+                )
+            except Exception as exc:  # pyvirtualcam raises RuntimeError when no device exists
+                raise SinkError(f"virtual camera ({self.backend}) is not available: {exc}") from exc
+            self._size = (w, h)
+        if (image.shape[1], image.shape[0]) != self._size:
+            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+        self._camera.send(np.ascontiguousarray(image))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._camera is not None:
+            self._camera.close()
+            self._camera = None

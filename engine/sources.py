@@ -1,0 +1,326 @@
+"""Frame sources: camera, video file, image folder, and the generated demo.
+
+Every source yields :class:`Frame` values (BGR uint8, monotonic timestamps in seconds). ``read()``
+returns None at the end of a finite stream and raises :class:`SourceError` when the device fails;
+the runtime reports the error and keeps calling, and a camera reopens itself after an unplug.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from engine.errors import SourceError
+from engine.frames import Frame, to_bgr_uint8
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class FrameSource(Protocol):
+    name: str
+    fps: float
+
+    def read(self) -> Frame | None: ...
+
+    def close(self) -> None: ...
+
+
+class Capture(Protocol):
+    """The part of cv2.VideoCapture a camera needs (a seam for tests with a failing fake camera)."""
+
+    def isOpened(self) -> bool: ...  # noqa: N802 - OpenCV's name
+
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+
+    def release(self) -> None: ...
+
+    def set(self, prop: int, value: float) -> bool: ...
+
+
+def _open_capture(device: int | str) -> Capture:
+    return cv2.VideoCapture(device)
+
+
+class CameraSource:
+    """A live camera by index or device path. Only the newest frame matters (buffer of one).
+
+    After a failed read (an unplug) the device is released and reopened, at most once per
+    ``retry_s``; until it is back, ``read`` raises SourceError so the caller can show the state.
+    """
+
+    def __init__(
+        self,
+        device: int | str,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float = 30.0,
+        retry_s: float = 1.0,
+        open_capture: Callable[[int | str], Capture] = _open_capture,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.device, self.name, self.fps = device, f"camera:{device}", fps
+        self._size = (width, height)
+        self._open_capture, self._clock, self.retry_s = open_capture, clock, retry_s
+        self._cap: Capture | None = None
+        self._next_retry = 0.0
+        self._index = 0
+        self._last_t = -math.inf
+        self._open()
+        if self._cap is None:
+            raise SourceError(f"camera {device!r} cannot be opened (not connected, or in use by another app)")
+
+    def _open(self) -> None:
+        cap = self._open_capture(self.device)
+        if not cap.isOpened():
+            cap.release()
+            self._cap = None
+            self._next_retry = self._clock() + self.retry_s
+            return
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        if self._size[0] and self._size[1]:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self._size[0])
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self._size[1])
+        cap.set(cv2.CAP_PROP_FPS, self.fps)
+        self._cap = cap
+        log.info("camera %s opened", self.device)
+
+    def read(self) -> Frame | None:
+        if self._cap is None:
+            if self._clock() < self._next_retry:
+                raise SourceError(f"camera {self.device!r} is disconnected; retrying")
+            self._open()
+            if self._cap is None:
+                raise SourceError(f"camera {self.device!r} is disconnected; retrying")
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            self._cap.release()
+            self._cap = None
+            self._next_retry = self._clock() + self.retry_s
+            raise SourceError(f"camera {self.device!r} stopped delivering frames (unplugged?); retrying")
+        t = max(self._clock(), self._last_t + 1e-6)
+        self._last_t = t
+        frame = Frame(to_bgr_uint8(image), t, self._index)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class VideoFileSource:
+    """Frames of a video file, in lockstep (as fast as they are consumed) or paced to real time.
+
+    Timestamps are the file's frame times. A file that ends before its declared frame count is
+    reported as truncated; the frames before the damage are still delivered.
+    """
+
+    def __init__(self, path: Path | str, paced: bool = False, loop: bool = False, max_frames: int | None = None):
+        self.path = Path(path)
+        self.name = self.path.name
+        if not self.path.is_file():
+            raise SourceError(f"{self.path}: no such video file")
+        self._cap = cv2.VideoCapture(str(self.path))
+        if not self._cap.isOpened():
+            raise SourceError(f"{self.path}: cannot decode this file as video")
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 1.0 <= fps <= 240.0 else 30.0
+        self.declared_frames = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.paced, self.loop, self.max_frames = paced, loop, max_frames
+        self.truncated = False
+        self._index = 0
+        self._file_index = 0
+        self._loop_offset = 0.0
+        self._start: float | None = None
+
+    def read(self) -> Frame | None:
+        if self.max_frames is not None and self._index >= self.max_frames:
+            return None
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            if self.declared_frames and self._file_index < self.declared_frames - 1:
+                if not self.truncated:
+                    log.warning(
+                        "%s ended at frame %d of %d declared: the file is truncated or damaged",
+                        self.path,
+                        self._file_index,
+                        self.declared_frames,
+                    )
+                self.truncated = True
+            if not self.loop or self._file_index == 0:
+                return None
+            self._loop_offset += self._file_index / self.fps
+            self._file_index = 0
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = self._cap.read()
+            if not ok or image is None:
+                return None
+        t = self._loop_offset + self._file_index / self.fps
+        self._file_index += 1
+        if self.paced:
+            if self._start is None:
+                self._start = time.monotonic() - t
+            delay = self._start + t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        frame = Frame(to_bgr_uint8(image), t, self._index)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class ImageFolderSource:
+    """Still images of a folder, in name order, as a stream at ``fps``. Unreadable files are skipped."""
+
+    def __init__(self, folder: Path | str, fps: float = 30.0):
+        self.folder = Path(folder)
+        self.name, self.fps = self.folder.name, fps
+        self._files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self._files:
+            raise SourceError(f"{self.folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        self._pos = 0
+        self._index = 0
+        self.skipped: list[str] = []
+
+    def read(self) -> Frame | None:
+        while self._pos < len(self._files):
+            path = self._files[self._pos]
+            self._pos += 1
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if image is None:
+                log.warning("%s: not a readable image, skipped", path)
+                self.skipped.append(path.name)
+                continue
+            frame = Frame(to_bgr_uint8(image), self._index / self.fps, self._index)
+            self._index += 1
+            return frame
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The generated demo: the astronaut portrait moving along a smooth path with sensor noise."""
+
+    width: int = 1280
+    height: int = 720
+    fps: float = 30.0
+    frames: int | None = 300
+    noise_sigma: float = 2.0
+    still: bool = False
+    paced: bool = False
+    seed: int = 0
+
+
+# Face centre of skimage's astronaut (512², measured with face mesh) and the base scale that makes
+# the face about webcam size in a 720p frame.
+_ASTRONAUT_FACE = (225.0, 110.0)
+_BASE_SCALE = 2.0
+
+
+class DemoSource:
+    """Synthetic but realistic input that needs no camera and no data files.
+
+    The public-domain astronaut portrait (scikit-image) moves along a Lissajous path with slow
+    scale, rotation and lighting changes over a textured background, plus Gaussian sensor noise.
+    ``still=True`` holds the pose so only the noise changes (the flicker measurement).
+    """
+
+    def __init__(self, config: DemoConfig = DemoConfig()):
+        from skimage import data as skdata
+
+        self.config = config
+        self.name, self.fps = "demo", config.fps
+        self._portrait = np.ascontiguousarray(skdata.astronaut()[:, :, ::-1])
+        self._background = self._make_background(config.width, config.height)
+        self._rng = np.random.default_rng(config.seed)
+        self._index = 0
+        self._start: float | None = None
+
+    @staticmethod
+    def _make_background(w: int, h: int) -> np.ndarray:
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        base = np.stack([90 + 50 * xx / w, 100 + 40 * yy / h, 120 + 30 * np.sin(xx / w * math.pi)], axis=-1)
+        stripes = 12 * np.sin(xx / 37.0) * np.cos(yy / 53.0)
+        return np.clip(base + stripes[:, :, None], 0, 255).astype(np.uint8)
+
+    def pose(self, t: float) -> tuple[float, float, float, float, float]:
+        """(face x, face y, scale, angle in degrees, light gain) of the portrait at time t."""
+        cfg = self.config
+        if cfg.still:
+            t = 0.0
+        two_pi = 2 * math.pi
+        x = cfg.width * (0.5 + 0.22 * math.sin(two_pi * t / 8.0))
+        y = cfg.height * (0.45 + 0.08 * math.sin(two_pi * t / 5.3))
+        scale = _BASE_SCALE * (cfg.height / 720.0) * (1.0 + 0.15 * math.sin(two_pi * t / 6.1))
+        angle = 10.0 * math.sin(two_pi * t / 7.3)
+        gain = 1.0 + 0.12 * math.sin(two_pi * t / 9.7)
+        return x, y, scale, angle, gain
+
+    def render(self, t: float) -> np.ndarray:
+        cfg = self.config
+        x, y, scale, angle, gain = self.pose(t)
+        matrix = cv2.getRotationMatrix2D(_ASTRONAUT_FACE, angle, scale)
+        matrix[:, 2] += np.array([x, y]) - np.array(_ASTRONAUT_FACE)
+        frame = self._background.copy()
+        cv2.warpAffine(
+            self._portrait,
+            matrix,
+            (cfg.width, cfg.height),
+            dst=frame,
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_TRANSPARENT,
+        )
+        out = frame.astype(np.float32) * gain
+        if cfg.noise_sigma > 0:
+            out += self._rng.normal(0.0, cfg.noise_sigma, out.shape).astype(np.float32)
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+    def read(self) -> Frame | None:
+        cfg = self.config
+        if cfg.frames is not None and self._index >= cfg.frames:
+            return None
+        t = self._index / cfg.fps
+        if cfg.paced:
+            if self._start is None:
+                self._start = time.monotonic()
+            delay = self._start + t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        frame = Frame(self.render(t), t, self._index)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(spec: str, paced: bool = False, max_frames: int | None = None) -> FrameSource:
+    """Open ``demo``, ``demo:still``, ``camera:N`` / ``camera:/dev/videoN``, a video file or an image folder."""
+    if spec in ("demo", "demo:still"):
+        frames = 300 if max_frames is None else max_frames
+        return DemoSource(DemoConfig(frames=frames, still=spec.endswith("still"), paced=paced))
+    if spec.startswith("camera:"):
+        device = spec.split(":", 1)[1]
+        return CameraSource(int(device) if device.isdigit() else device)
+    path = Path(spec)
+    if path.is_dir():
+        return ImageFolderSource(path)
+    if path.is_file():
+        return VideoFileSource(path, paced=paced, max_frames=max_frames)
+    raise SourceError(f"unknown source '{spec}': use demo, camera:N, a video file or an image folder")

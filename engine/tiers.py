@@ -1,0 +1,57 @@
+"""Compute-tier selection with hysteresis: step down under sustained overload, up after sustained headroom."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TierPolicy:
+    """budget_ms: time per frame the stylizer may use. Windows are frame counts."""
+
+    budget_ms: float = 20.0
+    down_after: int = 15
+    up_after: int = 90
+    up_headroom: float = 0.6
+
+
+class TierController:
+    """Chooses among tiers ordered cheapest first, from measured inference times.
+
+    A step down needs ``down_after`` consecutive frames over budget; a step up needs ``up_after``
+    consecutive frames under ``up_headroom × budget × (cost ratio)``, so the next tier is expected to
+    fit too. Oscillation between two tiers is impossible while the load is steady.
+    """
+
+    def __init__(self, tier_costs: list[float], start: int, policy: TierPolicy = TierPolicy()) -> None:
+        if not tier_costs:
+            raise ValueError("no tiers")
+        self.costs = tier_costs
+        self.index = max(0, min(start, len(tier_costs) - 1))
+        self.policy = policy
+        self._over = 0
+        self._under = 0
+
+    def observe(self, infer_ms: float) -> int | None:
+        """Record one frame's stylizer time; returns the new tier index when a switch is due."""
+        p = self.policy
+        if infer_ms > p.budget_ms:
+            self._over += 1
+            self._under = 0
+        else:
+            self._over = 0
+            nxt = self.index + 1
+            ratio = self.costs[nxt] / max(self.costs[self.index], 1e-9) if nxt < len(self.costs) else None
+            if ratio is not None and infer_ms * ratio < p.up_headroom * p.budget_ms:
+                self._under += 1
+            else:
+                self._under = 0
+        if self._over >= p.down_after and self.index > 0:
+            self.index -= 1
+            self._over = self._under = 0
+            return self.index
+        if self._under >= p.up_after and self.index < len(self.costs) - 1:
+            self.index += 1
+            self._over = self._under = 0
+            return self.index
+        return None

@@ -1,0 +1,273 @@
+"""Face tracking: mediapipe face mesh landmarks, plus our own track ids, hit counting and fades.
+
+mediapipe's tracking mode follows faces between frames but gives no stable identities; the
+:class:`TrackManager` assigns ids by box overlap (Hungarian matching), shows a face only after a few
+hits (one-frame false positives never flash), holds a lost face briefly (a blink of the detector does
+not drop the style) and fades faces in and out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from engine.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+MIN_TRACK_SIDE = 32  # frames smaller than this (either side) cannot hold a trackable face
+
+
+def _face_mesh_module():
+    try:
+        from mediapipe.python.solutions import face_mesh
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise BackendUnavailable(f"mediapipe face mesh is not available: {exc}") from exc
+    return face_mesh
+
+
+class LandmarkDetector(Protocol):
+    """Finds faces in a BGR frame: returns a list of (478, 2) float32 landmark arrays in pixels."""
+
+    def __call__(self, image: np.ndarray) -> list[np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class FaceMeshDetector:
+    """mediapipe 0.10.21 face mesh (refined landmarks) in video-tracking mode.
+
+    Large frames are reduced (long side <= ``max_side``) before the graph sees them: the detector
+    works at 128-256 px anyway, and converting a 12-megapixel frame would cost more than tracking.
+    """
+
+    def __init__(
+        self,
+        max_faces: int = 4,
+        max_side: int = 1280,
+        static: bool = False,
+        min_detection_confidence: float = 0.5,
+        min_tracking_confidence: float = 0.5,
+    ) -> None:
+        face_mesh = _face_mesh_module()
+        self.max_side = max_side
+        self._mesh = face_mesh.FaceMesh(
+            static_image_mode=static,
+            max_num_faces=max_faces,
+            refine_landmarks=True,
+            min_detection_confidence=min_detection_confidence,
+            min_tracking_confidence=min_tracking_confidence,
+        )
+
+    def __call__(self, image: np.ndarray) -> list[np.ndarray]:
+        h, w = image.shape[:2]
+        if min(h, w) < MIN_TRACK_SIDE:
+            return []
+        factor = min(1.0, self.max_side / max(h, w))
+        small = image
+        if factor < 1.0:
+            small = cv2.resize(image, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
+        rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        result = self._mesh.process(rgb)
+        faces = []
+        for face in result.multi_face_landmarks or ():
+            pts = np.array([(lm.x, lm.y) for lm in face.landmark], dtype=np.float32)
+            faces.append(pts * np.array([w, h], dtype=np.float32))
+        return faces
+
+    def close(self) -> None:
+        self._mesh.close()
+
+
+def landmarks_from_image(image: np.ndarray) -> np.ndarray | None:
+    """Landmarks (478, 2) of the largest face in one still BGR image, or None when there is none."""
+    detector = FaceMeshDetector(max_faces=4, static=True)
+    try:
+        faces = detector(image)
+    finally:
+        detector.close()
+    if not faces:
+        return None
+    return max(faces, key=lambda f: _box_area(landmark_box(f)))
+
+
+def landmark_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
+    """Axis-aligned (x0, y0, x1, y1) box around landmarks."""
+    x0, y0 = landmarks.min(axis=0)
+    x1, y1 = landmarks.max(axis=0)
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def _box_area(box: Sequence[float]) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def iou_matrix(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np.ndarray:
+    """Pairwise intersection-over-union of two lists of (x0, y0, x1, y1) boxes: (len(a), len(b))."""
+    out = np.zeros((len(a), len(b)), dtype=np.float64)
+    for i, p in enumerate(a):
+        for j, q in enumerate(b):
+            iw = min(p[2], q[2]) - max(p[0], q[0])
+            ih = min(p[3], q[3]) - max(p[1], q[1])
+            if iw > 0 and ih > 0:
+                inter = iw * ih
+                out[i, j] = inter / (_box_area(p) + _box_area(q) - inter)
+    return out
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """Track life cycle. Times are seconds of frame timestamps, so behaviour does not depend on FPS."""
+
+    min_hits: int = 2
+    fade_in_s: float = 0.2
+    hold_s: float = 0.3
+    fade_out_s: float = 0.25
+    min_iou: float = 0.2
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """One tracked face in one frame.
+
+    landmarks: (478, 2) float32 image pixels (the last seen ones while the face is held).
+    opacity: 0..1 fade factor for blending. seen: whether the detector found it in this frame.
+    """
+
+    track_id: int
+    landmarks: np.ndarray
+    box: tuple[float, float, float, float]
+    opacity: float
+    seen: bool
+    hits: int
+    is_new: bool
+
+
+@dataclass
+class _Track:
+    track_id: int
+    landmarks: np.ndarray
+    box: tuple[float, float, float, float]
+    hits: int = 1
+    first_t: float = 0.0
+    shown_t: float | None = None
+    last_seen_t: float = 0.0
+    reported: bool = False
+    opacity_at_loss: float = 1.0
+
+
+class TrackManager:
+    """Stable ids and fades over per-frame detections (see module docstring)."""
+
+    def __init__(self, config: TrackConfig = TrackConfig()) -> None:
+        self.config = config
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+
+    def reset(self) -> None:
+        self._tracks.clear()
+
+    def _opacity(self, track: _Track, t: float) -> float:
+        cfg = self.config
+        if track.shown_t is None:
+            return 0.0
+        fade_in = 1.0 if cfg.fade_in_s <= 0 else min(1.0, (t - track.shown_t) / cfg.fade_in_s)
+        lost_for = t - track.last_seen_t
+        if lost_for <= cfg.hold_s:
+            return fade_in
+        fade_out = 1.0 - (lost_for - cfg.hold_s) / max(cfg.fade_out_s, 1e-6)
+        return max(0.0, min(fade_in, track.opacity_at_loss * fade_out))
+
+    def update(self, detections: list[np.ndarray], t: float) -> list[TrackedFace]:
+        """Match this frame's landmark sets to tracks; return the faces to render, id-ordered."""
+        from scipy.optimize import linear_sum_assignment
+
+        cfg = self.config
+        boxes = [landmark_box(d) for d in detections]
+        matched_tracks: set[int] = set()
+        matched_dets: set[int] = set()
+        if self._tracks and boxes:
+            iou = iou_matrix([tr.box for tr in self._tracks], boxes)
+            rows, cols = linear_sum_assignment(-iou)
+            for r, c in zip(rows, cols):
+                if iou[r, c] >= cfg.min_iou:
+                    tr = self._tracks[r]
+                    tr.landmarks, tr.box = detections[c], boxes[c]
+                    tr.hits += 1
+                    tr.last_seen_t = t
+                    matched_tracks.add(r)
+                    matched_dets.add(c)
+        for c, det in enumerate(detections):
+            if c not in matched_dets:
+                self._tracks.append(_Track(self._next_id, det, boxes[c], first_t=t, last_seen_t=t))
+                self._next_id += 1
+        out = []
+        alive = []
+        for tr in self._tracks:
+            seen = tr.last_seen_t == t
+            if seen and tr.shown_t is None and tr.hits >= cfg.min_hits:
+                tr.shown_t = t
+            if seen:
+                tr.opacity_at_loss = self._opacity(tr, t)
+            elif tr.shown_t is None:
+                continue  # tentative track missed a frame: forget it
+            opacity = self._opacity(tr, t)
+            if not seen and t - tr.last_seen_t > cfg.hold_s and opacity <= 0.0:
+                continue  # faded out: drop
+            alive.append(tr)
+            if tr.shown_t is None:
+                continue
+            out.append(
+                TrackedFace(
+                    track_id=tr.track_id,
+                    landmarks=tr.landmarks,
+                    box=tr.box,
+                    opacity=opacity,
+                    seen=seen,
+                    hits=tr.hits,
+                    is_new=not tr.reported,
+                )
+            )
+            tr.reported = True
+        self._tracks = alive
+        return sorted(out, key=lambda f: f.track_id)
+
+
+class FaceTracker(Protocol):
+    """Frame in, tracked faces out."""
+
+    def __call__(self, image: np.ndarray, t: float) -> list[TrackedFace]: ...
+
+    def reset(self) -> None:
+        """Forget all tracks (the frame geometry changed)."""
+
+    def close(self) -> None: ...
+
+
+class MeshFaceTracker:
+    """The production tracker: a landmark detector (face mesh) followed by a :class:`TrackManager`."""
+
+    def __init__(
+        self,
+        max_faces: int = 4,
+        config: TrackConfig = TrackConfig(),
+        detector: LandmarkDetector | None = None,
+    ) -> None:
+        self.detector = detector if detector is not None else FaceMeshDetector(max_faces=max_faces)
+        self.tracks = TrackManager(config)
+        self.max_faces = max_faces
+
+    def __call__(self, image: np.ndarray, t: float) -> list[TrackedFace]:
+        detections = [d for d in self.detector(image) if np.all(np.isfinite(d))][: self.max_faces]
+        return self.tracks.update(detections, t)
+
+    def reset(self) -> None:
+        self.tracks.reset()
+
+    def close(self) -> None:
+        self.detector.close()

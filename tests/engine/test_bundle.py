@@ -1,0 +1,91 @@
+import json
+import shutil
+
+import pytest
+
+from engine.bundle import BundleRegistry, load_bundle, parse_manifest
+from engine.errors import BundleError
+
+
+def _copy(fixture_bundle_root, tmp_path, name="fixture"):
+    dst = tmp_path / name
+    shutil.copytree(fixture_bundle_root / "fixture", dst)
+    return dst
+
+
+def _edit(folder, change):
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_valid_bundle_loads_with_its_tiers(fixture_bundle):
+    assert fixture_bundle.id == "fixture"
+    assert [t.id for t in fixture_bundle.manifest.tiers] == ["light", "standard"]
+    assert {f.runtime for f in fixture_bundle.tier("standard").files} == {"onnx", "mnn"}
+    assert 0.8 < fixture_bundle.tier("standard").gmacs < 1.2
+
+
+def test_unknown_schema_is_refused_by_name(fixture_bundle_root, tmp_path):
+    folder = _copy(fixture_bundle_root, tmp_path)
+    _edit(folder, lambda d: d.update(schema=2))
+    with pytest.raises(BundleError, match="unknown schema version 2"):
+        load_bundle(folder)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.pop("name"), "missing field 'name'"),
+        (lambda d: d["tiers"][0].update(input_size="big"), r"tiers\[0\].input_size' must be int"),
+        (lambda d: d["tiers"][0]["files"][0].update(runtime="tflite"), "expected one of"),
+        (lambda d: d["tiers"][0]["files"][0].update(file="../../etc/passwd"), "path inside the bundle"),
+        (lambda d: d.update(tiers=[]), "at least one tier"),
+        (lambda d: d["io"].update(layout="NHWC"), "unsupported io"),
+    ],
+)
+def test_invalid_fields_are_named(fixture_bundle_root, tmp_path, change, message):
+    folder = _copy(fixture_bundle_root, tmp_path)
+    _edit(folder, change)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(folder)
+
+
+def test_sha_mismatch_and_missing_file_name_the_file(fixture_bundle_root, tmp_path):
+    folder = _copy(fixture_bundle_root, tmp_path)
+    with open(folder / "light.onnx", "ab") as fh:
+        fh.write(b"tampered")
+    with pytest.raises(BundleError, match=r"light\.onnx: sha256 mismatch"):
+        load_bundle(folder)
+    (folder / "light.onnx").unlink()
+    with pytest.raises(BundleError, match=r"light\.onnx: model file listed in the manifest is missing"):
+        load_bundle(folder)
+
+
+def test_corrupt_json_is_a_bundle_error(tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "manifest.json").write_text("{ not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(folder)
+
+
+def test_registry_lists_good_bundles_and_reports_bad_ones(fixture_bundle_root, tmp_path):
+    good = _copy(fixture_bundle_root, tmp_path, "good")
+    _edit(good, lambda d: d.update(id="good"))
+    bad = _copy(fixture_bundle_root, tmp_path, "bad")
+    _edit(bad, lambda d: d.update(schema=99))
+    scan = BundleRegistry([tmp_path]).scan()
+    assert list(scan.bundles) == ["good"]
+    assert "unknown schema" in scan.errors[bad]
+    with pytest.raises(BundleError, match="unknown schema"):
+        BundleRegistry([tmp_path]).get("bad")
+    with pytest.raises(BundleError, match="no style 'nope'"):
+        BundleRegistry([tmp_path]).get("nope")
+
+
+def test_manifest_roundtrip(fixture_bundle):
+    from engine.bundle import manifest_to_dict
+
+    assert parse_manifest(manifest_to_dict(fixture_bundle.manifest)) == fixture_bundle.manifest

@@ -1,0 +1,147 @@
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.blend import face_roi
+from engine.bundle import load_bundle
+from engine.frames import Frame
+from engine.pipeline import Pipeline, PipelineConfig, load_style
+from engine.sources import DemoConfig, DemoSource
+from engine.tracking import MeshFaceTracker
+
+
+def _demo_frames(n, **kw):
+    src = DemoSource(DemoConfig(frames=n, **kw))
+    return [src.read() for _ in range(n)]
+
+
+@pytest.fixture()
+def styled(fixture_bundle):
+    pipe = Pipeline(MeshFaceTracker(max_faces=4), load_style(fixture_bundle, "light", "onnx"))
+    yield pipe
+    pipe.close()
+
+
+def test_faces_are_stylized_inside_their_roi_only(styled):
+    frames = _demo_frames(15)  # past the fade-in
+    results = [styled.process(f) for f in frames]
+    last, frame = results[-1], frames[-1]
+    assert last.error is None and len(last.faces) == 1 and last.faces[0].stylized
+    assert last.style == "fixture" and last.tier == "light" and last.backend == "onnx"
+    x0, y0, x1, y1 = face_roi(last.faces[0].smoothed, frame.image.shape)
+    outside = np.ones(frame.image.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(last.image[outside], frame.image[outside])
+    inside = np.abs(last.image[y0:y1, x0:x1].astype(int) - frame.image[y0:y1, x0:x1].astype(int))
+    assert inside.mean() > 2.0
+    assert set(last.timings) >= {"track", "align", "infer", "smooth", "blend", "total"}
+
+
+def test_intensity_zero_returns_the_original(fixture_bundle):
+    pipe = Pipeline(MeshFaceTracker(), load_style(fixture_bundle, "light", "onnx"), PipelineConfig(intensity=0.0))
+    frames = _demo_frames(5)
+    results = [pipe.process(f) for f in frames]
+    pipe.close()
+    assert results[-1].faces and np.array_equal(results[-1].image, frames[-1].image)
+
+
+def test_passthrough_tracks_without_a_style():
+    pipe = Pipeline(MeshFaceTracker())
+    frames = _demo_frames(5)
+    results = [pipe.process(f) for f in frames]
+    pipe.close()
+    assert results[-1].style is None and results[-1].faces and not results[-1].faces[0].stylized
+    assert np.abs(results[-1].image.astype(int) - frames[-1].image.astype(int)).mean() < 1.0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda img: np.zeros((9, 17, 3), np.uint8),
+        lambda img: cv2.copyMakeBorder(cv2.resize(img, None, fx=2.5, fy=2.5), 540, 540, 1100, 1100, cv2.BORDER_REFLECT)[
+            :3000, :4000
+        ],
+        lambda img: cv2.cvtColor(img, cv2.COLOR_BGR2GRAY),
+        lambda img: cv2.cvtColor(img, cv2.COLOR_BGR2BGRA),
+        lambda img: (img.astype(np.uint16) * 257),
+    ],
+    ids=["17x9", "4000x3000", "grey", "bgra", "uint16"],
+)
+def test_odd_frames_keep_the_stream_running(styled, make):
+    base = _demo_frames(1)[0].image
+    for i in range(4):
+        result = styled.process(Frame(make(base), i / 30, i))
+        assert result.error is None
+        assert result.image.ndim == 3 and result.image.shape[2] == 3 and result.image.dtype == np.uint8
+    # a face is found at 4000x3000 and in grey / BGRA / 16-bit input alike
+    expected_faces = 0 if result.image.shape[:2] == (9, 17) else 1
+    assert len(result.faces) == expected_faces
+
+
+def test_not_an_image_is_reported_and_the_next_frame_works(styled):
+    bad = styled.process(Frame(np.zeros((0,), np.uint8), 0.0, 0))
+    assert bad.image is None and "bad frame" in bad.error
+    good = styled.process(_demo_frames(1)[0])
+    assert good.error is None and good.image is not None
+
+
+def test_ten_faces_are_capped_and_stylized(fixture_bundle):
+    from skimage.data import astronaut
+
+    face = cv2.resize(astronaut()[0:300, 75:375, ::-1], (300, 300))
+    canvas = np.full((900, 1500, 3), 90, np.uint8)
+    for k in range(10):
+        r, c = divmod(k, 5)
+        canvas[r * 450 + 75 : r * 450 + 375, c * 300 : c * 300 + 300] = face
+    pipe = Pipeline(MeshFaceTracker(max_faces=4), load_style(fixture_bundle, "light", "onnx"))
+    results = [pipe.process(Frame(canvas, i / 30, i)) for i in range(4)]
+    pipe.close()
+    assert results[-1].error is None
+    assert 1 <= len(results[-1].faces) <= 4
+
+
+def test_a_face_leaving_and_returning(styled):
+    frames = _demo_frames(8)
+    empty = np.full_like(frames[0].image, 100)
+    ids = []
+    t = 0.0
+    for phase in (frames[:4], [empty] * 3, frames[4:], [empty] * 30, frames[:4]):
+        for f in phase:
+            image = f.image if isinstance(f, Frame) else f
+            r = styled.process(Frame(image, t, 0))
+            ids.append([(o.track_id, o.seen) for o in r.faces])
+            t += 1 / 30
+    first_id = ids[3][0][0]
+    # gone for 0.1 s: held (not seen), then the same id comes back
+    assert ids[5] == [(first_id, False)]
+    assert ids[7][0] == (first_id, True)
+    # gone for 1 s: dropped, and a later face gets a new id after its hits
+    assert ids[7 + 4 + 25] == []
+    assert ids[-1] and ids[-1][0][0] != first_id
+
+
+def test_hot_swap_happens_at_a_frame_boundary_and_failures_keep_the_old_style(
+    fixture_bundle, fixture_bundle_root, tmp_path
+):
+    pipe = Pipeline(MeshFaceTracker(), load_style(fixture_bundle, "light", "onnx"))
+    frames = _demo_frames(12)
+    assert pipe.process(frames[0]).tier == "light"
+    pipe.request_style(fixture_bundle, "standard", "mnn")
+    assert pipe.wait_for_swap(30)
+    swapped = pipe.process(frames[1])
+    assert (swapped.tier, swapped.backend) == ("standard", "mnn") and pipe.swaps == 1
+    # a bundle whose model file breaks after validation: the load fails, the old style keeps serving
+    broken_root = tmp_path / "broken"
+    shutil.copytree(fixture_bundle_root / "fixture", broken_root)
+    broken = load_bundle(broken_root)
+    (broken_root / "light.onnx").write_bytes(b"garbage")
+    (broken_root / "light.mnn").write_bytes(b"garbage")
+    pipe.request_style(broken, "light", "auto")
+    assert pipe.wait_for_swap(30)
+    after = pipe.process(frames[2])
+    assert "could not load style" in after.error
+    assert (after.tier, after.backend) == ("standard", "mnn")
+    assert pipe.process(frames[3]).error is None
+    pipe.close()

@@ -1,0 +1,32 @@
+"""``python main.py train <stage> ...``: one entry point for every training stage.
+
+The registry is a literal table (a frozen app has no source files to scan). Each stage module
+provides ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+
+STAGES: dict[str, tuple[str, str]] = {
+    "prepare": ("training.prepare", "align real faces from photo folders or videos into 256² crops"),
+}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="stylecast train", description=__doc__)
+    sub = parser.add_subparsers(dest="stage", required=True)
+    modules = {}
+    for name, (module_name, help_text) in STAGES.items():
+        module = importlib.import_module(module_name)
+        modules[name] = module
+        stage_parser = sub.add_parser(name, help=help_text)
+        module.add_arguments(stage_parser)
+        stage_parser.add_argument(
+            "--progress", default="auto", choices=["auto", "bar", "json", "log", "none"], help="progress output"
+        )
+    args = parser.parse_args(argv)
+    logging.getLogger().setLevel(logging.INFO)
+    return modules[args.stage].run(args)
