@@ -8,9 +8,10 @@ sink threads keep running while a face is being stylized.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
+import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,10 +109,25 @@ class MnnStylizer:
         self._interp = self._session = self._input = self._output = None
 
 
+@contextlib.contextmanager
+def _quiet_native_stdout():
+    """Silence what MNN's C++ code prints to stdout (CPU features, converter chatter), which would
+    otherwise corrupt JSON printed by the CLI and benchmarks."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _import_mnn():
     # Only the compiled core is imported. Never MNN.tools: importing it runs pip and sends telemetry.
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet_native_stdout():
             import MNN
     except ImportError as exc:
         raise BackendUnavailable(f"MNN is not installed: {exc}") from exc
@@ -218,7 +234,7 @@ def convert_onnx_to_mnn(onnx_path: Path, mnn_path: Path, fp16: bool = True) -> N
     The converter returns True even when it fails, so success is judged by the output file.
     """
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet_native_stdout():
             import _tools
     except ImportError as exc:
         raise BackendUnavailable(f"MNN's converter is not installed: {exc}") from exc
@@ -226,6 +242,7 @@ def convert_onnx_to_mnn(onnx_path: Path, mnn_path: Path, fp16: bool = True) -> N
     mnn_path.unlink(missing_ok=True)
     args = ["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(mnn_path)]
     args += ["--bizCode", "stylecast"] + (["--fp16"] if fp16 else [])
-    _tools.mnnconvert(args)
+    with _quiet_native_stdout():
+        _tools.mnnconvert(args)
     if not mnn_path.is_file() or mnn_path.stat().st_size == 0:
         raise BackendUnavailable(f"MNN conversion of {onnx_path} produced no model")

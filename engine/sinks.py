@@ -99,6 +99,8 @@ class VideoRecorder:
         stream = self._container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"crf": str(self.crf), "preset": "veryfast"}
+        # a keyframe (and so an MP4 fragment) every 2 s: a crash loses at most that much
+        stream.codec_context.gop_size = max(1, round(2 * self.fps))
         self._stream = stream
 
     def _open_opencv(self) -> None:

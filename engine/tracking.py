@@ -84,6 +84,90 @@ class FaceMeshDetector:
         self._mesh.close()
 
 
+def _boxes_overlap(a: Sequence[float], b: Sequence[float]) -> bool:
+    """True when the centre of either box lies inside the other (same face, whatever the box sizes)."""
+
+    def inside(p: Sequence[float], q: Sequence[float]) -> bool:
+        cx, cy = (p[0] + p[2]) / 2, (p[1] + p[3]) / 2
+        return q[0] <= cx <= q[2] and q[1] <= cy <= q[3]
+
+    return inside(a, b) or inside(b, a)
+
+
+class MultiScaleDetector:
+    """Face mesh that also finds the small faces its own short-range detector misses.
+
+    Face mesh's built-in detector only sees faces that fill a good part of the frame (webcam
+    framing). Every ``detect_every`` frames, while fewer than ``max_faces`` are tracked, mediapipe's
+    full-range detector looks for more; each such face is then followed on its own: a square region
+    around it is enlarged to ``roi_size`` and landmarked there, and the next region comes from those
+    landmarks (the same ROI-from-previous-landmarks tracking mediapipe does, applied per face).
+    """
+
+    def __init__(self, max_faces: int = 4, detect_every: int = 6, roi_size: int = 256, max_side: int = 1280):
+        from mediapipe.python.solutions import face_detection
+
+        self.max_faces, self.detect_every, self.roi_size = max_faces, detect_every, roi_size
+        self._mesh = FaceMeshDetector(max_faces=max_faces, max_side=max_side)
+        self._roi_mesh = FaceMeshDetector(max_faces=1, static=True)
+        self._finder = face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+        self._rois: list[tuple[float, float, float, float]] = []
+        self._frame = 0
+
+    def _find_boxes(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        h, w = image.shape[:2]
+        factor = min(1.0, 960 / max(h, w))
+        small = cv2.resize(image, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
+        result = self._finder.process(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+        boxes = []
+        for det in result.detections or ():
+            rb = det.location_data.relative_bounding_box
+            boxes.append((rb.xmin * w, rb.ymin * h, (rb.xmin + rb.width) * w, (rb.ymin + rb.height) * h))
+        return boxes
+
+    def _landmarks_in(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray | None:
+        """Landmark the face inside ``box`` on an enlarged square crop around it."""
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        side = 2.0 * max(box[2] - box[0], box[3] - box[1], 8.0)
+        k = self.roi_size / side
+        to_roi = np.array([[k, 0, self.roi_size / 2 - k * cx], [0, k, self.roi_size / 2 - k * cy]])
+        crop = cv2.warpAffine(
+            image,
+            to_roi,
+            (self.roi_size, self.roi_size),
+            flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        faces = self._roi_mesh(crop)
+        if not faces:
+            return None
+        return ((faces[0] - to_roi[:, 2]) / k).astype(np.float32)
+
+    def __call__(self, image: np.ndarray) -> list[np.ndarray]:
+        faces = self._mesh(image)
+        if min(image.shape[:2]) < MIN_TRACK_SIDE:
+            return faces
+        taken = [landmark_box(f) for f in faces]
+        rois = [r for r in self._rois if not any(_boxes_overlap(r, t) for t in taken)]
+        if self._frame % self.detect_every == 0 and len(taken) + len(rois) < self.max_faces:
+            for box in self._find_boxes(image):
+                if not any(_boxes_overlap(box, t) for t in taken + rois):
+                    rois.append(box)
+        self._frame += 1
+        self._rois = []
+        for box in rois[: max(0, self.max_faces - len(faces))]:
+            landmarks = self._landmarks_in(image, box)
+            if landmarks is not None:
+                faces.append(landmarks)
+                self._rois.append(landmark_box(landmarks))
+        return faces
+
+    def close(self) -> None:
+        self._mesh.close()
+        self._roi_mesh.close()
+        self._finder.close()
+
+
 def landmarks_from_image(image: np.ndarray) -> np.ndarray | None:
     """Landmarks (478, 2) of the largest face in one still BGR image, or None when there is none."""
     detector = FaceMeshDetector(max_faces=4, static=True)
@@ -258,7 +342,7 @@ class MeshFaceTracker:
         config: TrackConfig = TrackConfig(),
         detector: LandmarkDetector | None = None,
     ) -> None:
-        self.detector = detector if detector is not None else FaceMeshDetector(max_faces=max_faces)
+        self.detector = detector if detector is not None else MultiScaleDetector(max_faces=max_faces)
         self.tracks = TrackManager(config)
         self.max_faces = max_faces
 

@@ -1,0 +1,19 @@
+"""Dispatch for ``python main.py bench <what>``: each benchmark prints one JSON document."""
+
+from __future__ import annotations
+
+import importlib
+
+BENCHES = {
+    "engine": "bench.engine",
+    "temporal": "bench.temporal",
+    "students": "bench.students",
+}
+
+
+def run_bench(what: str, rest: list[str]) -> int:
+    names = list(BENCHES) if what == "all" else [what]
+    status = 0
+    for name in names:
+        status |= importlib.import_module(BENCHES[name]).main(rest)
+    return status

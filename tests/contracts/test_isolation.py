@@ -1,0 +1,33 @@
+"""The live app must never load torch or the training code, even through third-party imports."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+SCRIPT = r"""
+import importlib, json, os, pkgutil, sys
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+import engine, gui
+for pkg in (engine, gui):
+    for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+        importlib.import_module(info.name)
+from engine.session import SessionOptions, run_session
+report = run_session(SessionOptions(source="demo", style=sys.argv[1], frames=8))
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "training", "torchvision"))
+print("RESULT=" + json.dumps({"leaked": leaked, "frames": report["runtime"]["frames_processed"]}), flush=True)
+"""
+
+
+def test_engine_and_gui_never_import_torch_or_training(tmp_path, fixture_bundle_root):
+    env = {"STYLECAST_MODELS": str(fixture_bundle_root), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, "fixture"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT="))
+    out = json.loads(line[len("RESULT=") :])
+    assert out["frames"] == 8
+    assert out["leaked"] == []

@@ -1,0 +1,122 @@
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from engine.errors import SinkError, SourceError
+from engine.frames import Frame
+from engine.pipeline import Pipeline
+from engine.runtime import Mailbox, Runtime
+from engine.sinks import CallbackSink
+
+
+class NoFaces:
+    def __call__(self, image, t):
+        return []
+
+    def reset(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class ListSource:
+    name, fps = "list", 30.0
+
+    def __init__(self, n, fail_at=(), delay=0.0):
+        self.n, self.fail_at, self.delay, self.i = n, set(fail_at), delay, 0
+
+    def read(self):
+        if self.delay:
+            time.sleep(self.delay)
+        if self.i in self.fail_at:
+            self.fail_at.discard(self.i)
+            raise SourceError("camera hiccup")
+        if self.n is not None and self.i >= self.n:
+            return None
+        self.i += 1
+        return Frame(np.full((24, 32, 3), self.i % 255, np.uint8), self.i / 30, self.i - 1)
+
+    def close(self):
+        pass
+
+
+def test_mailbox_newest_wins_and_counts_drops():
+    box = Mailbox()
+    for i in range(5):
+        box.put(i)
+    assert box.get(0.1) == 4 and box.dropped == 4
+    assert box.get(0.05) is None
+    box.close()
+    assert box.put(9) is False and box.get() is None
+
+
+def test_lockstep_mailbox_blocks_instead_of_dropping():
+    box = Mailbox(lockstep=True)
+    got = []
+
+    def reader():
+        while (item := box.get()) is not None:
+            got.append(item)
+            time.sleep(0.001)
+
+    th = threading.Thread(target=reader)
+    th.start()
+    for i in range(50):
+        box.put(i)
+    box.close()
+    th.join(2)
+    assert got == list(range(50)) and box.dropped == 0
+
+
+def test_lockstep_runtime_processes_every_frame_and_survives_source_errors():
+    seen = []
+    rt = Runtime(ListSource(30, fail_at=[5, 6]), Pipeline(NoFaces()), [CallbackSink(seen.append)], lockstep=True)
+    rt.start()
+    assert rt.wait(10)
+    report = rt.report()
+    assert report["frames_processed"] == 30 and [r.index for r in seen] == list(range(30))
+    assert report["source_errors"] == 2 and report["dropped_before_processing"] == 0
+    assert {"decode", "track", "total"} <= set(report["stages_ms"])
+
+
+def test_slow_sink_drops_frames_but_never_stalls_processing():
+    def slow(result):
+        time.sleep(0.05)
+
+    rt = Runtime(ListSource(None, delay=0.002), Pipeline(NoFaces()), [CallbackSink(slow, "slow")])
+    rt.start()
+    time.sleep(1.0)
+    assert rt.stop(timeout=1.0)
+    report = rt.report()
+    assert report["frames_processed"] > 3 * report["sink_written"]["slow"]
+    assert report["dropped_per_sink"]["slow"] > 0
+
+
+def test_a_failing_sink_is_isolated():
+    good = []
+
+    def broken(result):
+        raise SinkError("disk full")
+
+    sinks = [CallbackSink(broken, "broken"), CallbackSink(good.append, "good")]
+    rt = Runtime(ListSource(20), Pipeline(NoFaces()), sinks, lockstep=True)
+    rt.start()
+    assert rt.wait(10)
+    report = rt.report()
+    assert report["sink_errors"] == {"broken": "disk full"}
+    assert len(good) == 20
+
+
+@pytest.mark.parametrize("lockstep", [False, True])
+def test_clean_shutdown_within_one_second_and_no_thread_leak(lockstep):
+    before = threading.active_count()
+    rt = Runtime(ListSource(None, delay=0.005), Pipeline(NoFaces()), [CallbackSink(lambda r: None)], lockstep=lockstep)
+    rt.start()
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    assert rt.stop(timeout=1.0)
+    assert time.perf_counter() - t0 < 1.0
+    assert not rt.running and threading.active_count() == before

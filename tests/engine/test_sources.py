@@ -1,0 +1,129 @@
+import cv2
+import numpy as np
+import pytest
+
+from engine.errors import SourceError
+from engine.sources import CameraSource, DemoConfig, DemoSource, ImageFolderSource, VideoFileSource, open_source
+
+
+def test_demo_is_deterministic_and_moves():
+    a = [DemoSource(DemoConfig(frames=3)).read() for _ in range(1)][0]
+    b = DemoSource(DemoConfig(frames=3)).read()
+    assert np.array_equal(a.image, b.image) and a.image.shape == (720, 1280, 3)
+    src = DemoSource(DemoConfig(frames=40, noise_sigma=0))
+    frames = [src.read() for _ in range(40)]
+    assert src.read() is None
+    assert [f.index for f in frames] == list(range(40))
+    assert all(t1 > t0 for t0, t1 in zip([f.timestamp for f in frames], [f.timestamp for f in frames[1:]]))
+    assert np.abs(frames[0].image.astype(int) - frames[39].image.astype(int)).mean() > 10
+
+
+def test_demo_still_changes_only_by_noise():
+    src = DemoSource(DemoConfig(frames=2, still=True, noise_sigma=2.0))
+    a, b = src.read().image.astype(float), src.read().image.astype(float)
+    diff = a - b
+    assert 2.0 < diff.std() < 3.5  # difference of two σ=2 noises: σ≈2.8 (less where clipped)
+
+
+def _write_video(path, n=20, size=(64, 48)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, size)
+    for i in range(n):
+        writer.write(np.full((size[1], size[0], 3), i * 10, np.uint8))
+    writer.release()
+
+
+def test_video_file_lockstep_and_loop(tmp_path):
+    path = tmp_path / "clip.avi"
+    _write_video(path)
+    src = VideoFileSource(path)
+    frames = []
+    while (f := src.read()) is not None:
+        frames.append(f)
+    assert len(frames) == 20 and src.fps == 25.0 and not src.truncated
+    assert frames[1].timestamp == pytest.approx(0.04)
+    looped = VideoFileSource(path, loop=True, max_frames=45)
+    out = [looped.read() for _ in range(46)]
+    assert out[-1] is None
+    ts = [f.timestamp for f in out[:-1]]
+    assert all(b > a for a, b in zip(ts, ts[1:]))
+
+
+def test_truncated_video_delivers_what_it_has(tmp_path, caplog):
+    path = tmp_path / "clip.avi"
+    _write_video(path, n=40)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    src = VideoFileSource(path)
+    n = 0
+    while src.read() is not None:
+        n += 1
+    assert 0 < n < 40
+    assert src.truncated and "truncated" in caplog.text
+
+
+def test_missing_and_undecodable_files(tmp_path):
+    with pytest.raises(SourceError, match="no such video"):
+        VideoFileSource(tmp_path / "nope.mp4")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video")
+    with pytest.raises(SourceError, match="cannot decode"):
+        VideoFileSource(junk)
+    with pytest.raises(SourceError, match="unknown source"):
+        open_source(str(tmp_path / "nothing"))
+
+
+def test_image_folder_skips_broken_files(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((10, 12), np.uint8))
+    (tmp_path / "b.jpg").write_bytes(b"broken")
+    cv2.imwrite(str(tmp_path / "c.png"), np.zeros((10, 12, 4), np.uint8))
+    src = ImageFolderSource(tmp_path)
+    frames = [src.read(), src.read()]
+    assert src.read() is None
+    assert all(f.image.shape == (10, 12, 3) for f in frames)
+    assert src.skipped == ["b.jpg"]
+
+
+class FakeCapture:
+    """A camera that delivers ``frames`` frames, then fails, optionally coming back after ``down`` opens."""
+
+    def __init__(self, plan):
+        self.plan = plan
+
+    def isOpened(self):  # noqa: N802
+        return self.plan["open"]()
+
+    def read(self):
+        if self.plan["budget"] <= 0:
+            return False, None
+        self.plan["budget"] -= 1
+        return True, np.zeros((48, 64, 3), np.uint8)
+
+    def release(self):
+        pass
+
+    def set(self, prop, value):
+        return True
+
+
+def test_camera_unplug_and_reopen():
+    now = [0.0]
+    opens = iter([True, False, True])
+    plan = {"budget": 3, "open": lambda: next(opens)}
+    cam = CameraSource(0, open_capture=lambda d: FakeCapture(plan), clock=lambda: now[0], retry_s=1.0)
+    assert [cam.read().index for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(SourceError, match="stopped delivering"):
+        cam.read()
+    with pytest.raises(SourceError, match="disconnected"):  # too early to retry
+        cam.read()
+    now[0] = 1.5
+    with pytest.raises(SourceError, match="disconnected"):  # retried, still unplugged
+        cam.read()
+    now[0] = 3.0
+    plan["budget"] = 1
+    assert cam.read().index == 3  # plugged back in
+
+
+def test_missing_camera_is_a_source_error():
+    plan = {"budget": 0, "open": lambda: False}
+    with pytest.raises(SourceError, match="cannot be opened"):
+        CameraSource(5, open_capture=lambda d: FakeCapture(plan))
