@@ -20,6 +20,7 @@ from engine.tracking import MeshFaceTracker
 log = logging.getLogger(__name__)
 
 DEFAULT_STYLE = "ink"
+DEMO_FRAMES = 300  # the headless demo runs 10 s of the generated source unless told otherwise
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,10 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
         policy = TierPolicy()
         style = load_style(bundle, options.tier, options.backend, options.threads, policy)
     lockstep = not options.paced and not options.source.startswith("camera:")
-    source = open_source(options.source, paced=options.paced, max_frames=options.frames)
+    frames = options.frames
+    if frames is None and options.source.startswith("demo"):
+        frames = DEMO_FRAMES
+    source = open_source(options.source, paced=options.paced, max_frames=frames)
     config = PipelineConfig(
         intensity=options.intensity, temporal_strength=options.temporal, color_match=options.color_match
     )

@@ -237,3 +237,57 @@ class VirtualCameraSink:
         if self._camera is not None:
             self._camera.close()
             self._camera = None
+
+
+class SinkSlot:
+    """A sink position whose target can be attached and detached while the stream runs.
+
+    The runtime's sink list is fixed when it starts; the GUI starts and stops recordings and the
+    virtual camera at any time, so each gets a slot (with its own thread and mailbox) up front.
+    Detaching closes the old target on the sink thread's next write, never mid-frame.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._target: Sink | None = None
+        self._retired: list[Sink] = []
+        self.last_error: str | None = None
+
+    def attach(self, target: Sink | None) -> None:
+        with self._lock:
+            if self._target is not None:
+                self._retired.append(self._target)
+            self._target = target
+            self.last_error = None
+
+    @property
+    def attached(self) -> bool:
+        return self._target is not None
+
+    def _close_retired(self) -> None:
+        with self._lock:
+            retired, self._retired = self._retired, []
+        for sink in retired:
+            try:
+                sink.close()
+            except SinkError as exc:
+                self.last_error = str(exc)
+
+    def write(self, result: FrameResult) -> None:
+        self._close_retired()
+        target = self._target
+        if target is None:
+            return
+        try:
+            target.write(result)
+        except SinkError as exc:  # the slot survives; only this target is dropped
+            self.last_error = str(exc)
+            with self._lock:
+                if self._target is target:
+                    self._target = None
+            log.error("%s", exc)
+
+    def close(self) -> None:
+        self.attach(None)
+        self._close_retired()

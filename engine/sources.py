@@ -319,10 +319,12 @@ class DemoSource:
 
 
 def open_source(spec: str, paced: bool = False, max_frames: int | None = None) -> FrameSource:
-    """Open ``demo``, ``demo:still``, ``camera:N`` / ``camera:/dev/videoN``, a video file or an image folder."""
+    """Open ``demo``, ``demo:still``, ``camera:N`` / ``camera:/dev/videoN``, a video file or an image folder.
+
+    ``max_frames`` None streams to the end (forever for the demo and cameras).
+    """
     if spec in ("demo", "demo:still"):
-        frames = 300 if max_frames is None else max_frames
-        return DemoSource(DemoConfig(frames=frames, still=spec.endswith("still"), paced=paced))
+        return DemoSource(DemoConfig(frames=max_frames, still=spec.endswith("still"), paced=paced))
     if spec.startswith("camera:"):
         device = spec.split(":", 1)[1]
         return CameraSource(int(device) if device.isdigit() else device)

@@ -1,0 +1,32 @@
+"""Starts the Qt application and the main window."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def run_app(source: str = "auto", style: str = "auto") -> int:
+    # A non-headless cv2 points Qt at its own plugins, which breaks PySide6; never inherit that.
+    os.environ.pop("QT_QPA_PLATFORM_PLUGIN_PATH", None)
+    from PySide6.QtWidgets import QApplication
+
+    from engine.session import resolve_style
+    from gui.controller import StreamController
+    from gui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Stylecast")
+    controller = StreamController()
+    start = "camera:0" if source == "auto" else source
+    window = MainWindow(controller, start)
+    bundle = resolve_style(style) if style != "none" else None
+    window.select_style(bundle.id if bundle else None)
+    if not controller.start(start) and source == "auto":
+        window.source_box.setCurrentText("demo")  # no camera: the demo keeps the window useful
+        controller.start("demo")
+    window.show()
+    return app.exec()

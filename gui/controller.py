@@ -1,0 +1,145 @@
+"""The window's controller: owns the engine's pipeline and runtime, and turns results into Qt signals.
+
+All engine work runs on the runtime's threads; results cross into the GUI thread through a queued
+signal carrying the newest frame only (the preview never builds a backlog).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from engine.bundle import Bundle, BundleRegistry
+from engine.errors import StylecastError
+from engine.pipeline import FrameResult, Pipeline
+from engine.runtime import Runtime
+from engine.sinks import CallbackSink, SinkSlot, SnapshotSink, VideoRecorder, VirtualCameraSink
+from engine.sources import open_source
+from engine.tracking import MeshFaceTracker
+
+log = logging.getLogger(__name__)
+
+
+class StreamController(QObject):
+    """Start/stop streams, switch sources and styles live, record, snapshot, virtual camera."""
+
+    frame_ready = Signal(object)  # FrameResult
+    status = Signal(str)
+    styles_changed = Signal(list)  # list[Bundle]
+
+    def __init__(self, registry: BundleRegistry | None = None, max_faces: int = 4, parent: QObject | None = None):
+        super().__init__(parent)
+        self.registry = registry or BundleRegistry()
+        self.pipeline = Pipeline(MeshFaceTracker(max_faces=max_faces))
+        self.recorder = SinkSlot("recorder")
+        self.virtual_camera = SinkSlot("virtual camera")
+        self.snapshots = SnapshotSink()
+        self.runtime: Runtime | None = None
+        self.source_spec: str | None = None
+        self.bundles: dict[str, Bundle] = {}
+        self.last_result: FrameResult | None = None
+        self._rate_mark: tuple[float, int] = (time.monotonic(), 0)
+        self._status_timer = QTimer(self)
+        self._status_timer.timeout.connect(self._report_status)
+        self._status_timer.start(1000)
+
+    # ----- styles -----------------------------------------------------------------------------
+
+    def refresh_styles(self) -> list[Bundle]:
+        scan = self.registry.scan()
+        self.bundles = scan.bundles
+        for folder, err in scan.errors.items():
+            self.status.emit(f"rejected bundle {folder.name}: {err}")
+        bundles = [self.bundles[k] for k in sorted(self.bundles)]
+        self.styles_changed.emit(bundles)
+        return bundles
+
+    def set_style(self, style_id: str | None, tier: str = "auto", backend: str = "auto") -> None:
+        """Hot-swap to a style (None: pass-through). Loads in the background; the stream keeps running."""
+        if style_id is None:
+            old, self.pipeline.style = self.pipeline.style, None
+            if old is not None:
+                old.close()
+            return
+        self.pipeline.request_style(self.bundles[style_id], tier, backend)
+        self.status.emit(f"loading style {style_id}…")
+
+    def update_config(self, **changes: float | None) -> None:
+        """Change live settings (intensity, temporal_strength, color_match, feather) for the next frame."""
+        self.pipeline.config = replace(self.pipeline.config, **changes)
+
+    # ----- stream -----------------------------------------------------------------------------
+
+    def start(self, source_spec: str) -> bool:
+        """Open a source and stream it (stopping the previous one). False, with a status, on failure."""
+        self.stop()
+        try:
+            source = open_source(source_spec, paced=True)
+        except StylecastError as exc:
+            self.status.emit(str(exc))
+            return False
+        self.source_spec = source_spec
+        preview = CallbackSink(self._on_result, "preview")
+        sinks = [preview, self.recorder, self.virtual_camera, self.snapshots]
+        self.runtime = Runtime(source, self.pipeline, sinks).start()
+        self.status.emit(f"streaming {source.name}")
+        return True
+
+    def stop(self) -> None:
+        if self.runtime is not None:
+            runtime, self.runtime = self.runtime, None
+            runtime.stop(timeout=2.0)
+            runtime.source.close()
+
+    def shutdown(self) -> None:
+        self.stop()
+        self.recorder.close()
+        self.virtual_camera.close()
+        self.pipeline.close()
+
+    def _on_result(self, result: FrameResult) -> None:
+        self.last_result = result
+        self.frame_ready.emit(result)
+
+    # ----- outputs ----------------------------------------------------------------------------
+
+    def start_recording(self, path: Path | str, fps: float = 30.0) -> None:
+        self.recorder.attach(VideoRecorder(path, fps=fps))
+        self.status.emit(f"recording to {path}")
+
+    def stop_recording(self) -> None:
+        self.recorder.attach(None)
+        self.status.emit("recording stopped")
+
+    def set_virtual_camera(self, enabled: bool, backend: str | None = None) -> None:
+        self.virtual_camera.attach(VirtualCameraSink(backend=backend) if enabled else None)
+
+    def snapshot(self, path: Path | str) -> None:
+        self.snapshots.request(path)
+
+    # ----- status -----------------------------------------------------------------------------
+
+    def _report_status(self) -> None:
+        if self.runtime is None:
+            return
+        report = self.runtime.report()
+        now, processed = time.monotonic(), report["frames_processed"]
+        then, before = self._rate_mark
+        self._rate_mark = (now, processed)
+        parts = [f"{(processed - before) / max(now - then, 1e-6):.1f} fps"]
+        r = self.last_result
+        if r is not None:
+            parts.append(f"{len(r.faces)} face(s)")
+            parts.append(f"{r.style}/{r.tier} on {r.backend}" if r.style else "pass-through")
+            if r.error:
+                parts.append(f"error: {r.error}")
+        for slot in (self.recorder, self.virtual_camera):
+            if slot.last_error:
+                parts.append(slot.last_error)
+        if report["last_error"] and (r is None or report["last_error"] != r.error):
+            parts.append(report["last_error"])
+        self.status.emit(" · ".join(p for p in parts if p))

@@ -1,0 +1,229 @@
+"""The main window: live preview, source and style pickers, live settings, recording and virtual camera."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtGui import QAction, QImage, QPixmap
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.bundle import Bundle, user_models_dir
+from engine.pipeline import FrameResult
+from engine.session import passthrough_notice
+from gui.controller import StreamController
+
+log = logging.getLogger(__name__)
+
+PASSTHROUGH = "(pass-through)"
+
+
+def to_qimage(image) -> QImage:
+    """(H, W, 3) uint8 BGR -> QImage sharing nothing with the numpy buffer."""
+    h, w = image.shape[:2]
+    return QImage(image.data, w, h, image.strides[0], QImage.Format.Format_BGR888).copy()
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, controller: StreamController, source: str = "demo") -> None:
+        super().__init__()
+        self.controller = controller
+        self.setWindowTitle("Stylecast")
+        self.resize(1180, 720)
+        self.frames_shown = 0
+
+        self.preview = QLabel("starting…")
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview.setMinimumSize(480, 270)
+        self.preview.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.preview.setStyleSheet("background: #111; color: #aaa;")
+
+        self.source_box = QComboBox()
+        self.source_box.setEditable(True)
+        self.source_box.addItems(["demo", "camera:0", "camera:1"])
+        self.source_box.setCurrentText(source)
+        self.source_box.activated.connect(lambda _i: self.controller.start(self.source_box.currentText()))
+        open_file = QPushButton("Open file…")
+        open_file.clicked.connect(self._open_file)
+
+        self.style_box = QComboBox()
+        self.style_box.activated.connect(lambda _i: self._apply_style())
+        self.tier_box = QComboBox()
+        self.tier_box.activated.connect(lambda _i: self._apply_style())
+        self.backend_box = QComboBox()
+        self.backend_box.addItems(["auto", "onnx", "mnn"])
+        self.backend_box.activated.connect(lambda _i: self._apply_style())
+        self.card = QLabel()
+        self.card.setWordWrap(True)
+        self.card.setMaximumWidth(320)
+
+        self.intensity = self._slider(100, lambda v: self.controller.update_config(intensity=v / 100))
+        self.temporal = self._slider(70, lambda v: self.controller.update_config(temporal_strength=v / 100))
+        self.color = self._slider(0, lambda v: self.controller.update_config(color_match=v / 100))
+
+        self.record_button = QPushButton("Record")
+        self.record_button.setCheckable(True)
+        self.record_button.toggled.connect(self._toggle_record)
+        snap = QPushButton("Snapshot")
+        snap.clicked.connect(self._snapshot)
+        self.virtual_cam = QCheckBox("Virtual camera")
+        self.virtual_cam.toggled.connect(lambda on: self.controller.set_virtual_camera(on))
+
+        form = QFormLayout()
+        src_row = QHBoxLayout()
+        src_row.addWidget(self.source_box, 1)
+        src_row.addWidget(open_file)
+        form.addRow("Source", src_row)
+        form.addRow("Style", self.style_box)
+        form.addRow("Tier", self.tier_box)
+        form.addRow("Backend", self.backend_box)
+        form.addRow("Intensity", self.intensity)
+        form.addRow("Smoothing", self.temporal)
+        form.addRow("Colour match", self.color)
+        side = QVBoxLayout()
+        side.addLayout(form)
+        side.addWidget(self.card)
+        side.addStretch(1)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.record_button)
+        buttons.addWidget(snap)
+        side.addLayout(buttons)
+        side.addWidget(self.virtual_cam)
+        panel = QWidget()
+        panel.setLayout(side)
+        panel.setFixedWidth(340)
+        root = QHBoxLayout()
+        root.addWidget(self.preview, 1)
+        root.addWidget(panel)
+        central = QWidget()
+        central.setLayout(root)
+        self.setCentralWidget(central)
+
+        train = QAction("Train a new style…", self)
+        train.triggered.connect(self.open_wizard)
+        reload_styles = QAction("Reload styles", self)
+        reload_styles.triggered.connect(self.controller.refresh_styles)
+        menu = self.menuBar().addMenu("&Styles")
+        menu.addAction(train)
+        menu.addAction(reload_styles)
+
+        controller.frame_ready.connect(self.show_frame, Qt.ConnectionType.QueuedConnection)
+        controller.status.connect(self.statusBar().showMessage)
+        controller.styles_changed.connect(self._fill_styles)
+        controller.refresh_styles()
+
+    def _slider(self, value: int, on_change) -> QSlider:
+        slider = QSlider(Qt.Orientation.Horizontal)
+        slider.setRange(0, 100)
+        slider.setValue(value)
+        slider.valueChanged.connect(on_change)
+        return slider
+
+    # ----- styles -----------------------------------------------------------------------------
+
+    @Slot(list)
+    def _fill_styles(self, bundles: list[Bundle]) -> None:
+        current = self.style_box.currentData()
+        self.style_box.clear()
+        for b in bundles:
+            self.style_box.addItem(b.manifest.name, b.id)
+        self.style_box.addItem(PASSTHROUGH, None)
+        index = self.style_box.findData(current) if current else 0
+        self.style_box.setCurrentIndex(max(index, 0))
+        self._fill_tiers()
+
+    def _fill_tiers(self) -> None:
+        self.tier_box.clear()
+        self.tier_box.addItem("auto")
+        style_id = self.style_box.currentData()
+        if style_id is None:
+            self.card.setText(passthrough_notice())
+            return
+        bundle = self.controller.bundles[style_id]
+        for tier in bundle.manifest.tiers:
+            self.tier_box.addItem(tier.id)
+        self.card.setText(f"<b>{bundle.manifest.name}</b> {bundle.manifest.version}<br>{bundle.manifest.description}")
+
+    def _apply_style(self) -> None:
+        style_id = self.style_box.currentData()
+        if self.sender() is self.style_box:
+            self._fill_tiers()
+        self.controller.set_style(style_id, self.tier_box.currentText() or "auto", self.backend_box.currentText())
+
+    def select_style(self, style_id: str | None) -> None:
+        index = self.style_box.findData(style_id)
+        if index >= 0:
+            self.style_box.setCurrentIndex(index)
+            self._fill_tiers()
+            self.controller.set_style(style_id)
+
+    # ----- frames and actions -----------------------------------------------------------------
+
+    @Slot(object)
+    def show_frame(self, result: FrameResult) -> None:
+        if result.image is None:
+            return
+        pixmap = QPixmap.fromImage(to_qimage(result.image))
+        self.preview.setPixmap(
+            pixmap.scaled(
+                self.preview.size(), Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.FastTransformation
+            )
+        )
+        self.frames_shown += 1
+
+    def _open_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open a video or image", "", "Media (*.mp4 *.mov *.avi *.mkv *.webm)"
+        )
+        if path:
+            self.source_box.setCurrentText(path)
+            self.controller.start(path)
+
+    def _toggle_record(self, on: bool) -> None:
+        if on:
+            folder = Path.home() / "Videos"
+            folder = folder if folder.is_dir() else Path.home()
+            self.controller.start_recording(folder / f"stylecast-{time.strftime('%Y%m%d-%H%M%S')}.mp4")
+            self.record_button.setText("Stop recording")
+        else:
+            self.controller.stop_recording()
+            self.record_button.setText("Record")
+
+    def _snapshot(self) -> None:
+        folder = Path.home() / "Pictures"
+        folder = folder if folder.is_dir() else Path.home()
+        path = folder / f"stylecast-{time.strftime('%Y%m%d-%H%M%S')}.png"
+        self.controller.snapshot(path)
+        self.statusBar().showMessage(f"snapshot: {path}")
+
+    def open_wizard(self) -> None:
+        from gui.wizard import TrainingWizard
+
+        wizard = TrainingWizard(user_models_dir(), self)
+        wizard.style_ready.connect(self._style_trained)
+        wizard.show()
+        return wizard
+
+    @Slot(str)
+    def _style_trained(self, style_id: str) -> None:
+        self.controller.refresh_styles()
+        self.select_style(style_id)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.controller.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,240 @@
+"""Training wizard: pick data and a preset, run the training pipeline, install and switch to the new style.
+
+Training runs as a separate process (``main.py train all --progress json``) so the window never loads
+torch and stays responsive; its JSON-line progress drives the progress page. Cancelling sends an
+abort (SIGINT) and the stage checkpoints before it exits, so a later run resumes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QProcess, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+    QWizard,
+    QWizardPage,
+)
+
+MAIN = Path(__file__).resolve().parent.parent / "main.py"
+SOURCES = {
+    "styles": "A folder of style images (StyleGAN fine-tuning → pairs → students)",
+    "pairs": "A folder of (photo, stylized) pairs",
+    "ink": "Real face photos with the procedural ink teacher",
+}
+PRESETS = {
+    "tiny": "seconds, for a smoke test",
+    "cpu": "about an hour on a laptop CPU",
+    "gpu": "full quality, needs CUDA",
+}
+
+
+def training_available() -> bool:
+    """Training needs the ``train`` extra (torch); the installer ships the live app only."""
+    return importlib.util.find_spec("torch") is not None and MAIN.is_file()
+
+
+def build_command(source: str, data: str, faces: str, preset: str, style_id: str, models_dir: Path) -> list[str]:
+    """The ``main.py train all`` command line for the wizard's choices."""
+    args = [str(MAIN), "train", "all", "--source", source, "--data", data, "--preset", preset]
+    args += ["--style-id", style_id, "--install-to", str(models_dir), "--progress", "json"]
+    if faces:
+        args += ["--faces", faces]
+    return args
+
+
+def validate(source: str, data: str, faces: str, style_id: str) -> str | None:
+    """A message for what is wrong with the choices, or None when they can run."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", style_id or ""):
+        return "The style name may use letters, digits, '-' and '_' only."
+    if not data or not Path(data).is_dir():
+        return "Choose an existing data folder."
+    if not any(p.is_file() for p in Path(data).iterdir()):
+        return f"{data} is empty."
+    if source == "styles" and faces and not Path(faces).is_dir():
+        return "The real-face folder does not exist."
+    return None
+
+
+def _folder_row(edit: QLineEdit, parent: QWidget) -> QHBoxLayout:
+    row = QHBoxLayout()
+    row.addWidget(edit, 1)
+    browse = QPushButton("Browse…")
+    browse.clicked.connect(
+        lambda: edit.setText(QFileDialog.getExistingDirectory(parent, "Choose a folder") or edit.text())
+    )
+    row.addWidget(browse)
+    return row
+
+
+class ChoicePage(QWizardPage):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setTitle("What do you want to train from?")
+        layout = QVBoxLayout(self)
+        self.buttons = {}
+        for key, text in SOURCES.items():
+            button = QRadioButton(text)
+            self.buttons[key] = button
+            layout.addWidget(button)
+        self.buttons["styles"].setChecked(True)
+        if not training_available():
+            note = QLabel(
+                "Training needs the training extra (PyTorch), which this installation does not have. "
+                "Install Stylecast from source with `make setup` to train styles."
+            )
+            note.setWordWrap(True)
+            layout.addWidget(note)
+
+    def choice(self) -> str:
+        return next(k for k, b in self.buttons.items() if b.isChecked())
+
+    def isComplete(self) -> bool:  # noqa: N802 - Qt's name
+        return training_available()
+
+
+class DataPage(QWizardPage):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setTitle("Data and settings")
+        form = QFormLayout(self)
+        self.data = QLineEdit()
+        self.faces = QLineEdit()
+        self.style_id = QLineEdit("my_style")
+        self.preset = QComboBox()
+        for key, text in PRESETS.items():
+            self.preset.addItem(f"{key} — {text}", key)
+        self.preset.setCurrentIndex(1)
+        self.error = QLabel()
+        self.error.setStyleSheet("color: #c33;")
+        form.addRow("Data folder", _folder_row(self.data, self))
+        form.addRow("Real faces (optional)", _folder_row(self.faces, self))
+        form.addRow("Style name", self.style_id)
+        form.addRow("Preset", self.preset)
+        form.addRow(self.error)
+
+    def validatePage(self) -> bool:  # noqa: N802
+        choice = self.wizard().choice_page.choice()
+        message = validate(choice, self.data.text(), self.faces.text(), self.style_id.text())
+        self.error.setText(message or "")
+        return message is None
+
+
+class RunPage(QWizardPage):
+    """Runs the training process and shows its progress; complete when it finished successfully."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setTitle("Training")
+        layout = QVBoxLayout(self)
+        self.stage = QLabel("waiting")
+        self.bar = QProgressBar()
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.cancel = QPushButton("Stop (resumable)")
+        layout.addWidget(self.stage)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.log, 1)
+        layout.addWidget(self.cancel)
+        self.process: QProcess | None = None
+        self.installed: str | None = None
+        self._buffer = b""
+        self.cancel.clicked.connect(self.stop)
+
+    def initializePage(self) -> None:  # noqa: N802
+        w = self.wizard()
+        data = w.data_page
+        args = build_command(
+            w.choice_page.choice(),
+            data.data.text(),
+            data.faces.text(),
+            data.preset.currentData(),
+            data.style_id.text(),
+            w.models_dir,
+        )
+        self.start(args)
+
+    def start(self, args: list[str]) -> None:
+        self.installed = None
+        self.process = QProcess(self)
+        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
+        self.process.readyReadStandardOutput.connect(self._read_stdout)
+        self.process.readyReadStandardError.connect(
+            lambda: self.log.appendPlainText(
+                bytes(self.process.readAllStandardError()).decode(errors="replace").rstrip()
+            )
+        )
+        self.process.finished.connect(self._finished)
+        self.process.start(sys.executable, args)
+
+    def handle_line(self, line: str) -> None:
+        """Apply one JSON progress record (see training.runs.Progress) to the page."""
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            self.log.appendPlainText(line)
+            return
+        event = record.get("event")
+        if event in ("start", "progress"):
+            self.stage.setText(f"{record.get('stage')}: step {record.get('step')} of {record.get('total')}")
+            self.bar.setMaximum(int(record.get("total") or 0))
+            self.bar.setValue(int(record.get("step") or 0))
+        elif event == "done":
+            self.log.appendPlainText(f"{record.get('stage')} finished")
+        elif event == "installed":
+            self.installed = record.get("style_id")
+            self.log.appendPlainText(f"installed style {self.installed} in {record.get('path')}")
+        self.completeChanged.emit()
+
+    def _read_stdout(self) -> None:
+        self._buffer += bytes(self.process.readAllStandardOutput())
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self.handle_line(line.decode(errors="replace"))
+
+    def _finished(self, code: int, _status) -> None:
+        self.stage.setText("finished" if code == 0 else f"stopped (exit code {code}); run again to resume")
+        self.completeChanged.emit()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning:
+            self.process.terminate()  # SIGTERM: the stage checkpoints and exits
+
+    def isComplete(self) -> bool:  # noqa: N802
+        return self.installed is not None
+
+
+class TrainingWizard(QWizard):
+    style_ready = Signal(str)
+
+    def __init__(self, models_dir: Path, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Train a new style")
+        self.models_dir = models_dir
+        self.choice_page = ChoicePage()
+        self.data_page = DataPage()
+        self.run_page = RunPage()
+        for page in (self.choice_page, self.data_page, self.run_page):
+            self.addPage(page)
+        self.finished.connect(self._done)
+
+    def _done(self, _result: int) -> None:
+        self.run_page.stop()
+        if self.run_page.installed:
+            self.style_ready.emit(self.run_page.installed)

@@ -1,0 +1,79 @@
+import json
+
+import pytest
+
+from engine.bundle import BundleRegistry
+from tests.gui.conftest import wait_until
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture()
+def window(qapp, fixture_bundle_root):
+    from gui.controller import StreamController
+    from gui.main_window import MainWindow
+
+    controller = StreamController(BundleRegistry([fixture_bundle_root]))
+    win = MainWindow(controller, "demo")
+    win.show()
+    yield win
+    win.close()
+
+
+def test_preview_shows_stylized_frames_and_styles_hot_swap(qapp, window):
+    c = window.controller
+    assert [window.style_box.itemData(i) for i in range(window.style_box.count())] == ["fixture", None]
+    window.select_style("fixture")
+    assert c.start("demo")
+    assert wait_until(
+        qapp, lambda: c.last_result is not None and c.last_result.style == "fixture" and window.frames_shown > 3
+    )
+    assert not window.preview.pixmap().isNull()
+    c.set_style("fixture", tier="standard", backend="mnn")
+    assert wait_until(qapp, lambda: c.last_result.tier == "standard" and c.last_result.backend == "mnn")
+    window.intensity.setValue(0)
+    assert c.pipeline.config.intensity == 0.0
+
+
+def test_recording_and_snapshot_while_streaming(qapp, window, tmp_path):
+    c = window.controller
+    assert c.start("demo")
+    assert wait_until(qapp, lambda: window.frames_shown > 2)
+    c.start_recording(tmp_path / "rec.mp4")
+    c.snapshot(tmp_path / "snap.png")
+    assert wait_until(qapp, lambda: c.snapshots.saved)
+    start = window.frames_shown
+    assert wait_until(qapp, lambda: window.frames_shown > start + 10)
+    report = c.runtime.report()
+    c.stop_recording()
+    assert not c.recorder.attached
+    rec = tmp_path / "rec.mp4"
+    assert wait_until(qapp, lambda: rec.exists() and rec.stat().st_size > 1000), (report, c.recorder.last_error)
+
+
+def test_a_missing_camera_is_a_status_not_a_crash(qapp, window):
+    messages = []
+    window.controller.status.connect(messages.append)
+    assert not window.controller.start("camera:7")
+    assert any("camera" in m for m in messages)
+
+
+def test_wizard_validation_and_progress_parsing(qapp, window, tmp_path):
+    from gui.wizard import build_command, validate
+
+    assert "letters" in validate("styles", str(tmp_path), "", "bad name!")
+    assert "existing" in validate("styles", str(tmp_path / "nope"), "", "ok")
+    assert "empty" in validate("styles", str(tmp_path), "", "ok")
+    (tmp_path / "a.png").write_bytes(b"x")
+    assert validate("styles", str(tmp_path), "", "ok") is None
+    cmd = build_command("ink", str(tmp_path), "", "tiny", "ok", tmp_path / "models")
+    assert cmd[1:4] == ["train", "all", "--source"] and "--progress" in cmd
+
+    wizard = window.open_wizard()
+    page = wizard.run_page
+    page.handle_line(json.dumps({"event": "progress", "stage": "student", "step": 5, "total": 10}))
+    assert page.bar.value() == 5 and "student" in page.stage.text()
+    assert not page.isComplete()
+    page.handle_line(json.dumps({"event": "installed", "style_id": "ok", "path": "x"}))
+    assert page.isComplete()
+    wizard.close()
