@@ -108,7 +108,7 @@ class MultiScaleDetector:
         from mediapipe.python.solutions import face_detection
 
         self.max_faces, self.detect_every, self.roi_size = max_faces, detect_every, roi_size
-        self._mesh = FaceMeshDetector(max_faces=max_faces, max_side=max_side)
+        self._mesh = FaceMeshDetector(max_faces=max_faces, max_side=max_side, min_detection_confidence=0.7)
         self._roi_mesh = FaceMeshDetector(max_faces=1, static=True)
         self._finder = face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
         self._rois: list[tuple[float, float, float, float]] = []

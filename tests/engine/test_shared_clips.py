@@ -1,0 +1,35 @@
+"""Acceptance on real clips from ../shared/data/videos (skipped when the folder is absent)."""
+
+import json
+
+import pytest
+
+from engine.session import SessionOptions, run_session
+
+pytestmark = pytest.mark.shared_data
+
+SINGLE_PERSON = ["deepfacelive_Twitch1", "liveportrait_d9", "liveportrait_s18"]
+
+
+@pytest.mark.parametrize("clip", SINGLE_PERSON)
+def test_single_person_clips_track_one_stable_face(shared_data, tmp_path, clip):
+    out = tmp_path / f"{clip}.mp4"
+    report = run_session(SessionOptions(source=str(shared_data / "videos" / f"{clip}.mp4"), style="none", out=str(out)))
+    faces = report["faces"]
+    print(json.dumps({clip: faces}))
+    assert faces["face_fraction"] >= 0.95
+    assert faces["id_switches"] == 0 and faces["distinct_track_ids"] == 1
+    assert report["output"]["frames"] == faces["frames"] and out.stat().st_size > 10_000
+
+
+def test_walking_crowd_finds_several_faces_and_writes_output(shared_data, tmp_path):
+    out = tmp_path / "crowd.mp4"
+    report = run_session(
+        SessionOptions(
+            source=str(shared_data / "videos" / "facenet_pytorch_walking_crowd.mp4"), style="none", out=str(out)
+        )
+    )
+    faces = report["faces"]
+    print(json.dumps({"crowd": faces}))
+    assert faces["max_faces"] >= 2 and faces["face_fraction"] >= 0.5
+    assert report["output"]["frames"] == faces["frames"] and out.stat().st_size > 10_000
