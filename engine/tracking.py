@@ -8,6 +8,7 @@ not drop the style) and fades faces in and out.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,12 +24,12 @@ log = logging.getLogger(__name__)
 MIN_TRACK_SIDE = 32  # frames smaller than this (either side) cannot hold a trackable face
 
 
-def _face_mesh_module():
+def _solution(name: str):
+    """A mediapipe solution module (imported lazily: mediapipe is heavy and optional for tests)."""
     try:
-        from mediapipe.python.solutions import face_mesh
-    except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise BackendUnavailable(f"mediapipe face mesh is not available: {exc}") from exc
-    return face_mesh
+        return importlib.import_module(f"mediapipe.python.solutions.{name}")
+    except ImportError as exc:
+        raise BackendUnavailable(f"mediapipe {name} is not available: {exc}") from exc
 
 
 class LandmarkDetector(Protocol):
@@ -54,7 +55,7 @@ class FaceMeshDetector:
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
     ) -> None:
-        face_mesh = _face_mesh_module()
+        face_mesh = _solution("face_mesh")
         self.max_side = max_side
         self._mesh = face_mesh.FaceMesh(
             static_image_mode=static,
@@ -105,8 +106,7 @@ class MultiScaleDetector:
     """
 
     def __init__(self, max_faces: int = 4, detect_every: int = 6, roi_size: int = 256, max_side: int = 1280):
-        from mediapipe.python.solutions import face_detection
-
+        face_detection = _solution("face_detection")
         self.max_faces, self.detect_every, self.roi_size = max_faces, detect_every, roi_size
         self._mesh = FaceMeshDetector(max_faces=max_faces, max_side=max_side, min_detection_confidence=0.7)
         self._roi_mesh = FaceMeshDetector(max_faces=1, static=True)

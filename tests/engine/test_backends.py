@@ -96,3 +96,16 @@ def test_stylize_roundtrips_value_range(fixture_bundle):
     crop = np.full((256, 256, 3), (20, 120, 220), np.uint8)
     out = model.stylize(crop)
     assert out.shape == crop.shape and out.dtype == np.uint8
+
+
+def test_missing_libraries_raise_typed_errors(monkeypatch, tmp_path):
+    import sys
+
+    from engine.tracking import FaceMeshDetector
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(BackendUnavailable, match="onnxruntime"):
+        OnnxStylizer(tmp_path / "x.onnx")
+    monkeypatch.setitem(sys.modules, "mediapipe.python.solutions.face_mesh", None)
+    with pytest.raises(BackendUnavailable, match="face_mesh"):
+        FaceMeshDetector()
