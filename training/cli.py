@@ -12,6 +12,7 @@ import logging
 
 STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("training.prepare", "align real faces from photo folders or videos into 256² crops"),
+    "stylegan": ("training.stylegan.train", "train or fine-tune a StyleGAN2-ADA generator on a style folder"),
 }
 
 

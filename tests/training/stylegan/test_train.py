@@ -1,0 +1,148 @@
+"""Training loop: bit-exact resume (CI acceptance), interruption, budgets, transfer-learning options."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.runs import AbortFlag, RunDir, TrainingError
+from training.stylegan.checkpoint import load_networks
+from training.stylegan.config import PRESETS, Budget
+from training.stylegan.train import LoopOptions, Trainer, train_loop
+
+REPO = Path(__file__).resolve().parents[3]
+# Every phase and the ADA update happen within a few iterations.
+CFG = replace(PRESETS["tiny"], r1_interval=4, pl_interval=2, ada_interval=2, batch=4, batch_gpu=2)
+LOSSES = ("loss_G", "loss_D", "pl_penalty", "r1_penalty", "augment_p")
+
+
+def _images(n=12, res=16, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, res, res, 3), dtype=np.uint8)
+
+
+def _train(run_root, iterations, abort_at=None, resume=False, cfg=CFG):
+    torch.set_num_threads(1)
+    run = RunDir.open(run_root, "stylegan", cfg.to_dict(), resume=resume)
+    trainer = Trainer(cfg, _images())
+    if resume:
+        trainer.load(*run.load_checkpoint())
+    records = []
+    abort = AbortFlag()
+
+    def on_iteration(t, stats):
+        records.append({k: stats[k] for k in LOSSES if k in stats} | {"iteration": t.iteration})
+        if abort_at is not None and t.iteration == abort_at:
+            abort.request()
+
+    summary = train_loop(
+        trainer,
+        run,
+        LoopOptions(Budget(iterations=iterations), log_every=1, sample_every=100, ckpt_every=100),
+        abort=abort,
+        on_iteration=on_iteration,
+    )
+    run.close()
+    return trainer, records, summary
+
+
+def test_resume_after_interruption_is_bit_exact(tmp_path):
+    full, full_records, _ = _train(tmp_path / "full", 10)
+    # Interrupted at iteration 5 (an abort request, as Ctrl-C or the GUI sends): checkpoint written.
+    _, first, summary = _train(tmp_path / "split", 10, abort_at=5)
+    assert summary["aborted"] and summary["iterations"] == 5
+    assert first == full_records[:5]
+    resumed, rest, summary = _train(tmp_path / "split", 10, resume=True)
+    assert not summary["aborted"] and summary["iterations"] == 10
+    # The next k losses after the resume equal the uninterrupted run's, bit for bit.
+    assert rest == full_records[5:]
+    assert any("r1_penalty" in r for r in rest) and any("pl_penalty" in r for r in rest)
+    for name in ("G", "D", "G_ema"):
+        a, b = getattr(full, name).state_dict(), getattr(resumed, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert full.ada.p == resumed.ada.p > 0
+
+
+def test_stats_samples_and_checkpoint_files(tmp_path):
+    _train(tmp_path / "run", 3)
+    stats = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    assert [s["iteration"] for s in stats] == [1, 2, 3]
+    assert all(np.isfinite(s["loss_G"]) and np.isfinite(s["loss_D"]) for s in stats)
+    assert (tmp_path / "run" / "samples" / "latest.png").stat().st_size > 0
+    nets = load_networks(tmp_path / "run")
+    assert nets.kind == "run" and nets.G_ema.img_resolution == 16 and nets.D is not None
+
+
+def test_changing_the_architecture_on_resume_is_refused(tmp_path):
+    _train(tmp_path / "run", 2)
+    with pytest.raises(TrainingError, match="changed options"):
+        RunDir.open(tmp_path / "run", "stylegan", replace(CFG, channel_max=16).to_dict(), resume=True)
+
+
+def test_freezing_and_lr_multipliers(tmp_path):
+    cfg = replace(CFG, freeze_g=("mapping",), freeze_d=1, g_lr_mult=(("synthesis.b4", 0.1),))
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, _images())
+    before_g = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+    before_d = {k: v.clone() for k, v in trainer.D.state_dict().items()}
+    for _ in range(3):
+        trainer.step()
+    after_g, after_d = trainer.G.state_dict(), trainer.D.state_dict()
+    assert all(torch.equal(before_g[k], after_g[k]) for k in before_g if k.startswith("mapping.fc"))
+    assert all(torch.equal(before_d[k], after_d[k]) for k in before_d if k.startswith("b16."))
+    assert not torch.equal(before_g["synthesis.b16.conv1.weight"], after_g["synthesis.b16.conv1.weight"])
+    assert not torch.equal(before_d["b8.conv0.weight"], after_d["b8.conv0.weight"])
+    lrs = sorted(g["lr"] for g in trainer.opt_G.param_groups)
+    assert lrs[0] == pytest.approx(lrs[-1] * 0.1)
+
+
+def test_transfer_from_a_base_checkpoint_starts_from_its_weights(tmp_path):
+    base, _, _ = _train(tmp_path / "base", 2)
+    nets = load_networks(tmp_path / "base")
+    child = Trainer(CFG, _images(seed=1), base=nets)
+    for name in ("G", "G_ema", "D"):
+        a, b = getattr(base, name).state_dict(), getattr(child, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_cli_refuses_to_overwrite_and_resumes(tmp_path):
+    data = tmp_path / "style"
+    data.mkdir()
+    import cv2
+
+    for i, img in enumerate(_images(10, 24)):
+        cv2.imwrite(str(data / f"{i}.png"), img)
+    cmd = [
+        sys.executable,
+        "main.py",
+        "train",
+        "stylegan",
+        "--data",
+        str(data),
+        "--run",
+        str(tmp_path / "run"),
+        "--preset",
+        "tiny",
+        "--threads",
+        "1",
+        "--progress",
+        "json",
+    ]
+
+    def call(*extra):
+        return subprocess.run(cmd + list(extra), cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    first = call("--steps", "3")
+    assert first.returncode == 0, first.stderr[-2000:]
+    events = [json.loads(line) for line in first.stderr.splitlines() if line.startswith("{")]
+    assert events[0]["event"] == "start" and events[-1]["event"] == "done" and events[-1]["iterations"] == 3
+    again = call("--steps", "5")
+    assert again.returncode != 0 and "--resume" in again.stderr
+    resumed = call("--steps", "5", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    stats = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    assert stats[-1]["iteration"] == 5

@@ -1,0 +1,666 @@
+"""The StyleGAN2-ADA training loop.
+
+One iteration runs the phases G main → G path-length reg (every ``pl_interval``) → D main → D R1
+(every ``r1_interval``), then the EMA update and, every ``ada_interval``, the ADA probability update.
+The global batch is split into rounds of ``batch_gpu`` images; with ``torchrun`` each rank runs its
+share of the rounds and gradients are summed over ranks (see distributed.py), so a 2-process run and
+a 1-process run with the same batch and ``batch_gpu`` compute the same thing.
+
+Reproducibility: the global RNG is re-seeded from (seed, iteration, phase, global round index) before
+every round, and the data order is a pure function of (seed, iteration). A run therefore depends only
+on its configuration and the weights/optimizer/ADA state at an iteration: resuming from a checkpoint
+continues bit-exactly, and the ranks of a distributed run draw exactly the numbers a single process
+would draw for the same rounds.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.runs import AbortFlag, Progress, RunDir, TrainingError
+from training.stylegan import loss as L
+from training.stylegan.augment import AdaController, AugmentPipe
+from training.stylegan.checkpoint import RUN_ARCH, LoadedNetworks, save_generator
+from training.stylegan.config import Budget, TrainConfig
+from training.stylegan.distributed import World
+from training.stylegan.images import save_grid
+from training.stylegan.networks import Discriminator, Generator
+
+log = logging.getLogger(__name__)
+
+PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
+
+
+def _round_seed(seed: int, iteration: int, phase: int, round_idx: int) -> int:
+    return (seed * 1_000_003 + iteration * 1_009 + phase * 101 + round_idx) % (2**62)
+
+
+def _matches(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def build_discriminator(cfg: TrainConfig, device: str) -> torch.nn.Module:
+    if cfg.discriminator == "projected":
+        from training.stylegan.projected import ProjectedDiscriminator
+
+        return ProjectedDiscriminator(cfg.resolution, channels=cfg.projected_channels, device=device, seed=cfg.seed)
+    return Discriminator(cfg.discriminator_config())
+
+
+class Trainer:
+    """Holds the networks, optimizers and loop state; ``step()`` runs one iteration."""
+
+    def __init__(
+        self, cfg: TrainConfig, images: np.ndarray, world: World = World(), base: LoadedNetworks | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.world = world
+        self.device = world.device
+        if images.shape[1] != cfg.resolution:
+            raise TrainingError(f"images are {images.shape[1]}², the configuration trains {cfg.resolution}²")
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)  # [N, R, R, 3] uint8
+        torch.manual_seed(cfg.seed)
+        self.G = Generator(cfg.generator()).to(self.device).train()
+        self.D = build_discriminator(cfg, self.device).to(self.device).train()
+        if base is not None:
+            self._load_base(base)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        if base is not None:
+            self.G_ema.load_state_dict(base.G_ema.state_dict())
+        if cfg.channels_last:
+            for m in (self.G, self.D, self.G_ema):
+                m.to(memory_format=torch.channels_last)
+        self.frozen = self._freeze()
+        self.opt_G = self._optimizer(self.G, cfg.g_lr, cfg.pl_interval if cfg.pl_weight > 0 else None, cfg.g_lr_mult)
+        self.opt_D = self._optimizer(self.D, cfg.d_lr, cfg.r1_interval if self._use_r1 else None, ())
+        self.augment = AugmentPipe().to(self.device) if cfg.augment != "none" else None
+        self.ada = AdaController(target=cfg.ada_target, interval=cfg.ada_interval, speed_kimg=cfg.ada_kimg)
+        self.ada.p = cfg.aug_p
+        self.pl_mean = torch.zeros([], device=self.device)
+        self.iteration = 0
+        self.nimg = 0
+        self.cpu_seconds = 0.0
+        self.wall_seconds = 0.0
+        self._perm_cache: dict[int, torch.Tensor] = {}
+        autocast = None
+        if cfg.precision == "bf16":
+            autocast = torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
+        D_main = self.D
+        if cfg.compile:
+            D_main = torch.compile(self.D)
+        common = dict(
+            G=self.G,
+            augment=self.augment,
+            style_mixing=cfg.style_mixing,
+            r1_gamma=cfg.r1_gamma,
+            pl_weight=cfg.pl_weight,
+            pl_batch_shrink=cfg.pl_batch_shrink,
+            autocast=autocast,
+        )
+        self.ctx_main = L.LossContext(D=D_main, **common)
+        self.ctx_reg = L.LossContext(D=self.D, **common)  # double backward does not go through torch.compile
+
+    # ----- setup -------------------------------------------------------------------------------
+
+    @property
+    def _use_r1(self) -> bool:
+        return self.cfg.r1_gamma > 0 and self.cfg.discriminator == "stylegan"
+
+    def _load_base(self, base: LoadedNetworks) -> None:
+        from training.stylegan.official import load_strict
+
+        load_strict(self.G, (base.G or base.G_ema).state_dict(), base.source)
+        if base.D is not None and isinstance(self.D, Discriminator):
+            try:
+                load_strict(self.D, base.D.state_dict(), base.source + " [D]")
+            except TrainingError as exc:
+                log.warning("base discriminator not used: %s", exc)
+        elif isinstance(self.D, Discriminator):
+            log.info("the base has no discriminator: D starts from scratch")
+
+    def _freeze(self) -> set[str]:
+        """Names of parameters that never train (frozen G prefixes, the first ``freeze_d`` D blocks)."""
+        frozen: set[str] = set()
+        for name, _ in self.G.named_parameters():
+            if any(_matches(name, p) for p in self.cfg.freeze_g):
+                frozen.add("G." + name)
+        if self.cfg.freeze_d and isinstance(self.D, Discriminator):
+            blocks = [f"b{r}" for r in self.D.block_resolutions[: self.cfg.freeze_d]]
+            for name, _ in self.D.named_parameters():
+                if any(_matches(name, b) for b in blocks):
+                    frozen.add("D." + name)
+        elif self.cfg.freeze_d:
+            log.warning("--freeze-d applies to the StyleGAN discriminator only; the projected one is ignored")
+        for prefix, module in (("G.", self.G), ("D.", self.D)):
+            for name, p in module.named_parameters():
+                if prefix + name in frozen:
+                    p.requires_grad_(False)
+        if frozen:
+            log.info("frozen parameters: %d tensors (%s)", len(frozen), ", ".join(self.cfg.freeze_g) or "-")
+        return frozen
+
+    def _trainable(self, module: torch.nn.Module, prefix: str) -> list[tuple[str, torch.nn.Parameter]]:
+        params = getattr(module, "trainable_named_parameters", module.named_parameters)()
+        return [(n, p) for n, p in params if prefix + n not in self.frozen]
+
+    def _optimizer(
+        self, module: torch.nn.Module, lr: float, reg_interval: int | None, mults: tuple[tuple[str, float], ...]
+    ) -> torch.optim.Adam:
+        """Adam(β1=0, β2=0.99) with the lazy-regularisation correction and per-prefix lr multipliers."""
+        ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
+        prefix = "G." if module is self.G else "D."
+        groups: dict[float, list[torch.nn.Parameter]] = {}
+        for name, p in self._trainable(module, prefix):
+            mult = 1.0
+            best = -1
+            for pre, m in mults:
+                if _matches(name, pre) and len(pre) > best:
+                    mult, best = m, len(pre)
+            groups.setdefault(mult, []).append(p)
+        param_groups = [{"params": ps, "lr": lr * ratio * m} for m, ps in sorted(groups.items())]
+        return torch.optim.Adam(param_groups, lr=lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
+
+    def _set_requires_grad(self, module: torch.nn.Module, flag: bool) -> None:
+        prefix = "G." if module is self.G else "D."
+        for _, p in self._trainable(module, prefix):
+            p.requires_grad_(flag)
+
+    # ----- data --------------------------------------------------------------------------------
+
+    def _batch_indices(self, iteration: int) -> torch.Tensor:
+        """Global batch of iteration ``iteration``: consecutive slices of per-epoch permutations."""
+        n = self.images.shape[0]
+        start = iteration * self.cfg.batch
+        out = []
+        for k in range(start, start + self.cfg.batch):
+            epoch, pos = divmod(k, n)
+            perm = self._perm_cache.get(epoch)
+            if perm is None:
+                gen = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch)
+                perm = torch.randperm(n, generator=gen)
+                self._perm_cache = {epoch: perm}
+            out.append(int(perm[pos]))
+        return torch.tensor(out)
+
+    def _my_rounds(self) -> list[int]:
+        """Global round indices this rank runs (round r covers images [r·batch_gpu, (r+1)·batch_gpu))."""
+        total = self.cfg.batch // self.cfg.batch_gpu
+        if total % self.world.size:
+            raise TrainingError(
+                f"batch {self.cfg.batch} / batch_gpu {self.cfg.batch_gpu} = {total} rounds cannot be split over "
+                f"{self.world.size} processes"
+            )
+        per = total // self.world.size
+        return [k * self.world.size + self.world.rank for k in range(per)]
+
+    # ----- one iteration ---------------------------------------------------------------------
+
+    def step(self) -> dict[str, float]:
+        cfg = self.cfg
+        it = self.iteration
+        total_rounds = cfg.batch // cfg.batch_gpu
+        rounds = self._my_rounds()
+        idx = self._batch_indices(it).to(self.device)
+        reals = self.images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1  # [B, 3, R, R] in [-1, 1]
+        if cfg.channels_last:
+            reals = reals.contiguous(memory_format=torch.channels_last)
+        self.augment_p_sync()
+        logged: dict[str, torch.Tensor] = {}
+
+        def add(stats: dict[str, torch.Tensor], weight: float) -> None:
+            for k, v in stats.items():
+                logged[k] = logged.get(k, torch.zeros([], device=self.device)) + v.float() * weight
+
+        def seed(phase: int, r: int) -> None:
+            torch.manual_seed(_round_seed(cfg.seed, it, phase, r))
+
+        # G main.
+        self._set_requires_grad(self.G, True)
+        self._set_requires_grad(self.D, False)
+        self.opt_G.zero_grad(set_to_none=True)
+        w_sum = torch.zeros([cfg.w_dim], device=self.device)
+        for r in rounds:
+            seed(0, r)
+            z = torch.randn([cfg.batch_gpu, cfg.z_dim], device=self.device)
+            loss, stats, w_mean = L.g_main(self.ctx_main, z, gain=1 / total_rounds)
+            loss.backward()
+            add(stats, 1 / total_rounds)
+            w_sum += w_mean / total_rounds
+        self._opt_step(self.opt_G, self.G, "G.")
+        self.G.mapping.update_w_avg(self.world.all_reduce_sum(w_sum), beta=0.995)
+
+        # G path-length regularisation.
+        if cfg.pl_weight > 0 and it % cfg.pl_interval == 0:
+            self.opt_G.zero_grad(set_to_none=True)
+            len_sum = torch.zeros([], device=self.device)
+            for r in rounds:
+                seed(1, r)
+                z = torch.randn([cfg.batch_gpu, cfg.z_dim], device=self.device)
+                loss, stats, lengths = L.g_reg(self.ctx_reg, z, self.pl_mean, gain=cfg.pl_interval / total_rounds)
+                loss.backward()
+                add(stats, 1 / total_rounds)
+                len_sum += lengths / total_rounds
+            self._opt_step(self.opt_G, self.G, "G.")
+            self.pl_mean.copy_(self.pl_mean.lerp(self.world.all_reduce_sum(len_sum), cfg.pl_decay))
+
+        # D main.
+        self._set_requires_grad(self.G, False)
+        self._set_requires_grad(self.D, True)
+        self.opt_D.zero_grad(set_to_none=True)
+        for r in rounds:
+            seed(2, r)
+            z = torch.randn([cfg.batch_gpu, cfg.z_dim], device=self.device)
+            real = reals[r * cfg.batch_gpu : (r + 1) * cfg.batch_gpu]
+            loss, stats, real_logits = L.d_main(self.ctx_main, real, z, gain=1 / total_rounds)
+            loss.backward()
+            add(stats, 1 / total_rounds)
+            self.ada.accumulate(real_logits)
+        self._opt_step(self.opt_D, self.D, "D.")
+
+        # D R1 regularisation.
+        if self._use_r1 and it % cfg.r1_interval == 0:
+            self.opt_D.zero_grad(set_to_none=True)
+            for r in rounds:
+                seed(3, r)
+                real = reals[r * cfg.batch_gpu : (r + 1) * cfg.batch_gpu]
+                loss, stats = L.d_reg(self.ctx_reg, real, gain=cfg.r1_interval / total_rounds)
+                loss.backward()
+                add(stats, 1 / total_rounds)
+            self._opt_step(self.opt_D, self.D, "D.")
+        self._set_requires_grad(self.G, True)
+
+        self._update_ema()
+        self.iteration += 1
+        self.nimg += cfg.batch
+        if cfg.augment == "ada" and self.iteration % cfg.ada_interval == 0:
+            totals = torch.tensor([self.ada.sign_sum, self.ada.count], dtype=torch.float64, device=self.device)
+            self.world.all_reduce_sum(totals)
+            self.ada.adjust(cfg.batch, (float(totals[0]), float(totals[1])))
+        names = sorted(logged)
+        values = torch.stack([logged[k] for k in names]) if names else torch.zeros(0, device=self.device)
+        values = self.world.all_reduce_sum(values)
+        out = {k: float(v) for k, v in zip(names, values.cpu())}
+        out.update(iteration=self.iteration, kimg=self.nimg / 1000, augment_p=self.augment_p)
+        if cfg.augment == "ada":
+            out["ada_rt"] = self.ada.r_t
+        return out
+
+    @property
+    def augment_p(self) -> float:
+        if self.cfg.augment == "none":
+            return 0.0
+        return self.ada.p
+
+    def augment_p_sync(self) -> None:
+        if self.augment is not None:
+            self.augment.p = self.augment_p
+
+    def _opt_step(self, opt: torch.optim.Optimizer, module: torch.nn.Module, prefix: str) -> None:
+        params = [p for _, p in self._trainable(module, prefix)]
+        self.world.all_reduce_grads(params)
+        for p in params:
+            if p.grad is not None:
+                torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
+        opt.step()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        cfg = self.cfg
+        ema_nimg = cfg.ema_kimg * 1000
+        if cfg.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, self.nimg * cfg.ema_rampup)
+        beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # ----- checkpoint state --------------------------------------------------------------------
+
+    def model_dict(self) -> dict[str, Any]:
+        d_kwargs = self.cfg.discriminator_config().to_dict() if isinstance(self.D, Discriminator) else {}
+        return {
+            "arch": RUN_ARCH,
+            "init_kwargs": {"G": self.G.cfg.to_dict(), "D": d_kwargs, "discriminator": self.cfg.discriminator},
+            "params": {"G": _cpu_state(self.G), "D": _cpu_state(self.D)},
+            "params_ema": {"G": _cpu_state(self.G_ema)},
+            "step": self.iteration,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "nimg": self.nimg,
+            "cpu_seconds": self.cpu_seconds,
+            "wall_seconds": self.wall_seconds,
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "ada": self.ada.state_dict(),
+            "pl_mean": self.pl_mean.cpu(),
+        }
+
+    def load(self, model: dict[str, Any], state: dict[str, Any]) -> None:
+        from training.stylegan.official import load_strict
+
+        load_strict(self.G, model["params"]["G"], "checkpoint [G]")
+        load_strict(self.D, model["params"]["D"], "checkpoint [D]")
+        load_strict(self.G_ema, model["params_ema"]["G"], "checkpoint [G_ema]")
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.ada.load_state_dict(state["ada"])
+        self.pl_mean.copy_(state["pl_mean"])
+        self.iteration = state["iteration"]
+        self.nimg = state["nimg"]
+        self.cpu_seconds = state["cpu_seconds"]
+        self.wall_seconds = state["wall_seconds"]
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+# ----- the loop with checkpoints, samples, snapshots ------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    budget: Budget
+    log_every: int = 10
+    sample_every: int = 200
+    ckpt_every: int = 200
+    snapshot_cpu_minutes: float | None = None
+    snapshot_kimg: float | None = None
+
+
+def train_loop(
+    trainer: Trainer,
+    run: RunDir | None,
+    options: LoopOptions,
+    progress: Progress | None = None,
+    abort: AbortFlag | None = None,
+    on_iteration: Callable[[Trainer, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Train until the budget is spent or an abort is requested; checkpoint at the end in either case.
+
+    Returns a summary (iterations, kimg, CPU minutes, kimg per wall/CPU hour, whether it was aborted).
+    ``run`` is None on non-zero ranks (they neither log nor write).
+    """
+    world = trainer.world
+    budget = options.budget
+    abort = abort if abort is not None else AbortFlag()
+    grid_z = torch.randn([16, trainer.cfg.z_dim], generator=torch.Generator().manual_seed(1234)).to(trainer.device)
+    total = _total_iterations(trainer.cfg, budget)
+    if progress is not None:
+        progress.start("stylegan", total, initial=trainer.iteration)
+    if run is not None and trainer.iteration == 0:
+        save_grid(run.root / "samples" / "reals.png", trainer.images[:16].cpu().numpy())
+        _write_samples(trainer, run, grid_z)
+    next_snapshot = _next_snapshot(trainer, options)
+    aborted = False
+    t_start_cpu, t_start_wall = time.process_time(), time.perf_counter()
+    cpu0, wall0 = trainer.cpu_seconds, trainer.wall_seconds
+    window_start = (trainer.nimg, time.perf_counter())
+    stats: dict[str, float] = {}
+    last_logged = trainer.iteration
+    while True:
+        done = _budget_reached(trainer, budget)
+        if world.any(bool(abort) or done):
+            aborted = not done
+            break
+        stats = trainer.step()
+        trainer.cpu_seconds = cpu0 + time.process_time() - t_start_cpu
+        trainer.wall_seconds = wall0 + time.perf_counter() - t_start_wall
+        stats.update(cpu_minutes=trainer.cpu_seconds / 60, wall_minutes=trainer.wall_seconds / 60)
+        if on_iteration is not None:
+            on_iteration(trainer, stats)
+        it = trainer.iteration
+        if run is not None:
+            if it % options.log_every == 0 or it == 1:
+                nimg0, t0 = window_start
+                dt = time.perf_counter() - t0
+                stats["kimg_per_hour"] = (trainer.nimg - nimg0) / 1000 / dt * 3600 if dt > 0 else 0.0
+                window_start = (trainer.nimg, time.perf_counter())
+                run.write_stats(stats)
+                last_logged = it
+            if it % options.sample_every == 0:
+                _write_samples(trainer, run, grid_z)
+            if it % options.ckpt_every == 0:
+                run.save_checkpoint(trainer.model_dict(), trainer.state_dict())
+            if next_snapshot is not None and _snapshot_due(trainer, options, next_snapshot):
+                _write_snapshot(trainer, run)
+                next_snapshot = _next_snapshot(trainer, options)
+        if progress is not None:
+            progress.update(it, total, **{k: stats[k] for k in ("loss_G", "loss_D", "augment_p") if k in stats})
+    summary = {
+        "iterations": trainer.iteration,
+        "kimg": trainer.nimg / 1000,
+        "cpu_minutes": trainer.cpu_seconds / 60,
+        "wall_minutes": trainer.wall_seconds / 60,
+        "kimg_per_cpu_hour": trainer.nimg / 1000 / max(trainer.cpu_seconds / 3600, 1e-9),
+        "kimg_per_wall_hour": trainer.nimg / 1000 / max(trainer.wall_seconds / 3600, 1e-9),
+        "augment_p": trainer.augment_p,
+        "aborted": aborted,
+    }
+    if run is not None:
+        if stats and last_logged != trainer.iteration:
+            run.write_stats(stats)
+        run.save_checkpoint(trainer.model_dict(), trainer.state_dict())
+        _write_samples(trainer, run, grid_z)
+        if next_snapshot is not None:
+            _write_snapshot(trainer, run)
+        log.info(
+            "%s at iteration %d (%.2f kimg): %s",
+            "aborted" if aborted else "finished",
+            trainer.iteration,
+            trainer.nimg / 1000,
+            summary,
+        )
+    if progress is not None:
+        progress.finish(**summary)
+    return summary
+
+
+def _total_iterations(cfg: TrainConfig, budget: Budget) -> int:
+    limits = []
+    if budget.iterations is not None:
+        limits.append(budget.iterations)
+    if budget.kimg is not None:
+        limits.append(math.ceil(budget.kimg * 1000 / cfg.batch))
+    return min(limits) if limits else 0
+
+
+def _budget_reached(trainer: Trainer, budget: Budget) -> bool:
+    if budget.iterations is not None and trainer.iteration >= budget.iterations:
+        return True
+    if budget.kimg is not None and trainer.nimg >= budget.kimg * 1000:
+        return True
+    return budget.cpu_minutes is not None and trainer.cpu_seconds >= budget.cpu_minutes * 60
+
+
+def _next_snapshot(trainer: Trainer, options: LoopOptions) -> float | None:
+    if options.snapshot_cpu_minutes:
+        step = options.snapshot_cpu_minutes * 60
+        return (math.floor(trainer.cpu_seconds / step) + 1) * step
+    if options.snapshot_kimg:
+        step = options.snapshot_kimg * 1000
+        return (math.floor(trainer.nimg / step) + 1) * step
+    return None
+
+
+def _snapshot_due(trainer: Trainer, options: LoopOptions, due: float) -> bool:
+    return (trainer.cpu_seconds if options.snapshot_cpu_minutes else trainer.nimg) >= due
+
+
+def _write_snapshot(trainer: Trainer, run: RunDir) -> None:
+    meta = {
+        "iteration": trainer.iteration,
+        "kimg": trainer.nimg / 1000,
+        "cpu_minutes": trainer.cpu_seconds / 60,
+        "wall_minutes": trainer.wall_seconds / 60,
+        "augment_p": trainer.augment_p,
+    }
+    save_generator(trainer.G_ema, run.root / "snapshots" / f"G_ema-{trainer.iteration:07d}.pt", meta)
+
+
+@torch.no_grad()
+def _write_samples(trainer: Trainer, run: RunDir, grid_z: torch.Tensor) -> None:
+    rng = torch.get_rng_state()
+    imgs = trainer.G_ema(grid_z, noise_mode="const")
+    torch.set_rng_state(rng)
+    save_grid(run.root / "samples" / f"fakes-{trainer.iteration:07d}.png", imgs, cols=4)
+    save_grid(run.root / "samples" / "latest.png", imgs, cols=4)
+
+
+# ----- the ``stylegan`` stage ------------------------------------------------------------------
+
+
+def add_arguments(parser) -> None:
+    from training.stylegan.config import AUGMENT_MODES, DISCRIMINATORS, PRECISIONS, PRESETS
+
+    parser.add_argument("--data", nargs="+", required=True, help="style image folder(s)")
+    parser.add_argument("--run", required=True, help="run directory (created, or resumed with --resume)")
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    parser.add_argument("--base", help="base checkpoint: ours (run dir, model.pt, generator file) or official")
+    parser.add_argument(
+        "--no-variety-tricks",
+        action="store_true",
+        help="with --base: plain fine-tuning (no frozen mapping, lr multipliers, Freeze-D)",
+    )
+    parser.add_argument("--freeze-d", type=int, help="freeze the first N discriminator blocks (from the input)")
+    parser.add_argument("--freeze-g", nargs="*", help="generator parameter prefixes to freeze, e.g. mapping")
+    parser.add_argument("--g-lr-mult", nargs="*", metavar="PREFIX=MULT", help="e.g. synthesis.b4=0.1")
+    parser.add_argument("--augment", choices=AUGMENT_MODES)
+    parser.add_argument("--aug-p", type=float, help="initial (ada) or fixed augmentation probability")
+    parser.add_argument("--ada-kimg", type=float, help="kimg for ADA's p to go from 0 to 1")
+    parser.add_argument("--discriminator", choices=DISCRIMINATORS)
+    parser.add_argument("--precision", choices=PRECISIONS)
+    parser.add_argument("--channels-last", action="store_true", default=None)
+    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile D's main pass")
+    parser.add_argument("--resolution", type=int)
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--batch-gpu", type=int, help="images per round and process (default: the preset's)")
+    parser.add_argument("--lr", type=float, help="G and D learning rate")
+    parser.add_argument("--r1-gamma", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--kimg", type=float, help="stop after this many thousand real images shown")
+    parser.add_argument("--steps", type=int, help="stop after this many iterations")
+    parser.add_argument("--cpu-minutes", type=float, help="stop after this much process CPU time")
+    parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--sample-every", type=int, default=200)
+    parser.add_argument("--ckpt-every", type=int, default=200)
+    parser.add_argument("--snapshot-cpu-minutes", type=float, help="save a G_ema snapshot every N CPU minutes")
+    parser.add_argument("--snapshot-kimg", type=float, help="save a G_ema snapshot every N kimg")
+
+
+def config_from_args(args, base: LoadedNetworks | None) -> TrainConfig:
+    """Preset ← explicit options; a base generator fixes the architecture and enables the variety tricks."""
+    from dataclasses import replace
+
+    from training.stylegan.config import PRESETS, VARIETY_TRICKS
+
+    cfg = PRESETS[args.preset]
+    if base is not None:
+        cfg = cfg.with_generator(base.G_ema.cfg)
+        if not args.no_variety_tricks:
+            cfg = replace(cfg, **VARIETY_TRICKS)
+    overrides: dict[str, Any] = {}
+    for name in (
+        "freeze_d",
+        "augment",
+        "aug_p",
+        "ada_kimg",
+        "discriminator",
+        "precision",
+        "channels_last",
+        "compile",
+        "resolution",
+        "batch",
+        "r1_gamma",
+        "seed",
+    ):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if args.batch is not None and args.batch_gpu is None:
+        overrides["batch_gpu"] = min(args.batch, cfg.batch_gpu)
+    if args.batch_gpu is not None:
+        overrides["batch_gpu"] = args.batch_gpu
+    if args.lr is not None:
+        overrides["g_lr"] = overrides["d_lr"] = args.lr
+    if args.freeze_g is not None:
+        overrides["freeze_g"] = tuple(args.freeze_g)
+    if args.g_lr_mult is not None:
+        pairs = []
+        for item in args.g_lr_mult:
+            prefix, sep, mult = item.partition("=")
+            if not sep:
+                raise TrainingError(f"--g-lr-mult expects PREFIX=MULT, got {item!r}")
+            pairs.append((prefix, float(mult)))
+        overrides["g_lr_mult"] = tuple(pairs)
+    if base is not None and overrides.get("resolution", cfg.resolution) != cfg.resolution:
+        raise TrainingError(f"--resolution {overrides['resolution']} differs from the base's {cfg.resolution}²")
+    return replace(cfg, **overrides)
+
+
+def run(args) -> int:
+    from training.imagefolder import load_image_folder
+    from training.runs import abort_on_signals
+    from training.stylegan.checkpoint import load_networks
+    from training.stylegan.distributed import init_world, shutdown
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    world = init_world(args.device)
+    base = load_networks(args.base) if args.base else None
+    cfg = config_from_args(args, base)
+    data = load_image_folder(args.data, cfg.resolution)
+    options = {
+        **cfg.to_dict(),
+        "data": [str(Path(d)) for d in args.data],
+        "images": len(data),
+        "base": str(args.base) if args.base else None,
+    }
+    run_dir = RunDir.open(args.run, "stylegan", options, resume=args.resume) if world.is_main else None
+    if world.size > 1:
+        torch.distributed.barrier()
+    trainer = Trainer(cfg, data.images, world, base)
+    reader = run_dir or RunDir(Path(args.run), "stylegan", options)
+    if args.resume:
+        loaded = reader.load_checkpoint()
+        if loaded is not None:
+            trainer.load(*loaded)
+            log.info("resumed at iteration %d (%.2f kimg)", trainer.iteration, trainer.nimg / 1000)
+    budget = Budget(kimg=args.kimg, cpu_minutes=args.cpu_minutes, iterations=args.steps)
+    if budget == Budget():
+        raise TrainingError("give a budget: --kimg, --steps or --cpu-minutes")
+    loop = LoopOptions(
+        budget=budget,
+        log_every=args.log_every,
+        sample_every=args.sample_every,
+        ckpt_every=args.ckpt_every,
+        snapshot_cpu_minutes=args.snapshot_cpu_minutes,
+        snapshot_kimg=args.snapshot_kimg,
+    )
+    progress = Progress(args.progress) if world.is_main else None
+    abort = AbortFlag()
+    try:
+        with abort_on_signals(abort):
+            summary = train_loop(trainer, run_dir, loop, progress, abort)
+    finally:
+        if run_dir is not None:
+            run_dir.close()
+        shutdown(world)
+    return 130 if summary["aborted"] else 0
