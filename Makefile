@@ -44,6 +44,7 @@ app: setup
 	QT_QPA_PLATFORM= $(PY) main.py app
 
 package: setup
+	$(PIP) install -q -r requirements-package.txt
 	$(PY) packaging/build.py
 
 clean:

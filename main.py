@@ -78,16 +78,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args.what, args.rest)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from training.cli import main as train_main
+def _training_entry(module: str):
+    """The training CLI, or a clear message where the train extra (torch) is not installed."""
+    import importlib
 
-    return train_main(args.rest)
+    try:
+        return importlib.import_module(module).main
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("torch", "training"):
+            raise StylecastError(
+                f"training is not available in this installation ({exc.name} is missing); install from source"
+                " with `make setup` to train styles"
+            ) from exc
+        raise
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    return _training_entry("training.cli")(args.rest)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from training.evaluate import main as eval_main
-
-    return eval_main(args.rest)
+    return _training_entry("training.evaluate")(args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
