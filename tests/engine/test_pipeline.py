@@ -145,3 +145,10 @@ def test_hot_swap_happens_at_a_frame_boundary_and_failures_keep_the_old_style(
     assert (after.tier, after.backend) == ("standard", "mnn")
     assert pipe.process(frames[3]).error is None
     pipe.close()
+
+
+def test_no_face_leaves_the_frame_untouched(styled):
+    blank = np.full((480, 640, 3), 128, np.uint8)
+    for i in range(5):
+        result = styled.process(Frame(blank, i / 30, i))
+        assert result.error is None and result.faces == () and np.array_equal(result.image, blank)
