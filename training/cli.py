@@ -13,6 +13,10 @@ import logging
 STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("training.prepare", "align real faces from photo folders or videos into 256² crops"),
     "stylegan": ("training.stylegan.train", "train or fine-tune a StyleGAN2-ADA generator on a style folder"),
+    "fuse": ("training.stylegan.fusion", "fuse two StyleGAN generators (layer swap / per-resolution blend), chain"),
+    "invert": ("training.stylegan.invert", "invert aligned faces into a StyleGAN generator's W+ space"),
+    "generate": ("training.stylegan.generate", "generate an image set + manifest from a StyleGAN generator"),
+    "curate": ("training.stylegan.curate", "curation round: candidates, accept/reject, grow the style set"),
 }
 
 

@@ -26,7 +26,6 @@ def _images(n=12, res=16, seed=0):
 
 
 def _train(run_root, iterations, abort_at=None, resume=False, cfg=CFG):
-    torch.set_num_threads(1)
     run = RunDir.open(run_root, "stylegan", cfg.to_dict(), resume=resume)
     trainer = Trainer(cfg, _images())
     if resume:
