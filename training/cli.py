@@ -17,6 +17,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "invert": ("training.stylegan.invert", "invert aligned faces into a StyleGAN generator's W+ space"),
     "generate": ("training.stylegan.generate", "generate an image set + manifest from a StyleGAN generator"),
     "curate": ("training.stylegan.curate", "curation round: candidates, accept/reject, grow the style set"),
+    "ugatit": ("training.ugatit.train", "train U-GAT-IT between aligned real faces and a style image set"),
+    "ugatit-pairs": ("training.ugatit.translate", "translate aligned photos with a U-GAT-IT run into a pairs folder"),
 }
 
 

@@ -1,0 +1,428 @@
+"""The U-GAT-IT training loop and the ``ugatit`` stage.
+
+One iteration = one discriminator step then one generator step on a batch of each domain, both
+directions (A→B, B→A), exactly as the reference:
+
+* D: LSGAN on the patch logits and on the CAM logits of the global and local discriminators of both
+  domains (reals → 1, translations → 0), weight ``adv_weight``.
+* G: LSGAN (translations → 1, both heads, both discriminators), cycle L1 ``A→B→A ≈ A``, identity L1
+  ``B→A(A) ≈ A``, and the generator CAM loss (BCE: the CAM logit says "from my source domain" for the
+  input it translates, "not" for the identity input); weights ``adv/cycle/identity/cam``.
+* ρ clipping of every AdaLIN/LIN after the generator step, then the EMA update of both generators.
+
+Reproducibility: the batches are a pure function of (seed, iteration) (see data.py) and nothing else
+draws random numbers, so a resumed run continues bit-exactly (tested).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.runs import AbortFlag, Progress, RunDir, TrainingError, abort_on_signals
+from training.stylegan.images import grid, save_rgb, to_uint8
+from training.ugatit.config import PRECISIONS, PRESETS, TrainConfig
+from training.ugatit.data import DomainSampler
+from training.ugatit.networks import Discriminator, Generator, clip_rho
+
+log = logging.getLogger(__name__)
+
+ARCH = "ugatit"
+GENERATORS = ("genA2B", "genB2A")
+DISCRIMINATORS = ("disGA", "disGB", "disLA", "disLB")
+PROGRESS_KEYS = ("loss_G", "loss_D", "cycle")
+
+
+class Trainer:
+    """Networks, optimizers and the iteration counter; ``step()`` runs one iteration."""
+
+    def __init__(
+        self, cfg: TrainConfig, images_a: np.ndarray, images_b: np.ndarray, total_steps: int, device: str = "cpu"
+    ) -> None:
+        if total_steps < 1:
+            raise TrainingError(f"--steps must be ≥ 1, got {total_steps}")
+        self.cfg = cfg
+        self.device = device
+        self.total_steps = total_steps
+        self.data_a = DomainSampler(images_a, cfg.img_size, cfg.batch, cfg.seed, stream=0, flip=cfg.flip)
+        self.data_b = DomainSampler(images_b, cfg.img_size, cfg.batch, cfg.seed, stream=1, flip=cfg.flip)
+        torch.manual_seed(cfg.seed)
+        self.genA2B = Generator(cfg.generator()).to(device)
+        self.genB2A = Generator(cfg.generator()).to(device)
+        self.disGA = Discriminator(cfg.discriminator("global")).to(device)
+        self.disGB = Discriminator(cfg.discriminator("global")).to(device)
+        self.disLA = Discriminator(cfg.discriminator("local")).to(device)
+        self.disLB = Discriminator(cfg.discriminator("local")).to(device)
+        self.ema = {name: copy.deepcopy(getattr(self, name)).eval().requires_grad_(False) for name in GENERATORS}
+        adam = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+        self.opt_G = torch.optim.Adam(itertools.chain(*(self._net(n).parameters() for n in GENERATORS)), **adam)
+        self.opt_D = torch.optim.Adam(itertools.chain(*(self._net(n).parameters() for n in DISCRIMINATORS)), **adam)
+        self.iteration = 0
+        self.cpu_seconds = 0.0
+        self.wall_seconds = 0.0
+        device_type = torch.device(device).type
+        self._autocast = (
+            (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else nullcontext
+        )
+
+    def _net(self, name: str) -> torch.nn.Module:
+        return getattr(self, name)
+
+    def lr_at(self, iteration: int) -> float:
+        """Constant, then linear decay to 0 over the second half of ``total_steps`` (the reference's schedule)."""
+        half = self.total_steps // 2
+        if not self.cfg.decay or iteration < half:
+            return self.cfg.lr
+        return self.cfg.lr * max(self.total_steps - iteration, 0) / (self.total_steps - half)
+
+    # ----- one iteration ---------------------------------------------------------------------
+
+    def step(self) -> dict[str, float]:
+        cfg = self.cfg
+        lr = self.lr_at(self.iteration)
+        for opt in (self.opt_G, self.opt_D):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        real_A = self.data_a.batch_at(self.iteration, self.device)  # [B, 3, S, S] in [-1, 1]
+        real_B = self.data_b.batch_at(self.iteration, self.device)
+        d_pairs = (
+            ("GA", self.disGA, real_A),
+            ("LA", self.disLA, real_A),
+            ("GB", self.disGB, real_B),
+            ("LB", self.disLB, real_B),
+        )
+
+        # Discriminators: reals → 1, translations into their domain → 0, patch and CAM heads.
+        self._requires_grad(DISCRIMINATORS, True)
+        with torch.no_grad(), self._autocast():
+            fakes = {"A": self.genB2A(real_B)[0], "B": self.genA2B(real_A)[0]}
+        with self._autocast():
+            adv_D = real_A.new_zeros(())
+            for name, D, real in d_pairs:
+                real_logit, real_cam, _ = D(real)
+                fake_logit, fake_cam, _ = D(fakes[name[1]])
+                adv_D = adv_D + _lsgan(real_logit, 1) + _lsgan(real_cam, 1) + _lsgan(fake_logit, 0)
+                adv_D = adv_D + _lsgan(fake_cam, 0)
+            loss_D = cfg.adv_weight * adv_D
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_D.backward()
+        self.opt_D.step()
+
+        # Generators: fool both discriminators, cycle back, leave the target domain alone, CAM.
+        self._requires_grad(DISCRIMINATORS, False)
+        with self._autocast():
+            fake_A2B, cam_A2B, _ = self.genA2B(real_A)
+            fake_B2A, cam_B2A, _ = self.genB2A(real_B)
+            fake_A2B2A = self.genB2A(fake_A2B)[0]
+            fake_B2A2B = self.genA2B(fake_B2A)[0]
+            fake_A2A, cam_A2A, _ = self.genB2A(real_A)
+            fake_B2B, cam_B2B, _ = self.genA2B(real_B)
+            fakes = {"A": fake_B2A, "B": fake_A2B}
+            adv_G = real_A.new_zeros(())
+            for name, D, _ in d_pairs:
+                logit, cam, _ = D(fakes[name[1]])
+                adv_G = adv_G + _lsgan(logit, 1) + _lsgan(cam, 1)
+            cycle = _l1(fake_A2B2A, real_A) + _l1(fake_B2A2B, real_B)
+            identity = _l1(fake_A2A, real_A) + _l1(fake_B2B, real_B)
+            cam_G = _bce(cam_B2A, 1) + _bce(cam_A2A, 0) + _bce(cam_A2B, 1) + _bce(cam_B2B, 0)
+            loss_G = (
+                cfg.adv_weight * adv_G
+                + cfg.cycle_weight * cycle
+                + cfg.identity_weight * identity
+                + cfg.cam_weight * cam_G
+            )
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.opt_G.step()
+        for name in GENERATORS:
+            clip_rho(self._net(name))
+        self._update_ema()
+        self.iteration += 1
+        stats = {
+            "loss_D": loss_D,
+            "loss_G": loss_G,
+            "adv_D": adv_D,
+            "adv_G": adv_G,
+            "cycle": cycle,
+            "identity": identity,
+            "cam_G": cam_G,
+        }
+        out = {k: float(v.detach()) for k, v in stats.items()}
+        out.update(iteration=self.iteration, lr=lr, rho_mean=self._rho_mean())
+        return out
+
+    def _requires_grad(self, names: tuple[str, ...], flag: bool) -> None:
+        for name in names:
+            self._net(name).requires_grad_(flag)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # Ramp-up: early on the EMA follows the weights closely, later it averages over ~1/(1-β) steps.
+        beta = min(self.cfg.ema_beta, (1 + self.iteration) / (10 + self.iteration))
+        for name in GENERATORS:
+            for p_ema, p in zip(self.ema[name].parameters(), self._net(name).parameters()):
+                p_ema.lerp_(p.detach(), 1 - beta)
+
+    @torch.no_grad()
+    def _rho_mean(self) -> float:
+        rhos = [p for n, p in self.genA2B.named_parameters() if n.endswith("rho")]
+        return float(torch.cat([r.flatten() for r in rhos]).mean())
+
+    # ----- checkpoint state ------------------------------------------------------------------
+
+    def model_dict(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "arch": ARCH,
+            "init_kwargs": {
+                "generator": cfg.generator().to_dict(),
+                "disc_global": cfg.discriminator("global").to_dict(),
+                "disc_local": cfg.discriminator("local").to_dict(),
+            },
+            "params": {name: _cpu_state(self._net(name)) for name in GENERATORS + DISCRIMINATORS},
+            "params_ema": {name: _cpu_state(self.ema[name]) for name in GENERATORS},
+            "step": self.iteration,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "cpu_seconds": self.cpu_seconds,
+            "wall_seconds": self.wall_seconds,
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+        }
+
+    def load(self, model: dict[str, Any], state: dict[str, Any]) -> None:
+        if model.get("arch") != ARCH:
+            raise TrainingError(f"cannot resume from a '{model.get('arch')}' checkpoint: this is a U-GAT-IT run")
+        for name in GENERATORS + DISCRIMINATORS:
+            load_strict(self._net(name), model["params"][name], f"checkpoint [{name}]")
+        for name in GENERATORS:
+            load_strict(self.ema[name], model["params_ema"][name], f"checkpoint [{name} EMA]")
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.iteration = state["iteration"]
+        self.cpu_seconds = state["cpu_seconds"]
+        self.wall_seconds = state["wall_seconds"]
+
+
+def _lsgan(x: torch.Tensor, target: float) -> torch.Tensor:
+    return F.mse_loss(x.float(), torch.full_like(x, target, dtype=torch.float32))
+
+
+def _bce(logit: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logit.float(), torch.full_like(logit, target, dtype=torch.float32))
+
+
+def _l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(a.float(), b.float())
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a state dict; name every missing, unexpected or mis-shaped tensor in the error."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or extra or shapes:
+        detail = "; ".join(
+            f"{label}: {names[:4]}{' ...' if len(names) > 4 else ''}"
+            for label, names in (("missing", missing), ("unexpected", extra), ("wrong shape", shapes))
+            if names
+        )
+        raise TrainingError(f"{source}: incompatible with this network ({detail})")
+    module.load_state_dict(state)
+
+
+# ----- sample grids ----------------------------------------------------------------------------
+
+
+def _overlay(heatmap: torch.Tensor, images: np.ndarray) -> np.ndarray:
+    """CAM heatmaps ``[B, 1, h, w]`` (per-image min-max) in the JET colormap over ``[B, S, S, 3]`` uint8 RGB."""
+    out = []
+    for h, img in zip(heatmap.float().cpu().numpy()[:, 0], images):
+        h = (h - h.min()) / max(float(h.max() - h.min()), 1e-8)
+        h = cv2.resize((h * 255).astype(np.uint8), img.shape[:2][::-1], interpolation=cv2.INTER_CUBIC)
+        jet = cv2.cvtColor(cv2.applyColorMap(h, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+        out.append(((jet.astype(np.uint16) + img) // 2).astype(np.uint8))
+    return np.stack(out)
+
+
+@torch.no_grad()
+def sample_grid(trainer: Trainer, n: int = 4) -> np.ndarray:
+    """Columns = samples; rows A, CAM(A→B), A→B, A→B→A, B, CAM(B→A), B→A, B→A→B, from the EMA generators."""
+    a2b, b2a = trainer.ema["genA2B"], trainer.ema["genB2A"]
+    rows = []
+    for real, forward, back in ((trainer.data_a, a2b, b2a), (trainer.data_b, b2a, a2b)):
+        x = real.fixed(min(n, len(real)), trainer.device)
+        y, _, heat = forward(x)
+        rows += [to_uint8(x), _overlay(heat, to_uint8(x)), to_uint8(y), to_uint8(back(y)[0])]
+    cols = min(len(r) for r in rows)
+    return grid(np.concatenate([r[:cols] for r in rows]), cols=cols)
+
+
+def write_samples(trainer: Trainer, run: RunDir) -> None:
+    image = sample_grid(trainer)
+    save_rgb(run.root / "samples" / f"samples-{trainer.iteration:07d}.png", image)
+    save_rgb(run.root / "samples" / "latest.png", image)
+
+
+# ----- the loop ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    cpu_minutes: float | None = None  # stop early after this much process CPU time (the schedule keeps --steps)
+    log_every: int = 10
+    sample_every: int = 200
+    ckpt_every: int = 200
+
+
+def train_loop(
+    trainer: Trainer,
+    run: RunDir,
+    options: LoopOptions = LoopOptions(),
+    progress: Progress | None = None,
+    abort: AbortFlag | None = None,
+    on_iteration: Callable[[Trainer, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Train to ``trainer.total_steps`` (or the CPU budget, or an abort); checkpoint at the end in every case."""
+    abort = abort if abort is not None else AbortFlag()
+    progress = progress or Progress("none")
+    progress.start("ugatit", trainer.total_steps, initial=trainer.iteration)
+    if trainer.iteration == 0:
+        write_samples(trainer, run)
+    cpu0, wall0 = trainer.cpu_seconds, trainer.wall_seconds
+    t_cpu, t_wall = time.process_time(), time.perf_counter()
+    window: dict[str, float] = {}
+    window_start = (trainer.iteration, time.perf_counter())
+    aborted = False
+    while trainer.iteration < trainer.total_steps:
+        if options.cpu_minutes is not None and trainer.cpu_seconds >= options.cpu_minutes * 60:
+            log.info("CPU budget of %.1f minutes spent", options.cpu_minutes)
+            break
+        if abort:
+            aborted = True
+            break
+        stats = trainer.step()
+        trainer.cpu_seconds = cpu0 + time.process_time() - t_cpu
+        trainer.wall_seconds = wall0 + time.perf_counter() - t_wall
+        if on_iteration is not None:
+            on_iteration(trainer, stats)
+        for k, v in stats.items():
+            window[k] = window.get(k, 0.0) + v
+        it = trainer.iteration
+        if it % options.log_every == 0 or it == trainer.total_steps:
+            it0, t0 = window_start
+            n = it - it0
+            record = {k: v / n for k, v in window.items()}  # means over the logging window
+            record.update(
+                iteration=it,
+                it_per_s=n / max(time.perf_counter() - t0, 1e-9),
+                cpu_minutes=trainer.cpu_seconds / 60,
+                wall_minutes=trainer.wall_seconds / 60,
+            )
+            run.write_stats(record)
+            window, window_start = {}, (it, time.perf_counter())
+        if it % options.sample_every == 0:
+            write_samples(trainer, run)
+        if it % options.ckpt_every == 0:
+            run.save_checkpoint(trainer.model_dict(), trainer.state_dict())
+        progress.update(it, trainer.total_steps, **{k: stats[k] for k in PROGRESS_KEYS})
+    run.save_checkpoint(trainer.model_dict(), trainer.state_dict())
+    write_samples(trainer, run)
+    summary = {
+        "iterations": trainer.iteration,
+        "total_steps": trainer.total_steps,
+        "cpu_minutes": trainer.cpu_seconds / 60,
+        "wall_minutes": trainer.wall_seconds / 60,
+        "aborted": aborted,
+    }
+    log.info("%s at iteration %d: %s", "aborted" if aborted else "stopped", trainer.iteration, summary)
+    progress.finish(**summary)
+    return summary
+
+
+# ----- the ``ugatit`` stage ----------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--faces", nargs="+", required=True, help="domain A: a `train prepare` folder or aligned faces")
+    parser.add_argument("--styles", nargs="+", required=True, help="domain B: style image folder(s)")
+    parser.add_argument("--run", required=True, help="run directory (created, or resumed with --resume)")
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    parser.add_argument("--steps", type=int, required=True, help="iterations; the lr decays over the second half")
+    parser.add_argument("--cpu-minutes", type=float, help="stop early after this much CPU time (resume later)")
+    parser.add_argument("--img-size", type=int)
+    parser.add_argument("--ngf", type=int)
+    parser.add_argument("--ndf", type=int)
+    parser.add_argument("--n-blocks", type=int)
+    parser.add_argument("--light", action=argparse.BooleanOptionalAction, help="the paper's light generator")
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--precision", choices=PRECISIONS)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--sample-every", type=int, default=200)
+    parser.add_argument("--ckpt-every", type=int, default=200)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    names = ("img_size", "ngf", "ndf", "n_blocks", "light", "batch", "lr", "precision", "seed")
+    overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return replace(PRESETS[args.preset], **overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.ugatit.data import load_domain
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = config_from_args(args)
+    faces = load_domain(args.faces, cfg.load_size, "face")
+    styles = load_domain(args.styles, cfg.load_size, "style")
+    options = {
+        **cfg.to_dict(),
+        "steps": args.steps,
+        "faces": [str(Path(f)) for f in args.faces],
+        "styles": [str(Path(s)) for s in args.styles],
+        "images_a": len(faces),
+        "images_b": len(styles),
+    }
+    run_dir = RunDir.open(args.run, ARCH, options, resume=args.resume)
+    try:
+        trainer = Trainer(cfg, faces.images, styles.images, args.steps, args.device)
+        if args.resume:
+            loaded = run_dir.load_checkpoint()
+            if loaded is not None:
+                trainer.load(*loaded)
+                log.info("resumed at iteration %d", trainer.iteration)
+        log.info("%d faces, %d style images, %d² on %s", len(faces), len(styles), cfg.img_size, args.device)
+        abort = AbortFlag()
+        loop = LoopOptions(args.cpu_minutes, args.log_every, args.sample_every, args.ckpt_every)
+        with abort_on_signals(abort):
+            summary = train_loop(trainer, run_dir, loop, Progress(args.progress), abort)
+    finally:
+        run_dir.close()
+    return 130 if summary["aborted"] else 0
