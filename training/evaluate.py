@@ -1,0 +1,233 @@
+"""``python main.py eval``: measure stylizers on held-out pairs; JSON + Markdown + HTML report.
+
+What is measured (definitions in :mod:`training.metrics`), on pairs of the "heldout" split:
+
+* sharpness of the stylized outputs, beside the teacher's and the photos';
+* SFace identity between each photo and its stylized output (and the teacher's, for reference);
+* FID-EL0 / KID-EL0 and FID-VGG between the outputs and the teacher's outputs (distillation fidelity;
+  FID-EL0 is not comparable with Inception FID, and small sets inflate it: compare at equal sizes).
+
+Stylizers: the tiers of a bundle (through the engine's own backends, exactly as the app runs them) or
+student runs (their EMA weights in torch).
+
+    python main.py eval --bundle models/ink --pairs runs/ink_pairs --out out/eval_ink
+    python main.py eval --runs runs/a runs/b --pairs runs/ink_pairs --out out/eval_ab
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from engine.errors import DatasetError
+from training import metrics
+from training.pairs import FolderPairs, Pair
+
+log = logging.getLogger(__name__)
+
+Stylize = Callable[[np.ndarray], np.ndarray]  # (S, S, 3) uint8 BGR crop -> same
+
+
+def heldout_pairs(pairs: Path | str, limit: int | None = None) -> list[Pair]:
+    """The held-out pairs of a pairs folder; DatasetError when it has none."""
+    source = FolderPairs(pairs)
+    keys = [k for k in source.names() if source.split(k) == "heldout"][:limit]
+    if not keys:
+        raise DatasetError(f"{pairs}: no held-out pairs to evaluate on (pairs.json marks none 'heldout')")
+    return source.pairs(keys)
+
+
+def reference_metrics(held: list[Pair]) -> dict:
+    """Teacher and photo figures the stylizers are compared with."""
+    photos, teacher = [p.photo for p in held], [p.stylized for p in held]
+    return {
+        "n": len(held),
+        "teacher": {
+            "sharpness": metrics.mean_sharpness(teacher),
+            "identity": float(metrics.identity_similarity(photos, teacher).mean()),
+        },
+        "photos": {"sharpness": metrics.mean_sharpness(photos)},
+    }
+
+
+def output_metrics(held: list[Pair], outputs: list[np.ndarray], teacher_feats: dict[str, np.ndarray]) -> dict:
+    photos = [p.photo for p in held]
+    ident = metrics.identity_similarity(photos, outputs)
+    el0, vgg = metrics.features(outputs, "el0"), metrics.features(outputs, "vgg")
+    return {
+        "sharpness": metrics.mean_sharpness(outputs),
+        "identity": float(ident.mean()),
+        "identity_min": float(ident.min()),
+        "fid_el0_to_teacher": metrics.fid(el0, teacher_feats["el0"]),
+        "kid_el0_to_teacher": metrics.kid(el0, teacher_feats["el0"]),
+        "fid_vgg_to_teacher": metrics.fid(vgg, teacher_feats["vgg"]),
+        "l1_to_teacher": float(
+            np.mean([np.abs(o.astype(np.float32) - p.stylized).mean() for o, p in zip(outputs, held)])
+        ),
+    }
+
+
+def evaluate(stylizers: dict[str, Stylize], held: list[Pair]) -> tuple[dict, dict[str, list[np.ndarray]]]:
+    """Metrics of every stylizer on the held-out pairs, plus their outputs (for grids)."""
+    result = reference_metrics(held)
+    teacher = [p.stylized for p in held]
+    teacher_feats = {"el0": metrics.features(teacher, "el0"), "vgg": metrics.features(teacher, "vgg")}
+    outputs: dict[str, list[np.ndarray]] = {}
+    result["tiers"] = {}
+    for name, stylize in stylizers.items():
+        outputs[name] = [stylize(p.photo) for p in held]
+        result["tiers"][name] = output_metrics(held, outputs[name], teacher_feats)
+        result["tiers"][name]["sharpness_vs_teacher"] = (
+            result["tiers"][name]["sharpness"] / result["teacher"]["sharpness"]
+        )
+        log.info("%s: %s", name, {k: round(v, 4) for k, v in result["tiers"][name].items()})
+    return result, outputs
+
+
+def evaluate_bundle_tiers(tiers: list, held: list[Pair]) -> tuple[dict, dict[str, list[np.ndarray]]]:
+    """Metrics of freshly exported tiers (:class:`training.export.ExportedTier`), run on onnxruntime."""
+    from engine.backends import OnnxStylizer
+
+    stylizers = {}
+    for t in tiers:
+        session = OnnxStylizer(t.onnx, threads=1)
+        stylizers[t.id] = _array_stylizer(session)
+    return evaluate(stylizers, held)
+
+
+def _array_stylizer(net: Callable[[np.ndarray], np.ndarray]) -> Stylize:
+    """Wrap a (1, 3, S, S) RGB [-1, 1] float function as a BGR uint8 crop stylizer."""
+
+    def stylize(crop: np.ndarray) -> np.ndarray:
+        x = metrics.to_tensor(crop[None]).numpy()
+        return metrics.to_images(torch.from_numpy(np.asarray(net(np.ascontiguousarray(x)))))[0]
+
+    return stylize
+
+
+def bundle_stylizers(bundle_dir: Path, backend: str, threads: int) -> dict[str, Stylize]:
+    from engine.backends import load_tier
+    from engine.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    return {t.id: load_tier(bundle, t, backend, threads).stylize for t in bundle.manifest.tiers}
+
+
+def run_stylizers(runs: list[Path]) -> dict[str, Stylize]:
+    from training.export import load_student
+
+    out = {}
+    for run in runs:
+        net, _ = load_student(run)
+
+        def forward(x: np.ndarray, net=net) -> np.ndarray:
+            with torch.no_grad():
+                return net(torch.from_numpy(x)).numpy()
+
+        out[Path(run).name] = _array_stylizer(forward)
+    return out
+
+
+# ----- report ---------------------------------------------------------------------------------
+
+
+def write_grid(path: Path, held: list[Pair], outputs: dict[str, list[np.ndarray]], count: int = 8) -> None:
+    from training.export import preview_grid
+
+    show = list(range(min(count, len(held))))
+    grid = preview_grid(
+        [held[i].photo for i in show],
+        [[held[i].stylized for i in show]] + [[o[i] for i in show] for o in outputs.values()],
+        128,
+    )
+    cv2.imwrite(str(path), grid)
+
+
+def write_plot(path: Path, result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["tiers"])
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    panels = [
+        ("sharpness", result["teacher"]["sharpness"], "sharpness (teacher dashed)"),
+        ("identity", result["teacher"]["identity"], "SFace identity (teacher dashed)"),
+        ("fid_el0_to_teacher", None, "FID-EL0 to teacher"),
+    ]
+    for ax, (key, ref, title) in zip(axes, panels):
+        ax.bar(names, [result["tiers"][n][key] for n in names], color="#4a7")
+        if ref is not None:
+            ax.axhline(ref, color="k", linestyle="--")
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def markdown_table(result: dict) -> str:
+    t = result["teacher"]
+    lines = [
+        "| stylizer | sharpness | ÷ teacher | identity | FID-EL0 → teacher | KID-EL0 | FID-VGG | L1 |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| teacher | {t['sharpness']:.2f} | 1.00 | {t['identity']:.3f} | 0 | 0 | 0 | 0 |",
+    ]
+    for name, m in result["tiers"].items():
+        lines.append(
+            f"| {name} | {m['sharpness']:.2f} | {m['sharpness_vs_teacher']:.2f} | {m['identity']:.3f} |"
+            f" {m['fid_el0_to_teacher']:.2f} | {m['kid_el0_to_teacher']:.4f} | {m['fid_vgg_to_teacher']:.2f} |"
+            f" {m['l1_to_teacher']:.2f} |"
+        )
+    lines.append(f"\nPhotos' sharpness: {result['photos']['sharpness']:.2f}. {result['n']} held-out pairs.")
+    lines.append("FID-EL0 uses EfficientNet-Lite0 features: not comparable with Inception FID.")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, result: dict, held: list[Pair], outputs: dict[str, list[np.ndarray]], title: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(result, indent=2, default=float))
+    write_grid(out / "grid.png", held, outputs)
+    write_plot(out / "metrics.png", result)
+    table = markdown_table(result)
+    figures = "![before/after: photos, teacher, then each stylizer](grid.png)\n\n![metrics](metrics.png)\n"
+    (out / "report.md").write_text(f"# {title}\n\n{table}\n\n{figures}")
+    rows = f"<pre>{html.escape(table)}</pre>"
+    (out / "report.html").write_text(
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><h1>{html.escape(title)}</h1>"
+        f"{rows}<p>Rows: photos, teacher, then {html.escape(', '.join(outputs))}.</p>"
+        "<img src='grid.png'><br><img src='metrics.png'>"
+    )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="stylecast eval", description=__doc__)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--bundle", type=Path, help="bundle folder (e.g. models/ink)")
+    what.add_argument("--runs", type=Path, nargs="+", help="student run directories")
+    parser.add_argument("--pairs", type=Path, required=True, help="pairs folder with a held-out split")
+    parser.add_argument("--out", type=Path, required=True, help="report folder")
+    parser.add_argument("--backend", default="onnx", choices=["onnx", "mnn"], help="bundle runtime")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--limit", type=int, help="evaluate on at most this many held-out pairs")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    held = heldout_pairs(args.pairs, args.limit)
+    if args.bundle:
+        stylizers, title = bundle_stylizers(args.bundle, args.backend, args.threads), f"{args.bundle} ({args.backend})"
+    else:
+        stylizers, title = run_stylizers(args.runs), "student runs"
+    result, outputs = evaluate(stylizers, held)
+    result["source"] = str(args.bundle or [str(r) for r in args.runs])
+    write_report(args.out, result, held, outputs, f"Evaluation of {title} on {len(held)} held-out pairs")
+    log.info("report written to %s", args.out)
+    return 0

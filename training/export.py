@@ -1,0 +1,297 @@
+"""``train export``: student runs -> ONNX + MNN files -> a validated model bundle.
+
+Per tier (from the run's EMA weights):
+
+1. ONNX opset 17, static (1, 3, S, S), input "input", output "output", RGB in [-1, 1] — the
+   :class:`engine.bundle.IOSpec` defaults; ``onnx.checker``; onnxruntime parity with torch ≤ 1e-3.
+2. MNN with fp16 weights through :func:`engine.backends.convert_onnx_to_mnn` (the only allowed path);
+   parity with torch ≤ 3e-3 through the engine's own :class:`engine.backends.MnnStylizer`.
+
+Then the bundle writer measures each tier on held-out pairs (see :mod:`training.evaluate`), renders a
+before/after preview, builds the manifest with :mod:`engine.bundle` (schema v1) including the metrics
+and the model card, and re-reads the result with :func:`engine.bundle.load_bundle`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from engine.bundle import (
+    SCHEMA_VERSION,
+    Bundle,
+    Manifest,
+    Tier,
+    TierFile,
+    load_bundle,
+    manifest_to_dict,
+    sha256_file,
+)
+from training.metrics import to_tensor
+from training.runs import MODEL_FILE, TrainingError, git_commit, load_model_file, options_hash
+from training.student.networks import TIERS, StudentNet, build_student, count_macs, count_params
+
+log = logging.getLogger(__name__)
+
+ONNX_TOLERANCE = 1e-3
+MNN_TOLERANCE = 3e-3
+OPSET = 17
+ARCHS = {"student": build_student}  # literal registry of exportable architectures
+
+DEFAULT_LICENSE = (
+    "Research and non-commercial use only: trained on face photos and videos licensed for research /"
+    " non-commercial use (see the model card)."
+)
+
+
+@dataclass(frozen=True)
+class ExportedTier:
+    id: str
+    onnx: Path
+    mnn: Path
+    input_size: int
+    gmacs: float
+    params: int
+    onnx_max_abs: float
+    mnn_max_abs: float
+
+
+def load_student(path: Path) -> tuple[StudentNet, dict]:
+    """EMA student from a run directory or a model.pt, in eval mode on the CPU."""
+    path = Path(path)
+    file = path / "checkpoints" / MODEL_FILE if path.is_dir() else path
+    record = load_model_file(file)
+    if record["arch"] not in ARCHS:
+        raise TrainingError(f"{file}: architecture '{record['arch']}' cannot be exported (known: {list(ARCHS)})")
+    net = ARCHS[record["arch"]](**record["init_kwargs"])
+    net.load_state_dict(record.get("params_ema") or record["params"])
+    return net.eval(), record
+
+
+def export_onnx(net: torch.nn.Module, path: Path, size: int) -> None:
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            net,
+            torch.zeros(1, 3, size, size),
+            str(path),
+            input_names=["input"],
+            output_names=["output"],
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+
+
+def probe_inputs(size: int, photos: list[np.ndarray] | None = None) -> torch.Tensor:
+    """Parity probes (N, 3, size, size): uniform noise plus real photos when given."""
+    probes = [torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1]
+    for photo in (photos or [])[:2]:
+        probes.append(to_tensor(cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)[None]))
+    return torch.cat(probes)
+
+
+def max_parity_error(runtime: str, path: Path, reference: torch.nn.Module, probes: torch.Tensor) -> float:
+    """Largest |runtime output - torch output| over the probes, through the engine's own loaders."""
+    from engine.backends import open_stylizer
+
+    stylizer = open_stylizer(path, runtime, threads=1)
+    try:
+        worst = 0.0
+        with torch.no_grad():
+            for x in probes:
+                ref = reference(x[None]).numpy()
+                out = stylizer(np.ascontiguousarray(x[None].numpy()))
+                worst = max(worst, float(np.abs(out - ref).max()))
+    finally:
+        stylizer.close()
+    return worst
+
+
+def export_tier(run: Path, out_dir: Path, size: int = 256, photos: list[np.ndarray] | None = None) -> ExportedTier:
+    """Export one run's EMA student to ``out_dir/<tier>.onnx`` and ``.mnn``, checking both parities."""
+    from engine.backends import convert_onnx_to_mnn
+
+    net, record = load_student(run)
+    tier_id = record.get("tier", "student")
+    onnx_path, mnn_path = out_dir / f"{tier_id}.onnx", out_dir / f"{tier_id}.mnn"
+    export_onnx(net, onnx_path, size)
+    probes = probe_inputs(size, photos)
+    onnx_err = max_parity_error("onnx", onnx_path, net, probes)
+    if onnx_err > ONNX_TOLERANCE:
+        raise TrainingError(f"{onnx_path}: onnxruntime differs from torch by {onnx_err:.2e} > {ONNX_TOLERANCE}")
+    convert_onnx_to_mnn(onnx_path, mnn_path, fp16=True)
+    mnn_err = max_parity_error("mnn", mnn_path, net, probes)
+    if mnn_err > MNN_TOLERANCE:
+        raise TrainingError(f"{mnn_path}: MNN (fp16 weights) differs from torch by {mnn_err:.2e} > {MNN_TOLERANCE}")
+    log.info("tier %s: ONNX parity %.1e, MNN parity %.1e", tier_id, onnx_err, mnn_err)
+    return ExportedTier(
+        tier_id, onnx_path, mnn_path, size, count_macs(net, size) / 1e9, count_params(net), onnx_err, mnn_err
+    )
+
+
+def preview_grid(photos: list[np.ndarray], rows: list[list[np.ndarray]], thumb: int = 160) -> np.ndarray:
+    """Before/after grid: the photos on top, one row per stylized version (BGR uint8)."""
+
+    def row(images: list[np.ndarray]) -> np.ndarray:
+        return np.hstack([cv2.resize(im, (thumb, thumb), interpolation=cv2.INTER_AREA) for im in images])
+
+    return np.vstack([row(photos)] + [row(r) for r in rows])
+
+
+def model_card(style_id: str, tiers: list[ExportedTier], metrics: dict, data: str, teacher: str) -> str:
+    lines = [
+        f"Style '{style_id}': real-time students distilled from the {teacher} teacher.",
+        "",
+        f"Data: {data}. These photos and videos come from public research repositories; most are licensed for"
+        " research and non-commercial use only (see the data's provenance.csv). The people shown keep their"
+        " rights. This model is for research and non-commercial use only and must not be shipped commercially.",
+        "",
+        "Intended use: live stylization of aligned face crops (FFHQ template, 256²) in Stylecast.",
+        "Limits: trained on a few hundred faces; unusual poses, heavy occlusion, very dark or very small faces"
+        " degrade it. FID-EL0 uses EfficientNet-Lite0 features and is not comparable with Inception FID.",
+        "",
+        "Tiers: " + "; ".join(f"{t.id} {t.gmacs:.2f} GMAC, {t.params} params" for t in tiers),
+    ]
+    for tier_id, m in metrics.get("tiers", {}).items():
+        lines.append(
+            f"{tier_id}: identity {m['identity']:.3f}, sharpness {m['sharpness']:.2f}"
+            f" (teacher {metrics['teacher']['sharpness']:.2f}), FID-EL0 to teacher {m['fid_el0_to_teacher']:.2f}"
+        )
+    return "\n".join(lines)
+
+
+def write_bundle(
+    out: Path,
+    style_id: str,
+    name: str,
+    tiers: list[ExportedTier],
+    *,
+    description: str = "",
+    license: str = DEFAULT_LICENSE,
+    metrics: dict | None = None,
+    card: str = "",
+    preview: np.ndarray | None = None,
+    created: dict | None = None,
+) -> Bundle:
+    """Write ``out/manifest.json`` (+ preview.png) for exported tiers and validate it with the engine."""
+    order = list(TIERS)
+    tiers = sorted(tiers, key=lambda t: order.index(t.id) if t.id in order else len(order))
+    if len({t.id for t in tiers}) != len(tiers):
+        raise TrainingError(f"two runs export the same tier: {[t.id for t in tiers]}")
+    preview_name = None
+    if preview is not None:
+        preview_name = "preview.png"
+        cv2.imwrite(str(out / preview_name), preview)
+    manifest = Manifest(
+        schema=SCHEMA_VERSION,
+        id=style_id,
+        name=name,
+        version="1",
+        description=description,
+        license=license,
+        tiers=tuple(
+            Tier(
+                t.id,
+                t.input_size,
+                round(t.gmacs, 4),
+                t.params,
+                tuple(
+                    TierFile(runtime, path.relative_to(out).as_posix(), sha256_file(path))
+                    for runtime, path in (("onnx", t.onnx), ("mnn", t.mnn))
+                ),
+            )
+            for t in tiers
+        ),
+        preview=preview_name,
+        created=created or {},
+        metrics=metrics or {},
+        model_card=card,
+    )
+    (out / "manifest.json").write_text(json.dumps(manifest_to_dict(manifest), indent=2, default=float))
+    return load_bundle(out)
+
+
+def export_bundle(
+    runs: list[Path],
+    out: Path,
+    style_id: str = "ink",
+    name: str | None = None,
+    pairs: Path | None = None,
+    description: str = "",
+    data: str = "",
+    size: int = 256,
+) -> Bundle:
+    """Export runs (one per tier) into a bundle at ``out``, with metrics measured on held-out pairs."""
+    from training.evaluate import evaluate_bundle_tiers, heldout_pairs
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    held = heldout_pairs(pairs) if pairs else None
+    photos = [p.photo for p in held] if held else None
+    tiers = [export_tier(Path(r), out, size, photos) for r in runs]
+    metrics: dict = {}
+    preview = None
+    if held:
+        metrics, outputs = evaluate_bundle_tiers(tiers, held)
+        show = list(range(min(6, len(held))))
+        preview = preview_grid(
+            [held[i].photo for i in show],
+            [[held[i].stylized for i in show]] + [[outputs[t.id][i] for i in show] for t in tiers],
+        )
+    options = [json.loads((Path(r) / "options.json").read_text()) for r in runs if (Path(r) / "options.json").exists()]
+    created = {
+        "commit": git_commit(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "options_hash": options_hash({"runs": [o.get("options_hash") for o in options]}),
+        "runs": [Path(r).name for r in runs],
+        "data": data or (str(Path(pairs).name) if pairs else "unknown"),
+    }
+    card = model_card(style_id, tiers, metrics, data or "the pairs folder " + str(created["data"]), teacher=style_id)
+    bundle = write_bundle(
+        out,
+        style_id,
+        name or style_id.capitalize(),
+        tiers,
+        description=description,
+        metrics=metrics,
+        card=card,
+        preview=preview,
+        created=created,
+    )
+    log.info("bundle %s written to %s (%s)", style_id, out, ", ".join(t.id for t in tiers))
+    return bundle
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs", type=Path, nargs="+", required=True, help="student run directories (one per tier)")
+    parser.add_argument("--out", type=Path, required=True, help="bundle folder to write, e.g. models/ink")
+    parser.add_argument("--style-id", default="ink")
+    parser.add_argument("--name", help="display name (default: the style id)")
+    parser.add_argument("--description", default="")
+    parser.add_argument("--pairs", type=Path, help="pairs folder: held-out pairs give metrics and the preview")
+    parser.add_argument("--data", default="", help="what the students were trained on, for the model card")
+    parser.add_argument("--size", type=int, default=256, help="static input side of the exported graphs")
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(1)
+    bundle = export_bundle(
+        args.runs, args.out, args.style_id, args.name, args.pairs, args.description, args.data, args.size
+    )
+    log.info("validated %s: %s", bundle.root, [t.id for t in bundle.manifest.tiers])
+    return 0

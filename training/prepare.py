@@ -1,0 +1,239 @@
+"""``train prepare``: aligned real-face crops from photo folders and videos, with the run-time alignment.
+
+Every face goes through :func:`engine.tracking.landmarks_from_image` (mediapipe face mesh) and
+:func:`engine.align.similarity_from_landmarks` / :func:`engine.align.warp_crop` — the very code the live
+engine uses — so a training crop frames a face exactly as the app will. Only the largest face of an
+image or frame is used. Broken files, files without a face and faces too small to give a sharp crop are
+skipped with a logged reason; near-duplicates (consecutive video frames, re-encoded copies) are removed.
+
+Output folder: ``crops/*.png`` (size² BGR) and ``manifest.json``::
+
+    {"size": 256, "template": "ffhq", "items": [{"file", "source", "frame", "face_side", "split"}],
+     "skipped": [{"source", "frame", "reason"}], "sources_done": [...]}
+
+``split`` is "train" or "heldout", decided per *source* (a photo or a whole video) by a hash of its
+name, so frames of one clip never straddle the split. The manifest is rewritten after every source:
+an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.align import FFHQ_TEMPLATE, similarity_from_landmarks, warp_crop
+from engine.errors import DatasetError
+from engine.tracking import landmarks_from_image
+from training.runs import AbortFlag, Progress, RunDir, abort_on_signals
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    size: int = 256
+    every_seconds: float = 0.5  # video frame sampling interval
+    max_frames_per_video: int = 60
+    min_face: int = 64  # smallest accepted crop side in source pixels (smaller faces upscale to mush)
+    dedup: float = 3.0  # mean |grey difference| of 32² thumbnails below which a crop is a duplicate
+    holdout: float = 0.15  # fraction of sources held back for evaluation
+
+
+@dataclass
+class Manifest:
+    size: int
+    template: str
+    items: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    sources_done: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        data = json.loads(path.read_text())
+        return cls(data["size"], data["template"], data["items"], data["skipped"], data["sources_done"])
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        os.replace(tmp, path)
+
+
+def split_of(source: str, holdout: float) -> str:
+    """'heldout' for a stable pseudo-random ``holdout`` fraction of source names, else 'train'."""
+    bucket = int(hashlib.sha1(source.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "heldout" if bucket < holdout else "train"
+
+
+def find_sources(inputs: list[Path]) -> list[Path]:
+    """Image and video files under ``inputs`` (files or folders, searched recursively), sorted."""
+    found = []
+    for root in inputs:
+        if not root.exists():
+            raise DatasetError(f"{root}: no such file or folder")
+        paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        found += [p for p in paths if p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS]
+    if not found:
+        raise DatasetError(f"no images or videos in {', '.join(map(str, inputs))}")
+    return found
+
+
+def thumbnail(crop: np.ndarray) -> np.ndarray:
+    """(32, 32) float32 grey thumbnail used for near-duplicate detection."""
+    return cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def align_face(image: np.ndarray, size: int, min_face: int) -> tuple[np.ndarray | None, str, float]:
+    """(crop or None, reason when None, face side in source pixels) for the largest face of ``image``."""
+    landmarks = landmarks_from_image(image)
+    if landmarks is None:
+        return None, "no face found", 0.0
+    sim = similarity_from_landmarks(landmarks, FFHQ_TEMPLATE)
+    if sim.side < min_face:
+        return None, f"face too small ({sim.side:.0f} px < {min_face})", sim.side
+    return warp_crop(image, sim, size), "", sim.side
+
+
+def read_frames(path: Path, cfg: PrepareConfig) -> list[tuple[int, np.ndarray]]:
+    """Sampled (frame index, BGR frame) pairs of a video; raises DatasetError when it cannot be read."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise DatasetError(f"{path}: cannot open the video")
+        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        step = max(1, round(fps * cfg.every_seconds))
+        frames, index = [], 0
+        while len(frames) < cfg.max_frames_per_video:
+            ok = cap.grab()
+            if not ok:
+                break
+            if index % step == 0:
+                ok, frame = cap.retrieve()
+                if ok:
+                    frames.append((index, frame))
+            index += 1
+    finally:
+        cap.release()
+    if not frames:
+        raise DatasetError(f"{path}: no decodable frames")
+    return frames
+
+
+def prepare(
+    inputs: list[Path], out: Path, cfg: PrepareConfig, progress: Progress | None = None, abort: AbortFlag | None = None
+) -> Manifest:
+    """Align the faces of ``inputs`` into ``out`` (see module docstring); resumes an interrupted run."""
+    progress = progress or Progress("none")
+    abort = abort or AbortFlag()
+    sources = find_sources(inputs)
+    crops_dir = out / "crops"
+    crops_dir.mkdir(parents=True, exist_ok=True)
+    path = out / MANIFEST
+    manifest = Manifest.load(path) if path.exists() else Manifest(cfg.size, FFHQ_TEMPLATE.name)
+    if manifest.size != cfg.size:
+        raise DatasetError(f"{path}: holds {manifest.size}² crops, asked for {cfg.size}²; use a new --out")
+    thumbs = [thumbnail(cv2.imread(str(out / it["file"]))) for it in manifest.items]
+    common = Path(os.path.commonpath([p.parent for p in sources]))
+    progress.start("prepare", len(sources), len(manifest.sources_done))
+
+    def skip(source: str, frame: int | None, reason: str) -> None:
+        log.info("skip %s%s: %s", source, "" if frame is None else f" frame {frame}", reason)
+        manifest.skipped.append({"source": source, "frame": frame, "reason": reason})
+
+    for n, src in enumerate(sources, start=1):
+        if abort:
+            log.warning("prepare aborted after %d of %d sources; rerun to resume", n - 1, len(sources))
+            break
+        name = src.relative_to(common).as_posix()
+        if name in manifest.sources_done:
+            continue
+        if src.suffix.lower() in VIDEO_EXTS:
+            try:
+                frames = read_frames(src, cfg)
+            except DatasetError as exc:
+                frames = []
+                skip(name, None, str(exc).split(": ", 1)[-1])
+        else:
+            image = cv2.imread(str(src))
+            frames = [(None, image)] if image is not None else []
+            if image is None:
+                skip(name, None, "not a readable image")
+        for frame, image in frames:
+            crop, reason, side = align_face(image, cfg.size, cfg.min_face)
+            if crop is None:
+                skip(name, frame, reason)
+                continue
+            thumb = thumbnail(crop)
+            if thumbs and float(np.abs(np.stack(thumbs) - thumb).mean(axis=(1, 2)).min()) < cfg.dedup:
+                skip(name, frame, "near-duplicate of an earlier crop")
+                continue
+            stem = name.replace("/", "__").rsplit(".", 1)[0] + ("" if frame is None else f"_f{frame:05d}")
+            file = f"crops/{stem}.png"
+            cv2.imwrite(str(out / file), crop)
+            thumbs.append(thumb)
+            split = split_of(name, cfg.holdout)
+            manifest.items.append({"file": file, "source": name, "frame": frame, "face_side": side, "split": split})
+        manifest.sources_done.append(name)
+        manifest.save(path)
+        progress.update(n, len(sources), crops=len(manifest.items))
+    manifest.save(path)
+    progress.finish(crops=len(manifest.items), skipped=len(manifest.skipped))
+    if not manifest.items and not abort:
+        raise DatasetError(f"no usable face in {len(sources)} files under {', '.join(map(str, inputs))}")
+    return manifest
+
+
+def load_crops(folder: Path, split: str | None = None) -> list[Path]:
+    """Crop files of a prepared folder (optionally one split), or every image of a plain folder."""
+    path = folder / MANIFEST
+    if path.exists():
+        items = Manifest.load(path).items
+        return [folder / it["file"] for it in items if split is None or it["split"] == split]
+    if split not in (None, "train"):
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS) if folder.is_dir() else []
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = PrepareConfig()
+    parser.add_argument("inputs", nargs="+", type=Path, help="photo folders, photos or videos")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (crops/ + manifest.json)")
+    parser.add_argument("--size", type=int, default=d.size)
+    parser.add_argument("--every-seconds", type=float, default=d.every_seconds, help="video frame sampling")
+    parser.add_argument("--max-frames-per-video", type=int, default=d.max_frames_per_video)
+    parser.add_argument("--min-face", type=int, default=d.min_face, help="smallest face side in pixels")
+    parser.add_argument("--dedup", type=float, default=d.dedup, help="near-duplicate threshold (grey levels)")
+    parser.add_argument("--holdout", type=float, default=d.holdout, help="fraction of sources held back")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = PrepareConfig(
+        size=args.size,
+        every_seconds=args.every_seconds,
+        max_frames_per_video=args.max_frames_per_video,
+        min_face=args.min_face,
+        dedup=args.dedup,
+        holdout=args.holdout,
+    )
+    options = {"inputs": [str(p) for p in args.inputs], **asdict(cfg)}
+    run_dir = RunDir.open(args.out, "prepare", options)
+    abort = AbortFlag()
+    try:
+        with abort_on_signals(abort):
+            manifest = prepare(args.inputs, args.out, cfg, Progress(args.progress), abort)
+    finally:
+        run_dir.close()
+    splits = {s: sum(it["split"] == s for it in manifest.items) for s in ("train", "heldout")}
+    log.info("%d crops (%s), %d skipped -> %s", len(manifest.items), splits, len(manifest.skipped), args.out)
+    return 1 if abort else 0

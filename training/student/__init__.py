@@ -1,0 +1,1 @@
+"""The supervised student stage: small real-time networks distilled from (photo, stylized) pairs."""

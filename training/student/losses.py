@@ -1,0 +1,95 @@
+"""Student losses: L1, perceptual (offline VGG16), PatchGAN adversarial, edge-promoting, SFace identity.
+
+Edge-promoting (CartoonGAN, Chen et al. 2018): the discriminator is shown the targets with their edges
+smoothed away as *fakes*, next to the real targets, so it learns that crisp ink lines are what makes a
+target real; the student is pushed to draw them sharply instead of averaging them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from training import pretrained
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    l1: float = 1.0
+    perceptual: float = 1.0  # 0 disables the VGG16 loss
+    gan: float = 0.1  # 0 disables the discriminator
+    edge: bool = True  # edge-promoting fakes for D (needs gan > 0)
+    identity: float = 0.0  # SFace identity loss (0 = off)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN (pix2pix): a conv net whose output map scores overlapping ~70×70 patches.
+
+    Spectral normalisation instead of BatchNorm keeps it stable at the small batches CPUs afford.
+    """
+
+    def __init__(self, base: int = 32, layers: int = 3) -> None:
+        super().__init__()
+        mods: list[nn.Module] = [spectral_norm(nn.Conv2d(3, base, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
+        ch = base
+        for i in range(1, layers + 1):
+            out = base * min(2**i, 8)
+            mods += [spectral_norm(nn.Conv2d(ch, out, 4, 2 if i < layers else 1, 1)), nn.LeakyReLU(0.2, True)]
+            ch = out
+        mods.append(spectral_norm(nn.Conv2d(ch, 1, 4, 1, 1)))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def lsgan_d_loss(real: torch.Tensor, fakes: list[torch.Tensor]) -> torch.Tensor:
+    """Least-squares GAN discriminator loss: real -> 1, every kind of fake -> 0."""
+    return (real - 1).pow(2).mean() + sum(f.pow(2).mean() for f in fakes) / len(fakes)
+
+
+def lsgan_g_loss(fake: torch.Tensor) -> torch.Tensor:
+    return (fake - 1).pow(2).mean()
+
+
+class PerceptualLoss(nn.Module):
+    """Relative L1 between VGG16 activations (relu1_2..relu4_3), images fed at most 128² (half the cost).
+
+    Each layer's difference is divided by the target's mean activation, so layers weigh alike whatever
+    their scale (the Caffe-preprocessed VGG's activations run into the hundreds).
+    """
+
+    LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+
+    def __init__(self, device: str | torch.device = "cpu", max_side: int = 128) -> None:
+        super().__init__()
+        self.vgg = pretrained.vgg16(device, up_to="relu4_3")
+        self.max_side = max_side
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] > self.max_side:
+            x = F.interpolate(x, size=(self.max_side, self.max_side), mode="bilinear", antialias=True)
+            y = F.interpolate(y, size=(self.max_side, self.max_side), mode="bilinear", antialias=True)
+        both = self.vgg(torch.cat([x, y]), layers=self.LAYERS)
+        total = x.new_zeros(())
+        for name in self.LAYERS:
+            fx, fy = both[name].chunk(2)
+            total = total + (fx - fy).abs().mean() / (fy.detach().abs().mean() + 1e-6)
+        return total / len(self.LAYERS)
+
+
+def edge_smooth(image: np.ndarray, dilate: int = 2, sigma: float = 1.5) -> np.ndarray:
+    """CartoonGAN's edge smoothing of a target (H, W, 3) uint8: Gaussian blur inside dilated Canny edges."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    edges = cv2.Canny(grey, 100, 200)
+    mask = cv2.dilate(edges, np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8)) > 0
+    blurred = cv2.GaussianBlur(image, (0, 0), sigma)
+    out = image.copy()
+    out[mask] = blurred[mask]
+    return out

@@ -1,0 +1,153 @@
+"""Export-safe student networks: an encoder-decoder family in compute tiers, plus MAC counting.
+
+Every op exports to ONNX opset 17 and converts to MNN: 3×3 / depthwise / 1×1 convolutions, BatchNorm
+(folded into the convolutions at export), ReLU, global average pooling and sigmoid (squeeze-excitation),
+bilinear ×2 resize, add and concat. The network is fully convolutional with a static graph.
+
+Layout (S = input side)::
+
+    input S ─ stem 3×3/2 ─► S/2 (c1) ─ DS/2 ─► S/4 (c2) ─ N residual inverted-bottleneck blocks (opt. SE)
+                                 │                                   │
+    output ◄ 3×3 ◄ DS ◄ concat(input) ◄ ×2 ◄ DS ◄ add(skip) ◄ ×2 ◄──┘
+
+Early downsampling keeps the full-resolution work to two thin layers; the skips carry the input's
+detail past the bottleneck, which keeps ink lines sharp and faces recognisable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """Width and depth of a student. ``c0``/``c1``/``c2``: channels at S, S/2, S/4."""
+
+    c0: int = 16
+    c1: int = 16
+    c2: int = 48
+    blocks: int = 4
+    expand: int = 2
+    se: bool = False
+
+
+# Compute tiers at 256²: light <= 0.3 GMAC, standard <= 1 GMAC, high <= 3 GMAC (tested).
+TIERS: dict[str, StudentSpec] = {
+    "light": StudentSpec(c0=12, c1=16, c2=48, blocks=4, expand=2, se=False),
+    "standard": StudentSpec(c0=16, c1=24, c2=64, blocks=6, expand=3, se=True),
+    "high": StudentSpec(c0=24, c1=32, c2=96, blocks=8, expand=4, se=True),
+}
+TIER_BUDGET_GMACS = {"light": 0.3, "standard": 1.0, "high": 3.0}
+
+
+def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    if act:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def ds_conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    """Depthwise-separable 3×3 conv: depthwise 3×3 then pointwise 1×1, each with BN + ReLU."""
+    return nn.Sequential(conv_bn(cin, cin, 3, stride, groups=cin), conv_bn(cin, cout, 1))
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, ch: int, reduction: int = 4) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(ch, max(8, ch // reduction), 1)
+        self.expand = nn.Conv2d(max(8, ch // reduction), ch, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(dim=(2, 3), keepdim=True)
+        return x * torch.sigmoid(self.expand(F.relu(self.reduce(s))))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1×1 expand, depthwise 3×3, optional SE, 1×1 project (linear), plus the input."""
+
+    def __init__(self, ch: int, expand: int, se: bool) -> None:
+        super().__init__()
+        mid = ch * expand
+        layers: list[nn.Module] = [conv_bn(ch, mid, 1), conv_bn(mid, mid, 3, groups=mid)]
+        if se:
+            layers.append(SqueezeExcite(mid))
+        layers.append(conv_bn(mid, ch, 1, act=False))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class StudentNet(nn.Module):
+    """(N, 3, S, S) RGB [-1, 1] -> (N, 3, S, S) RGB [-1, 1]; S divisible by 4."""
+
+    arch = "student"
+
+    def __init__(self, c0: int, c1: int, c2: int, blocks: int, expand: int, se: bool) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, c1, 3, 2)
+        self.down = ds_conv(c1, c2, 2)
+        self.body = nn.Sequential(*[InvertedResidual(c2, expand, se) for _ in range(blocks)])
+        self.up1 = ds_conv(c2, c1)
+        self.skip1 = conv_bn(c1, c1, 1, act=False)
+        self.up0 = ds_conv(c1 + 3, c0)
+        self.head = nn.Conv2d(c0, 3, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s1 = self.stem(x)
+        h = self.body(self.down(s1))
+        h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
+        h = self.up1(h) + self.skip1(s1)
+        h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
+        h = self.up0(torch.cat([h, x], 1))
+        return torch.tanh(self.head(h))
+
+
+def build_student(tier: str | None = None, **kwargs) -> StudentNet:
+    """A student of a named tier, or of explicit :class:`StudentSpec` fields (what checkpoints store)."""
+    if tier is not None:
+        kwargs = {**asdict(TIERS[tier]), **kwargs}
+    return StudentNet(**kwargs)
+
+
+def count_macs(model: nn.Module, size: int = 256) -> int:
+    """Multiply-accumulates of one (1, 3, size, size) inference, counted with forward hooks.
+
+    Convolutions count out_elements × in_channels/groups × kh × kw; linear layers in × out. BatchNorm
+    (folded at export), activations, pooling and resizing are not MACs.
+    """
+    total = 0
+
+    def conv_hook(mod: nn.Conv2d, _inp, out: torch.Tensor) -> None:
+        nonlocal total
+        total += out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+
+    def linear_hook(mod: nn.Linear, _inp, out: torch.Tensor) -> None:
+        nonlocal total
+        total += out.numel() * mod.in_features
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return total
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,1 @@
+"""Procedural teachers: slow, deterministic stylizers whose outputs students learn to reproduce in real time."""
