@@ -162,3 +162,4 @@ class Budget:
     kimg: float | None = None
     cpu_minutes: float | None = None
     iterations: int | None = None
+    wall_minutes: float | None = None

@@ -28,14 +28,19 @@ class World:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def distributed(self) -> bool:
+        """In a process group (torchrun), even of one process: collectives then really run."""
+        return dist.is_available() and dist.is_initialized()
+
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.size > 1:
+        if self.distributed:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
     def all_reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
         """Sum the gradients of ``params`` over ranks (each rank's loss is pre-scaled to its share)."""
-        if self.size == 1:
+        if not self.distributed:
             return
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
@@ -49,7 +54,7 @@ class World:
 
     def any(self, flag: bool) -> bool:
         """True on every rank when it is True on any (abort requests, budget reached)."""
-        if self.size == 1:
+        if not self.distributed:
             return flag
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -57,10 +62,10 @@ class World:
 
 
 def init_world(device: str) -> World:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise a world of one."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size == 1:
+    """Join the process group when launched by torchrun (RANK is set); otherwise a world of one."""
+    if "RANK" not in os.environ:
         return World(device=device)
+    size = int(os.environ["WORLD_SIZE"])
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     if device.startswith("cuda"):
@@ -73,6 +78,6 @@ def init_world(device: str) -> World:
 
 
 def shutdown(world: World) -> None:
-    if world.size > 1 and dist.is_initialized():
+    if world.distributed:
         dist.barrier()
         dist.destroy_process_group()

@@ -484,6 +484,8 @@ def _budget_reached(trainer: Trainer, budget: Budget) -> bool:
         return True
     if budget.kimg is not None and trainer.nimg >= budget.kimg * 1000:
         return True
+    if budget.wall_minutes is not None and trainer.wall_seconds >= budget.wall_minutes * 60:
+        return True
     return budget.cpu_minutes is not None and trainer.cpu_seconds >= budget.cpu_minutes * 60
 
 
@@ -528,7 +530,14 @@ def add_arguments(parser) -> None:
     from training.stylegan.config import AUGMENT_MODES, DISCRIMINATORS, PRECISIONS, PRESETS
 
     parser.add_argument("--data", nargs="+", required=True, help="style image folder(s)")
-    parser.add_argument("--run", required=True, help="run directory (created, or resumed with --resume)")
+    parser.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        required=True,
+        help="run directory (created, or resumed with --resume); under torchrun spell it --run-dir, since "
+        "torchrun's own parser takes --run for an abbreviation of --run-path",
+    )
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     parser.add_argument("--base", help="base checkpoint: ours (run dir, model.pt, generator file) or official")
     parser.add_argument(
@@ -555,6 +564,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--kimg", type=float, help="stop after this many thousand real images shown")
     parser.add_argument("--steps", type=int, help="stop after this many iterations")
     parser.add_argument("--cpu-minutes", type=float, help="stop after this much process CPU time")
+    parser.add_argument("--wall-minutes", type=float, help="stop after this much training wall time")
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -634,7 +644,7 @@ def run(args) -> int:
         "base": str(args.base) if args.base else None,
     }
     run_dir = RunDir.open(args.run, "stylegan", options, resume=args.resume) if world.is_main else None
-    if world.size > 1:
+    if world.distributed:
         torch.distributed.barrier()
     trainer = Trainer(cfg, data.images, world, base)
     reader = run_dir or RunDir(Path(args.run), "stylegan", options)
@@ -643,9 +653,9 @@ def run(args) -> int:
         if loaded is not None:
             trainer.load(*loaded)
             log.info("resumed at iteration %d (%.2f kimg)", trainer.iteration, trainer.nimg / 1000)
-    budget = Budget(kimg=args.kimg, cpu_minutes=args.cpu_minutes, iterations=args.steps)
+    budget = Budget(kimg=args.kimg, cpu_minutes=args.cpu_minutes, iterations=args.steps, wall_minutes=args.wall_minutes)
     if budget == Budget():
-        raise TrainingError("give a budget: --kimg, --steps or --cpu-minutes")
+        raise TrainingError("give a budget: --kimg, --steps, --cpu-minutes or --wall-minutes")
     loop = LoopOptions(
         budget=budget,
         log_every=args.log_every,

@@ -1,0 +1,103 @@
+"""StyleGAN comparison runs: FID-EL0 / FID-VGG over CPU time per run, plots and sample grids.
+
+    python bench/stylegan_compare.py eval --data STYLE_DIR --runs runs/a runs/b ...
+    python bench/stylegan_compare.py report --runs runs/a runs/b ... --docs docs/stylegan
+
+``eval`` fills each run's ``fid.jsonl`` from its snapshots (see training/stylegan/evaluate.py);
+``report`` prints one JSON object (per run: kimg/CPU-hour, final FIDs, the curve) and, with
+``--docs``, writes fid_el0.png / fid_vgg.png (FID against CPU minutes) and each run's last sample grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def cmd_eval(args) -> None:
+    import torch
+
+    from training.stylegan.evaluate import evaluate_run
+
+    torch.set_num_threads(args.threads)
+    for run in args.runs:
+        evaluate_run(Path(run), [Path(d) for d in args.data], n_fake=args.n_fake)
+
+
+def cmd_report(args) -> None:
+    report = {}
+    for run in map(Path, args.runs):
+        fid_path = run / "fid.jsonl"
+        stats_path = run / "stats.jsonl"
+        if not fid_path.exists():
+            continue
+        curve = [json.loads(line) for line in fid_path.read_text().splitlines()]
+        curve.sort(key=lambda r: r["iteration"])
+        stats = [json.loads(line) for line in stats_path.read_text().splitlines()] if stats_path.exists() else []
+        last = stats[-1] if stats else {}
+        report[run.name] = {
+            "kimg": last.get("kimg"),
+            "cpu_minutes": last.get("cpu_minutes"),
+            "kimg_per_cpu_hour": last["kimg"] / (last["cpu_minutes"] / 60) if last.get("cpu_minutes") else None,
+            "final_fid_el0": curve[-1]["fid_el0"],
+            "final_fid_vgg": curve[-1]["fid_vgg"],
+            "best_fid_el0": min(r["fid_el0"] for r in curve),
+            "best_fid_vgg": min(r["fid_vgg"] for r in curve),
+            "augment_p": last.get("augment_p"),
+            "curve": [{k: r[k] for k in ("cpu_minutes", "kimg", "fid_el0", "fid_vgg")} for r in curve],
+        }
+    print(json.dumps(report, indent=1))
+    if args.docs:
+        docs = Path(args.docs)
+        docs.mkdir(parents=True, exist_ok=True)
+        _plot(report, "fid_el0", "FID-EL0 (EfficientNet-Lite0; not Inception FID)", docs / "fid_el0.png")
+        _plot(report, "fid_vgg", "FID-VGG (VGG16 relu5_3 pooled)", docs / "fid_vgg.png")
+        for run in map(Path, args.runs):
+            latest = run / "samples" / "latest.png"
+            if latest.exists():
+                shutil.copy(latest, docs / f"samples_{run.name}.png")
+
+
+def _plot(report: dict, key: str, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=90)
+    for name, r in report.items():
+        xs = [p["cpu_minutes"] for p in r["curve"]]
+        ax.plot(xs, [p[key] for p in r["curve"]], marker="o", label=name)
+    ax.set_xlabel("CPU minutes (1 thread)")
+    ax.set_ylabel(key)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("eval")
+    e.add_argument("--runs", nargs="+", required=True)
+    e.add_argument("--data", nargs="+", required=True)
+    e.add_argument("--n-fake", type=int, help="generated images per snapshot (default: the style set's size)")
+    e.add_argument("--threads", type=int, default=1)
+    r = sub.add_parser("report")
+    r.add_argument("--runs", nargs="+", required=True)
+    r.add_argument("--docs", help="write plots and sample grids here")
+    args = parser.parse_args()
+    {"eval": cmd_eval, "report": cmd_report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

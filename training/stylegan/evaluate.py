@@ -1,0 +1,71 @@
+"""FID-EL0 / FID-VGG of a run's G_ema snapshots against its style set, over training.
+
+Snapshots (``snapshots/G_ema-*.pt``, written every N CPU-minutes or kimg) are evaluated after the
+fact, so training spends no time on metrics and runs compared on a CPU-time budget stay fair. Each
+snapshot renders ``n_fake`` images from fixed seeds (ψ = 1, constant noise). Results are cached in
+``RUN/fid.jsonl``. FID-EL0 is not comparable to published Inception FIDs, and with a few hundred
+images FID is biased upwards: compare only figures computed here on sets of the same sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training import metrics
+from training.imagefolder import load_image_folder
+from training.stylegan.checkpoint import load_networks
+from training.stylegan.generate import latents_for_seeds
+
+log = logging.getLogger(__name__)
+
+SPACES = ("el0", "vgg")
+
+
+@torch.no_grad()
+def generated_images(G, n: int, seed: int = 0, batch: int = 32) -> torch.Tensor:
+    """``[n, 3, R, R]`` RGB in [-1, 1] from seeds seed..seed+n-1 (no truncation)."""
+    ws = latents_for_seeds(G, list(range(seed, seed + n)), psi=1.0)
+    return torch.cat([G.synthesis(ws[i : i + batch], noise_mode="const") for i in range(0, n, batch)])
+
+
+def real_features(folders: list[Path], resolution: int) -> dict[str, np.ndarray]:
+    data = load_image_folder(folders, resolution)
+    images = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return {space: metrics.features(images, space) for space in SPACES}
+
+
+def evaluate_run(run: Path, folders: list[Path], n_fake: int | None = None) -> list[dict[str, Any]]:
+    """One record per snapshot: iteration, kimg, CPU minutes, FID-EL0, FID-VGG (cached in fid.jsonl)."""
+    cache_path = run / "fid.jsonl"
+    cache = {}
+    if cache_path.exists():
+        cache = {r["snapshot"]: r for r in map(json.loads, cache_path.read_text().splitlines())}
+    snapshots = sorted((run / "snapshots").glob("G_ema-*.pt"))
+    if not snapshots:
+        return []
+    reals = None
+    out = []
+    for snap in snapshots:
+        if snap.name in cache and (n_fake is None or cache[snap.name]["n_fake"] == n_fake):
+            out.append(cache[snap.name])
+            continue
+        blob = torch.load(snap, map_location="cpu", weights_only=True)
+        G = load_networks(snap).G_ema
+        if reals is None:
+            reals = real_features(folders, G.img_resolution)
+        n = n_fake or len(reals["el0"])
+        fakes = generated_images(G, n)
+        record = {"snapshot": snap.name, **blob["meta"], "n_fake": n, "n_real": len(reals["el0"])}
+        for space in SPACES:
+            record[f"fid_{space}"] = metrics.fid(metrics.features(fakes, space), reals[space])
+        log.info("%s %s: FID-EL0 %.1f FID-VGG %.1f", run.name, snap.name, record["fid_el0"], record["fid_vgg"])
+        out.append(record)
+        with open(cache_path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+    return out
