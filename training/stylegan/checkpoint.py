@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,10 +117,3 @@ def _from_official(nets: dict[str, dict[str, torch.Tensor]], source: str, kind: 
 def load_generator(path: Path | str) -> Generator:
     """The EMA generator of any supported checkpoint, in eval mode without gradients."""
     return load_networks(path).G_ema
-
-
-def state_bytes(module: torch.nn.Module) -> bytes:
-    """Serialised state of a module (for exact-equality checks in tests and resume verification)."""
-    buf = io.BytesIO()
-    torch.save(module.state_dict(), buf)
-    return buf.getvalue()

@@ -54,6 +54,7 @@ class TrainConfig:
     freeze_d: int = 0
     freeze_g: tuple[str, ...] = ()
     g_lr_mult: tuple[tuple[str, float], ...] = ()
+    d_lr_mult: tuple[tuple[str, float], ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -107,7 +108,8 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
         data["freeze_g"] = tuple(data.get("freeze_g", ()))
-        data["g_lr_mult"] = tuple((str(k), float(v)) for k, v in data.get("g_lr_mult", ()))
+        for key in ("g_lr_mult", "d_lr_mult"):
+            data[key] = tuple((str(k), float(v)) for k, v in data.get(key, ()))
         return cls(**data)
 
 

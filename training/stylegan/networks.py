@@ -3,7 +3,7 @@
 The module tree and every parameter/buffer name and shape mirror the official StyleGAN2-ADA PyTorch
 networks (``mapping.fc0.weight``, ``synthesis.b64.conv0.affine.bias``, ``b4.fc.weight``...), and the
 weights are stored the same way (equalised learning rate: unit-variance storage, runtime gains), so
-an official state dict loads by name and produces the same function (see ``official.py``).
+an official state dict loads by name (see ``official.py`` for what was and was not verified).
 
 Images are NCHW float in [-1, 1] (RGB). Latents: ``z`` ``[N, z_dim]``, ``ws`` ``[N, num_ws, w_dim]``.
 """

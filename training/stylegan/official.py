@@ -13,6 +13,10 @@ Supported inputs:
   keeps the object's state, from which the parameters and buffers are collected by module path.
   Anything else in the pickle (other callables, unknown classes) is refused by name.
 
+Our modules mirror the official ops' arithmetic (padding, filter gains, equalised-lr gains, weight
+flip of the upsampling convolutions, clamps), so official weights should render the same images; that
+was not checked against the official code itself, which is not installed here.
+
 The configuration (resolution, latent sizes, mapping depth, per-resolution channels) is inferred from the
 parameter shapes, our networks are built with it, and the tensors are loaded strictly by name: a
 missing, extra or mis-shaped entry is reported with its name. Conditional (class-label) networks and the

@@ -4,7 +4,7 @@ The official StyleGAN2-ADA code builds CUDA kernels for these at import; here ea
 reference formulation (pad → zero-insert upsample → FIR filter → decimate) written with ``conv2d`` /
 ``conv_transpose2d``, so the networks run anywhere, support double backward (R1, path length) and
 are exactly reproducible on CPU. The semantics (padding rules, filter gain, activation gain, clamp)
-match the official ops, so official weights produce the same images.
+follow the official ops.
 
 Tensors are NCHW float; filters are 2-D ``[fh, fw]`` float32.
 """

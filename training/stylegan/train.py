@@ -82,7 +82,7 @@ class Trainer:
                 m.to(memory_format=torch.channels_last)
         self.frozen = self._freeze()
         self.opt_G = self._optimizer(self.G, cfg.g_lr, cfg.pl_interval if cfg.pl_weight > 0 else None, cfg.g_lr_mult)
-        self.opt_D = self._optimizer(self.D, cfg.d_lr, cfg.r1_interval if self._use_r1 else None, ())
+        self.opt_D = self._optimizer(self.D, cfg.d_lr, cfg.r1_interval if self._use_r1 else None, cfg.d_lr_mult)
         self.augment = AugmentPipe().to(self.device) if cfg.augment != "none" else None
         self.ada = AdaController(target=cfg.ada_target, interval=cfg.ada_interval, speed_kimg=cfg.ada_kimg)
         self.ada.p = cfg.aug_p
@@ -548,6 +548,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--freeze-d", type=int, help="freeze the first N discriminator blocks (from the input)")
     parser.add_argument("--freeze-g", nargs="*", help="generator parameter prefixes to freeze, e.g. mapping")
     parser.add_argument("--g-lr-mult", nargs="*", metavar="PREFIX=MULT", help="e.g. synthesis.b4=0.1")
+    parser.add_argument("--d-lr-mult", nargs="*", metavar="PREFIX=MULT", help="e.g. b64=0.1 b4=2")
     parser.add_argument("--augment", choices=AUGMENT_MODES)
     parser.add_argument("--aug-p", type=float, help="initial (ada) or fixed augmentation probability")
     parser.add_argument("--ada-kimg", type=float, help="kimg for ADA's p to go from 0 to 1")
@@ -612,17 +613,22 @@ def config_from_args(args, base: LoadedNetworks | None) -> TrainConfig:
         overrides["g_lr"] = overrides["d_lr"] = args.lr
     if args.freeze_g is not None:
         overrides["freeze_g"] = tuple(args.freeze_g)
-    if args.g_lr_mult is not None:
-        pairs = []
-        for item in args.g_lr_mult:
-            prefix, sep, mult = item.partition("=")
-            if not sep:
-                raise TrainingError(f"--g-lr-mult expects PREFIX=MULT, got {item!r}")
-            pairs.append((prefix, float(mult)))
-        overrides["g_lr_mult"] = tuple(pairs)
+    for key in ("g_lr_mult", "d_lr_mult"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = tuple(_parse_mult(item, key) for item in getattr(args, key))
     if base is not None and overrides.get("resolution", cfg.resolution) != cfg.resolution:
         raise TrainingError(f"--resolution {overrides['resolution']} differs from the base's {cfg.resolution}²")
     return replace(cfg, **overrides)
+
+
+def _parse_mult(item: str, option: str) -> tuple[str, float]:
+    prefix, sep, mult = item.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return prefix, float(mult)
+    except ValueError:
+        raise TrainingError(f"--{option.replace('_', '-')} expects PREFIX=MULT, got {item!r}") from None
 
 
 def run(args) -> int:

@@ -145,3 +145,50 @@ def test_cli_refuses_to_overwrite_and_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     stats = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
     assert stats[-1]["iteration"] == 5
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+    import signal
+    import time
+
+    import cv2
+
+    data = tmp_path / "style"
+    data.mkdir()
+    for i, img in enumerate(_images(10, 24)):
+        cv2.imwrite(str(data / f"{i}.png"), img)
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "main.py",
+        "train",
+        "stylegan",
+        "--data",
+        str(data),
+        "--run",
+        str(run),
+        "--preset",
+        "tiny",
+        "--threads",
+        "1",
+        "--progress",
+        "none",
+        "--log-every",
+        "1",
+    ]
+    proc = subprocess.Popen(cmd + ["--steps", "100000"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    stats = run / "stats.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not stats.exists() or len(stats.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    state = torch.load(run / "checkpoints" / "state.pt", weights_only=False)
+    stopped = state["iteration"]
+    assert stopped >= 3
+    resumed = subprocess.run(
+        cmd + ["--steps", str(stopped + 2), "--resume"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(stats.read_text().splitlines()[-1])["iteration"] == stopped + 2
