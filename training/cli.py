@@ -22,6 +22,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "curate": ("training.stylegan.curate", "curation round: candidates, accept/reject, grow the style set"),
     "ugatit": ("training.ugatit.train", "train U-GAT-IT between aligned real faces and a style image set"),
     "ugatit-pairs": ("training.ugatit.translate", "translate aligned photos with a U-GAT-IT run into a pairs folder"),
+    "all": ("training.all", "the whole recipe: data folder -> pairs -> students -> installed bundle (resumable)"),
 }
 
 

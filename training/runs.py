@@ -70,7 +70,8 @@ class Progress:
     """Progress reporting: a bar on a terminal, JSON lines for the GUI (``--progress json``), or silence."""
 
     def __init__(self, mode: str = "auto", stream=None) -> None:
-        self.stream = stream or sys.stderr
+        # JSON lines are the machine-readable channel (stdout); bars and logs stay on stderr
+        self.stream = stream or (sys.stdout if mode == "json" else sys.stderr)
         if mode == "auto":
             mode = "bar" if self.stream.isatty() else "log"
         self.mode = mode

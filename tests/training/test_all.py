@@ -1,0 +1,87 @@
+"""``train all``: the whole recipe, tiny preset, from each starting point to an installed bundle."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.bundle import load_bundle
+from engine.pipeline import load_style
+from tests.training.conftest import _variants
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, astronaut_crop) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    for i, view in enumerate(_variants(astronaut_crop, 20)):
+        cv2.imwrite(str(folder / f"astro_{i:02d}.png"), view)
+    return folder
+
+
+def _train_all(args, tmp_path):
+    cmd = [sys.executable, "main.py", "train", "all", *args, "--preset", "tiny", "--threads", "1", "--progress", "json"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return proc, events
+
+
+def _started(events) -> list[str]:
+    """Stage names that started, without their detail suffix ('student:light' -> 'student')."""
+    return [e["stage"].split(":")[0] for e in events if e.get("event") == "start"]
+
+
+def test_ink_recipe_installs_a_bundle_the_engine_runs(photos, tmp_path):
+    models = tmp_path / "models"
+    args = ["--source", "ink", "--data", str(photos), "--style-id", "inky", "--run", str(tmp_path / "run")]
+    _, events = _train_all([*args, "--install-to", str(models)], tmp_path)
+    assert events[-1] == {"event": "installed", "style_id": "inky", "path": str(models / "inky")}
+    assert set(_started(events)) >= {"prepare", "pairs", "student"}
+    style = load_style(load_bundle(models / "inky"), "light", "mnn")
+    out = style.active.stylize(np.full((256, 256, 3), 120, np.uint8))
+    assert out.shape == (256, 256, 3)
+    style.close()
+    # the same command again resumes: finished steps are skipped, the bundle is rebuilt and reinstalled
+    proc, events = _train_all([*args, "--install-to", str(models)], tmp_path)
+    assert not {"prepare", "pairs", "student"} & set(_started(events))
+    assert events[-1]["event"] == "installed"
+
+
+def test_styles_recipe_runs_stylegan_ugatit_and_students(photos, tmp_path, astronaut_crop):
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    for i, view in enumerate(_variants(astronaut_crop, 12)):  # a "style": posterised negatives
+        cv2.imwrite(str(styles / f"s{i}.png"), (255 - view) // 64 * 64)
+    run = tmp_path / "run"
+    args = ["--source", "styles", "--data", str(styles), "--faces", str(photos), "--style-id", "negative"]
+    _, events = _train_all([*args, "--run", str(run), "--install-to", str(tmp_path / "models")], tmp_path)
+    stages = _started(events)
+    assert stages[:1] == ["prepare"] and {"stylegan", "generate", "ugatit", "student"} <= set(stages)
+    assert load_bundle(tmp_path / "models" / "negative").manifest.tiers[0].id == "light"
+
+
+def test_styles_recipe_needs_faces(tmp_path):
+    cmd = [
+        sys.executable,
+        "main.py",
+        "train",
+        "all",
+        "--source",
+        "styles",
+        "--data",
+        str(tmp_path),
+        "--style-id",
+        "x",
+        "--run",
+        str(tmp_path / "run"),
+        "--preset",
+        "tiny",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "needs --faces" in proc.stderr
