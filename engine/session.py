@@ -59,8 +59,9 @@ def resolve_style(style: str, registry: BundleRegistry | None = None) -> Bundle 
 def passthrough_notice() -> str:
     return (
         f"No trained style is installed, so this runs a {PASSTHROUGH_LABEL}: faces are tracked, aligned and"
-        " blended back unchanged. Train the first style with `python main.py train student --teacher ink"
-        " --preset cpu`, or copy a bundle into models/ or the user models folder."
+        " blended back unchanged. Train a style with `python main.py train all --source ink --data FACE_PHOTOS"
+        " --style-id ink --preset cpu --install-to models` (or the window's training wizard), or copy a bundle"
+        " into models/ or the user models folder."
     )
 
 
