@@ -99,16 +99,23 @@ def evaluate_bundle_tiers(tiers: list, held: list[Pair]) -> tuple[dict, dict[str
     stylizers = {}
     for t in tiers:
         session = OnnxStylizer(t.onnx, threads=1)
-        stylizers[t.id] = _array_stylizer(session)
+        stylizers[t.id] = _array_stylizer(session, session.input_size)
     return evaluate(stylizers, held)
 
 
-def _array_stylizer(net: Callable[[np.ndarray], np.ndarray]) -> Stylize:
-    """Wrap a (1, 3, S, S) RGB [-1, 1] float function as a BGR uint8 crop stylizer."""
+def _array_stylizer(net: Callable[[np.ndarray], np.ndarray], size: int | None = None) -> Stylize:
+    """Wrap a (1, 3, S, S) RGB [-1, 1] float function as a BGR uint8 crop stylizer.
+
+    With ``size``, crops are resized to the network's static input and back (as the engine does).
+    """
 
     def stylize(crop: np.ndarray) -> np.ndarray:
+        side = crop.shape[0]
+        if size and size != side:
+            crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
         x = metrics.to_tensor(crop[None]).numpy()
-        return metrics.to_images(torch.from_numpy(np.asarray(net(np.ascontiguousarray(x)))))[0]
+        out = metrics.to_images(torch.from_numpy(np.asarray(net(np.ascontiguousarray(x)))))[0]
+        return cv2.resize(out, (side, side), interpolation=cv2.INTER_LINEAR) if out.shape[0] != side else out
 
     return stylize
 
@@ -219,7 +226,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--backend", default="onnx", choices=["onnx", "mnn"], help="bundle runtime")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, help="evaluate on at most this many held-out pairs")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)  # `main.py eval -- --bundle ...`
     torch.set_num_threads(args.threads)
     held = heldout_pairs(args.pairs, args.limit)
     if args.bundle:

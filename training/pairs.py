@@ -163,7 +163,7 @@ def write_pairs(
     Pairs already on disk are kept, so an interrupted run resumes. Returns the number of pairs written now.
     """
     progress = progress or Progress("none")
-    abort = abort or AbortFlag()
+    abort = abort if abort is not None else AbortFlag()
     (out / "photos").mkdir(parents=True, exist_ok=True)
     (out / "stylized").mkdir(parents=True, exist_ok=True)
     keys = source.names()

@@ -135,7 +135,7 @@ def prepare(
 ) -> Manifest:
     """Align the faces of ``inputs`` into ``out`` (see module docstring); resumes an interrupted run."""
     progress = progress or Progress("none")
-    abort = abort or AbortFlag()
+    abort = abort if abort is not None else AbortFlag()
     sources = find_sources(inputs)
     crops_dir = out / "crops"
     crops_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,9 @@
-"""Fixtures for the training tests: an aligned astronaut face crop (public-domain NASA portrait)."""
+"""Fixtures for the training tests: the aligned astronaut face (public-domain NASA portrait), ink pairs."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,3 +22,34 @@ def astronaut_crop() -> np.ndarray:
     landmarks = landmarks_from_image(image)
     assert landmarks is not None
     return warp_crop(image, similarity_from_landmarks(landmarks), 256)
+
+
+def _variants(crop: np.ndarray, n: int) -> list[np.ndarray]:
+    """n distinct views of one aligned face: small rotations, shifts, zooms, flips and brightness changes."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        angle, scale = rng.uniform(-8, 8), rng.uniform(0.92, 1.08)
+        m = cv2.getRotationMatrix2D((128 + rng.uniform(-6, 6), 128 + rng.uniform(-6, 6)), angle, scale)
+        view = cv2.warpAffine(crop, m, (256, 256), borderMode=cv2.BORDER_REFLECT)
+        view = cv2.convertScaleAbs(view, alpha=rng.uniform(0.85, 1.15), beta=rng.uniform(-15, 15))
+        out.append(view[:, ::-1].copy() if i % 2 else view)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ink_pairs(tmp_path_factory, astronaut_crop) -> Path:
+    """A pairs folder of 8 ink-teacher pairs (6 train, 2 held out) made from the astronaut crop."""
+    from training.pairs import TeacherPairs, write_pairs
+    from training.teachers.ink import InkTeacher
+
+    photos = tmp_path_factory.mktemp("photos")
+    for i, view in enumerate(_variants(astronaut_crop, 8)):
+        cv2.imwrite(str(photos / f"astro_{i}.png"), view)
+    out = tmp_path_factory.mktemp("ink_pairs")
+    source = TeacherPairs(photos, InkTeacher(), "ink")
+    write_pairs(source, out)
+    meta = json.loads((out / "pairs.json").read_text())
+    meta["splits"].update({"astro_6": "heldout", "astro_7": "heldout"})
+    (out / "pairs.json").write_text(json.dumps(meta))
+    return out

@@ -312,11 +312,15 @@ def train_student(pairs: Path, cfg: StudentConfig, ctx: StageContext) -> dict:
     train = load_pairs(pairs, "train")
     if len(train) < cfg.min_pairs:
         raise DatasetError(f"{pairs}: only {len(train)} training pairs; this preset needs at least {cfg.min_pairs}")
+    if cfg.weights.identity > 0 and cfg.crop != train.photos.shape[-1]:
+        raise TrainingError(
+            f"the identity loss needs whole aligned faces: use --crop {train.photos.shape[-1]} (got {cfg.crop})"
+        )
     preview = load_pairs(pairs, "heldout")
     trainer = StudentTrainer(cfg, train, preview, ctx)
     if not trainer.resume():
         seed_everything(cfg.seed)
-    macs = count_macs(build_student(**trainer.spec), 256)
+    macs = count_macs(trainer.g, 256)  # no RNG use: a resumed run must continue its random stream exactly
     log.info(
         "student %s: %.3f GMAC at 256², %d params; %d train / %d held-out pairs",
         cfg.tier,
@@ -348,6 +352,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int)
     parser.add_argument("--crop", type=int)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--gan-weight", type=float, help="weight of the adversarial loss (preset default 0.1)")
+    parser.add_argument("--perceptual-weight", type=float, help="weight of the VGG16 loss (preset default 1)")
     parser.add_argument("--identity", type=float, help="weight of the SFace identity loss (default 0: off)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     parser.add_argument("--device", default="cpu")
@@ -363,8 +369,8 @@ def run(args: argparse.Namespace) -> int:
     if args.ablation:
         overrides |= ABLATION_ROWS[args.ablation]
     cfg = config_from(args.preset, **overrides)
-    if args.identity:
-        cfg = replace(cfg, weights=replace(cfg.weights, identity=args.identity))
+    weights = {"gan": args.gan_weight, "perceptual": args.perceptual_weight, "identity": args.identity}
+    cfg = replace(cfg, weights=replace(cfg.weights, **{k: v for k, v in weights.items() if v is not None}))
     if args.bf16:
         cfg = replace(cfg, bf16=True)
     options = {"pairs": str(args.pairs), "preset": args.preset, "ablation": args.ablation, **asdict(cfg)}

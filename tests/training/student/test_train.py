@@ -1,0 +1,123 @@
+"""The student stage end to end (tiny preset), its resume and abort paths, and its bad inputs."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from engine.errors import DatasetError
+from training import runs as runs_module
+from training.cli import main as train_main
+from training.runs import AbortFlag, DiskFullError, Progress, RunDir, StageContext
+from training.student.train import StudentConfig, config_from, train_student
+
+
+def _ctx(root, abort=None, options=None):
+    run = RunDir.open(root, "student", options or {})
+    return StageContext(run, Progress("none"), abort if abort is not None else AbortFlag())
+
+
+@pytest.mark.timeout(120)
+def test_tiny_preset_trains_exports_and_the_engine_stylizes_with_both_backends(tmp_path, ink_pairs):
+    from engine.bundle import load_bundle
+    from engine.pipeline import Pipeline, load_style
+    from engine.sources import DemoConfig, DemoSource
+    from engine.tracking import MeshFaceTracker
+
+    bundle_dir = tmp_path / "bundle" / "ink"
+    code = train_main(
+        ["student", "--pairs", str(ink_pairs), "--run", str(tmp_path / "run"), "--preset", "tiny", "--progress", "none"]
+        + ["--export-to", str(bundle_dir)]
+    )
+    assert code == 0
+    bundle = load_bundle(bundle_dir)
+    tier = bundle.manifest.tiers[0]
+    assert tier.id == "light" and {f.runtime for f in tier.files} == {"onnx", "mnn"}
+    assert tier.input_size == 256 and 0 < tier.gmacs <= 0.3
+    assert set(bundle.manifest.metrics["tiers"]["light"]) >= {"sharpness", "identity", "fid_el0_to_teacher"}
+    assert "non-commercial" in bundle.manifest.model_card and (bundle_dir / "preview.png").exists()
+    frames = DemoSource(DemoConfig(frames=12)).read, 12
+    images = [frames[0]() for _ in range(frames[1])]
+    for backend in ("onnx", "mnn"):
+        pipe = Pipeline(MeshFaceTracker(), load_style(bundle, "light", backend))
+        try:
+            results = [pipe.process(f) for f in images]
+        finally:
+            pipe.close()
+        last = results[-1]
+        assert last.error is None and last.backend == backend and last.style == "ink"
+        assert last.faces and last.faces[0].stylized
+        assert np.abs(last.image.astype(int) - images[-1].image.astype(int)).mean() > 0.5
+
+
+def test_too_few_pairs_is_a_clear_error(tmp_path, ink_pairs):
+    cfg = config_from("tiny", min_pairs=50)
+    with pytest.raises(DatasetError, match="only 6 training pairs; this preset needs at least 50"):
+        train_student(ink_pairs, cfg, _ctx(tmp_path / "run"))
+
+
+def test_empty_or_broken_pairs_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "p" / "photos").mkdir(parents=True)
+    (tmp_path / "p" / "stylized").mkdir()
+    with pytest.raises(DatasetError, match="no image pairs"):
+        train_student(tmp_path / "p", config_from("tiny"), _ctx(tmp_path / "r1"))
+    (tmp_path / "p" / "photos" / "a.png").write_bytes(b"not a png")
+    (tmp_path / "p" / "stylized" / "a.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="a.png: not a readable image"):
+        train_student(tmp_path / "p", config_from("tiny", min_pairs=1), _ctx(tmp_path / "r2"))
+
+
+def _final_params(root):
+    return torch.load(root / "checkpoints" / "model.pt", weights_only=False)["params_ema"]
+
+
+def test_an_aborted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path, ink_pairs):
+    cfg = config_from("tiny", steps=6, crop=32, batch=2, ckpt_every=100, sample_every=100, log_every=3, gan_start=2)
+    assert train_student(ink_pairs, cfg, _ctx(tmp_path / "straight"))["finished"]
+
+    abort = AbortFlag()
+    ctx = _ctx(tmp_path / "killed", abort)
+    real_update = ctx.progress.update
+
+    def stop_at_4(step, total, **m):
+        real_update(step, total, **m)
+        if step == 4:
+            abort.request()
+
+    ctx.progress.update = stop_at_4
+    summary = train_student(ink_pairs, cfg, ctx)
+    assert not summary["finished"] and summary["steps"] == 4
+    resumed = train_student(ink_pairs, cfg, _ctx(tmp_path / "killed"))
+    assert resumed["finished"] and resumed["steps"] == 6
+    a, b = _final_params(tmp_path / "straight"), _final_params(tmp_path / "killed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_full_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, ink_pairs, monkeypatch):
+    cfg = config_from("tiny", steps=4, crop=32, batch=2, ckpt_every=2, sample_every=100)
+    train_student(ink_pairs, cfg, _ctx(tmp_path / "run"))
+    good = (tmp_path / "run" / "checkpoints" / "model.pt").read_bytes()
+    real = shutil.disk_usage
+    monkeypatch.setattr(runs_module.shutil, "disk_usage", lambda p: real(p)._replace(free=1 << 20))
+    longer = config_from("tiny", steps=8, crop=32, batch=2, ckpt_every=2, sample_every=100)
+    with pytest.raises(DiskFullError, match="MB free.*previous checkpoint is kept"):
+        train_student(ink_pairs, longer, _ctx(tmp_path / "run"))
+    assert (tmp_path / "run" / "checkpoints" / "model.pt").read_bytes() == good
+    assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))
+
+
+def test_presets_and_ablation_rows_differ_only_where_they_should():
+    from training.student.train import ABLATION_ROWS
+
+    tiny, cpu = config_from("tiny"), config_from("cpu")
+    assert tiny.steps < cpu.steps and tiny.crop < cpu.crop
+    rows = {name: config_from("cpu", **row) for name, row in ABLATION_ROWS.items()}
+    assert rows["pixel"].weights.perceptual == 0 and rows["pixel"].weights.gan == 0
+    assert rows["perceptual_gan"].weights.gan > 0 and not rows["perceptual_gan"].weights.edge
+    assert rows["edge"].weights.edge and not rows["edge"].augment
+    assert rows["augment"] == config_from("cpu")  # the last row is the full recipe the tiers use
+    assert len({(r.steps, r.seed, r.batch, r.crop) for r in rows.values()}) == 1
+    with pytest.raises(Exception, match="unknown preset"):
+        config_from("huge")
+    assert isinstance(cpu, StudentConfig)

@@ -1,0 +1,87 @@
+import json
+
+import onnx
+import pytest
+import torch
+
+from engine.bundle import load_bundle
+from engine.errors import BundleError
+from training.export import ExportedTier, export_bundle, export_tier, load_student, write_bundle
+from training.runs import RunDir, TrainingError
+from training.student.networks import TIERS, build_student
+
+
+def _fake_run(root, tier="light", seed=0):
+    """A run directory holding a random-weight student checkpoint, as the student stage writes it."""
+    from dataclasses import asdict
+
+    torch.manual_seed(seed)
+    net = build_student(tier)
+    ema = build_student(tier)
+    run = RunDir.open(root, "student", {"tier": tier})
+    run.save_checkpoint(
+        {"arch": "student", "init_kwargs": asdict(TIERS[tier]), "params": net.state_dict(),
+         "params_ema": ema.state_dict(), "step": 1, "tier": tier},
+        {"step": 1},
+    )  # fmt: skip
+    run.close()
+    return root, ema.eval()
+
+
+def test_export_tier_writes_checked_static_graphs_that_match_torch(tmp_path):
+    run, ema = _fake_run(tmp_path / "run")
+    tier = export_tier(run, tmp_path / "out", size=64)
+    model = onnx.load(str(tier.onnx))
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert model.graph.input[0].name == "input" and model.graph.output[0].name == "output"
+    assert dims == [1, 3, 64, 64] and model.opset_import[0].version == 17
+    assert tier.onnx_max_abs <= 1e-3 and tier.mnn_max_abs <= 3e-3 and tier.mnn.stat().st_size > 0
+    net, record = load_student(run)
+    assert record["tier"] == "light"
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert torch.equal(net(x), ema(x))  # the EMA weights are what gets exported
+
+
+def test_bundle_is_written_with_the_engine_schema_and_validates(tmp_path, ink_pairs):
+    runs = [_fake_run(tmp_path / t, t)[0] for t in ("standard", "light")]
+    bundle = export_bundle(runs, tmp_path / "ink", style_id="ink", pairs=ink_pairs, data="test pairs", size=64)
+    assert [t.id for t in bundle.manifest.tiers] == ["light", "standard"]  # cheapest first
+    assert bundle.manifest.schema == 1 and bundle.manifest.io.input_name == "input"
+    metrics = bundle.manifest.metrics
+    assert metrics["n"] == 2 and set(metrics["tiers"]) == {"light", "standard"}
+    assert "test pairs" in bundle.manifest.model_card and "non-commercial" in bundle.manifest.license
+    assert (tmp_path / "ink" / "preview.png").exists()
+    raw = json.loads((tmp_path / "ink" / "manifest.json").read_text())
+    assert raw["created"]["runs"] == ["standard", "light"]
+    assert set(metrics["export_parity"]) == {"light", "standard"}
+    (tmp_path / "ink" / "light.mnn").write_bytes(b"corrupt")
+    with pytest.raises(BundleError, match="sha256 mismatch"):
+        load_bundle(tmp_path / "ink")
+
+
+def test_bad_runs_and_duplicate_tiers_are_refused(tmp_path):
+    with pytest.raises(TrainingError, match="no such checkpoint"):
+        load_student(tmp_path / "nothing")
+    tier = ExportedTier("light", tmp_path / "a.onnx", tmp_path / "a.mnn", 64, 0.1, 10, 0.0, 0.0)
+    with pytest.raises(TrainingError, match="same tier"):
+        write_bundle(tmp_path, "x", "X", [tier, tier])
+
+
+def test_parity_failure_is_reported(tmp_path, monkeypatch):
+    run, _ = _fake_run(tmp_path / "run")
+    import training.export as export
+
+    monkeypatch.setattr(export, "max_parity_error", lambda runtime, *a: 0.5 if runtime == "mnn" else 0.0)
+    with pytest.raises(TrainingError, match=r"MNN \(fp32 weights\) differs from torch by 5.00e-01"):
+        export_tier(run, tmp_path / "out", size=64)
+
+
+def test_mnn_falls_back_to_fp32_weights_when_fp16_misses_the_tolerance(tmp_path, monkeypatch):
+    run, _ = _fake_run(tmp_path / "run")
+    import training.export as export
+
+    errors = iter([1e-7, 8e-3, 2e-6])  # onnx, mnn fp16, mnn fp32
+    monkeypatch.setattr(export, "max_parity_error", lambda *a: next(errors))
+    tier = export_tier(run, tmp_path / "out", size=64)
+    assert tier.mnn_weights == "fp32" and tier.mnn_fp16_max_abs == 8e-3 and tier.mnn_max_abs == 2e-6
+    assert tier.parity()["mnn_weights"] == "fp32"

@@ -1,0 +1,66 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.errors import DatasetError
+from training.pairs import FolderPairs, TeacherPairs, write_pairs
+
+
+def _folder(root, photos, stylized, size=32):
+    for sub, names in (("photos", photos), ("stylized", stylized)):
+        (root / sub).mkdir(parents=True)
+        for n in names:
+            cv2.imwrite(str(root / sub / f"{n}.png"), np.full((size, size, 3), len(n), np.uint8))
+    return root
+
+
+def test_folder_pairs_match_by_name_and_read_splits(tmp_path):
+    root = _folder(tmp_path / "p", ["a", "b", "c"], ["a", "b", "c"])
+    (root / "pairs.json").write_text(json.dumps({"splits": {"c": "heldout"}}))
+    pairs = FolderPairs(root)
+    assert len(pairs) == 3 and pairs.names() == ["a", "b", "c"]
+    assert [pairs.split(k) for k in pairs.names()] == ["train", "train", "heldout"]
+    pair = pairs.pair("b")
+    assert pair.photo.shape == (32, 32, 3) and pair.stylized.shape == (32, 32, 3)
+
+
+def test_mismatched_names_are_reported_by_name(tmp_path):
+    root = _folder(tmp_path / "p", ["a", "b", "only_photo"], ["a", "b", "only_style"])
+    with pytest.raises(DatasetError, match=r"1 photos without a stylized version \['only_photo'\].*\['only_style'\]"):
+        FolderPairs(root)
+
+
+def test_missing_subfolder_empty_folder_and_size_mismatch_are_refused(tmp_path):
+    (tmp_path / "x" / "photos").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="needs 'stylized/'"):
+        FolderPairs(tmp_path / "x")
+    with pytest.raises(DatasetError, match="no image pairs"):
+        FolderPairs(_folder(tmp_path / "e", [], []))
+    root = _folder(tmp_path / "s", ["a"], [])
+    cv2.imwrite(str(root / "stylized" / "a.png"), np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(DatasetError, match="differs from its photo"):
+        FolderPairs(root).pair("a")
+
+
+def test_teacher_pairs_are_written_once_and_read_back(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(photos / f"f{i}.png"), np.full((24, 24, 3), 40 * i, np.uint8))
+    calls = []
+
+    def invert(images):
+        calls.append(len(images))
+        return [255 - im for im in images]
+
+    out = tmp_path / "pairs"
+    assert write_pairs(TeacherPairs(photos, invert, "invert"), out, batch=2) == 5
+    assert calls == [2, 2, 1]
+    back = FolderPairs(out)
+    pair = back.pair("f3")
+    assert np.array_equal(pair.stylized, 255 - pair.photo)
+    (out / "stylized" / "f4.png").unlink()  # as if interrupted before the last pair
+    assert write_pairs(TeacherPairs(photos, invert, "invert"), out) == 1
+    assert calls[-1] == 1 and len(FolderPairs(out)) == 5
