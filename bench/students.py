@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -199,7 +200,12 @@ def bench(runs: int, warmup: int, bundle: Path | None, teacher_runs: int) -> dic
 
     torch.set_num_threads(1)
     result: dict = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+        },
         "input": "1x3x256x256 float32",
         "runs": runs,
         "models": {},
@@ -253,6 +259,7 @@ def bench(runs: int, warmup: int, bundle: Path | None, teacher_runs: int) -> dic
         for tier in TARGETS_MS_2T
         if f"student_{tier}" in models
     }
+    result["machine"]["load_average_at_end"] = os.getloadavg()
     return result
 
 

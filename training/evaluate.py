@@ -58,10 +58,14 @@ def reference_metrics(held: list[Pair]) -> dict:
     }
 
 
-def output_metrics(held: list[Pair], outputs: list[np.ndarray], teacher_feats: dict[str, np.ndarray]) -> dict:
+def output_metrics(
+    held: list[Pair], outputs: list[np.ndarray], teacher_feats: dict[str, np.ndarray], keep: dict | None = None
+) -> dict:
     photos = [p.photo for p in held]
     ident = metrics.identity_similarity(photos, outputs)
     el0, vgg = metrics.features(outputs, "el0"), metrics.features(outputs, "vgg")
+    if keep is not None:
+        keep["el0"] = el0
     return {
         "sharpness": metrics.mean_sharpness(outputs),
         "identity": float(ident.mean()),
@@ -75,16 +79,26 @@ def output_metrics(held: list[Pair], outputs: list[np.ndarray], teacher_feats: d
     }
 
 
-def evaluate(stylizers: dict[str, Stylize], held: list[Pair]) -> tuple[dict, dict[str, list[np.ndarray]]]:
-    """Metrics of every stylizer on the held-out pairs, plus their outputs (for grids)."""
+def evaluate(
+    stylizers: dict[str, Stylize], held: list[Pair], features: dict | None = None
+) -> tuple[dict, dict[str, list[np.ndarray]]]:
+    """Metrics of every stylizer on the held-out pairs, plus their outputs (for grids).
+
+    ``features``, when given, receives the EL0 features: ``{"teacher": ..., name: ...}``.
+    """
     result = reference_metrics(held)
     teacher = [p.stylized for p in held]
     teacher_feats = {"el0": metrics.features(teacher, "el0"), "vgg": metrics.features(teacher, "vgg")}
+    if features is not None:
+        features["teacher"] = teacher_feats["el0"]
     outputs: dict[str, list[np.ndarray]] = {}
     result["tiers"] = {}
     for name, stylize in stylizers.items():
         outputs[name] = [stylize(p.photo) for p in held]
-        result["tiers"][name] = output_metrics(held, outputs[name], teacher_feats)
+        keep: dict = {}
+        result["tiers"][name] = output_metrics(held, outputs[name], teacher_feats, keep)
+        if features is not None:
+            features[name] = keep["el0"]
         result["tiers"][name]["sharpness_vs_teacher"] = (
             result["tiers"][name]["sharpness"] / result["teacher"]["sharpness"]
         )
@@ -141,6 +155,90 @@ def run_stylizers(runs: list[Path]) -> dict[str, Stylize]:
 
         out[Path(run).name] = _array_stylizer(forward)
     return out
+
+
+# ----- the published loss ablation ------------------------------------------------------------
+
+# Published table (sharpness = sum of Laplacian gradient magnitude, FID) for the four loss sets.
+PUBLISHED_ABLATION = (
+    ("pixel", "pixel loss", 3.44, 32.53),
+    ("perceptual_gan", "+ perceptual + GAN", 6.03, 8.36),
+    ("edge", "+ edge-promoting", 6.24, 8.09),
+    ("augment", "+ augmentation", 6.57, 8.26),
+)
+
+
+def degrade_photo(photo: np.ndarray) -> np.ndarray:
+    """A webcam-like version of a clean crop: Gaussian blur σ=1 then JPEG quality 40 (real encoder)."""
+    blurred = cv2.GaussianBlur(photo, (0, 0), 1.0)
+    _, enc = cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, 40])
+    return cv2.imdecode(enc, cv2.IMREAD_COLOR)
+
+
+def bootstrap_fid_std(a: np.ndarray, b: np.ndarray, rounds: int = 100, seed: int = 0) -> float:
+    """Std of FID over bootstrap resamples of the (paired) images: the noise of one FID figure."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(rounds):
+        idx = rng.integers(0, len(a), len(a))
+        values.append(metrics.fid(a[idx], b[idx]))
+    return float(np.std(values))
+
+
+def ablation(runs: list[Path], held: list[Pair]) -> dict:
+    """The four published rows, one run each (in table order), measured like the published table plus
+    identity, a bootstrap noise estimate of FID-EL0, and FID-EL0 when the inputs are degraded webcam-like."""
+    if len(runs) != len(PUBLISHED_ABLATION):
+        raise DatasetError(f"the ablation needs {len(PUBLISHED_ABLATION)} runs in table order, got {len(runs)}")
+    stylizers = dict(zip([row[0] for row in PUBLISHED_ABLATION], run_stylizers(runs).values()))
+    feats: dict = {}
+    result, outputs = evaluate(stylizers, held, feats)
+    degraded = [Pair(p.key, degrade_photo(p.photo), p.stylized, p.split) for p in held]
+    rows = []
+    for (key, label, pub_sharp, pub_fid), run in zip(PUBLISHED_ABLATION, runs):
+        m = result["tiers"][key]
+        deg_out = [stylizers[key](p.photo) for p in degraded]
+        rows.append(
+            {
+                "row": label,
+                "run": str(run),
+                "sharpness": m["sharpness"],
+                "fid_el0_to_teacher": m["fid_el0_to_teacher"],
+                "fid_el0_bootstrap_std": bootstrap_fid_std(feats[key], feats["teacher"]),
+                "kid_el0_to_teacher": m["kid_el0_to_teacher"],
+                "fid_vgg_to_teacher": m["fid_vgg_to_teacher"],
+                "identity": m["identity"],
+                "l1_to_teacher": m["l1_to_teacher"],
+                "fid_el0_degraded_inputs": metrics.fid(metrics.features(deg_out, "el0"), feats["teacher"]),
+                "sharpness_degraded_inputs": metrics.mean_sharpness(deg_out),
+                "published_sharpness": pub_sharp,
+                "published_fid": pub_fid,
+            }
+        )
+    return {
+        "n_heldout": len(held),
+        "teacher": result["teacher"],
+        "photos": result["photos"],
+        "rows": rows,
+        "outputs": outputs,
+    }
+
+
+def ablation_markdown(report: dict) -> str:
+    lines = [
+        "| row | sharpness | FID-EL0 → teacher (± bootstrap std) | KID-EL0 | FID-VGG | identity |"
+        " FID-EL0, degraded inputs | published sharpness / FID |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['row']} | {r['sharpness']:.2f} | {r['fid_el0_to_teacher']:.1f} ± {r['fid_el0_bootstrap_std']:.1f} |"
+            f" {r['kid_el0_to_teacher']:.4f} | {r['fid_vgg_to_teacher']:.1f} | {r['identity']:.3f} |"
+            f" {r['fid_el0_degraded_inputs']:.1f} | {r['published_sharpness']:.2f} / {r['published_fid']:.2f} |"
+        )
+    t = report["teacher"]
+    lines.append(f"| *teacher* | {t['sharpness']:.2f} | 0 | 0 | 0 | {t['identity']:.3f} | – | – |")
+    return "\n".join(lines)
 
 
 # ----- report ---------------------------------------------------------------------------------
@@ -221,6 +319,9 @@ def main(argv: list[str]) -> int:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--bundle", type=Path, help="bundle folder (e.g. models/ink)")
     what.add_argument("--runs", type=Path, nargs="+", help="student run directories")
+    what.add_argument(
+        "--ablation", type=Path, nargs=4, metavar="RUN", help="runs of the four published loss rows, in table order"
+    )
     parser.add_argument("--pairs", type=Path, required=True, help="pairs folder with a held-out split")
     parser.add_argument("--out", type=Path, required=True, help="report folder")
     parser.add_argument("--backend", default="onnx", choices=["onnx", "mnn"], help="bundle runtime")
@@ -229,6 +330,15 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)  # `main.py eval -- --bundle ...`
     torch.set_num_threads(args.threads)
     held = heldout_pairs(args.pairs, args.limit)
+    if args.ablation:
+        report = ablation(args.ablation, held)
+        outputs = report.pop("outputs")
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "ablation.json").write_text(json.dumps(report, indent=2, default=float))
+        (args.out / "ablation_table.md").write_text(ablation_markdown(report) + "\n")
+        write_grid(args.out / "ablation_grid.png", held, outputs, count=6)
+        log.info("ablation written to %s", args.out)
+        return 0
     if args.bundle:
         stylizers, title = bundle_stylizers(args.bundle, args.backend, args.threads), f"{args.bundle} ({args.backend})"
     else:

@@ -53,3 +53,25 @@ def ink_pairs(tmp_path_factory, astronaut_crop) -> Path:
     meta["splits"].update({"astro_6": "heldout", "astro_7": "heldout"})
     (out / "pairs.json").write_text(json.dumps(meta))
     return out
+
+
+def make_student_run(root, tier="light", seed=0):
+    """A run directory holding a random-weight student checkpoint, as the student stage writes it."""
+    from dataclasses import asdict
+
+    import torch
+
+    from training.runs import RunDir
+    from training.student.networks import TIERS, build_student
+
+    torch.manual_seed(seed)
+    net = build_student(tier)
+    ema = build_student(tier)
+    run = RunDir.open(root, "student", {"tier": tier})
+    run.save_checkpoint(
+        {"arch": "student", "init_kwargs": asdict(TIERS[tier]), "params": net.state_dict(),
+         "params_ema": ema.state_dict(), "step": 1, "tier": tier},
+        {"step": 1},
+    )  # fmt: skip
+    run.close()
+    return root, ema.eval()

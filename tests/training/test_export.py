@@ -6,30 +6,13 @@ import torch
 
 from engine.bundle import load_bundle
 from engine.errors import BundleError
+from tests.training.conftest import make_student_run
 from training.export import ExportedTier, export_bundle, export_tier, load_student, write_bundle
-from training.runs import RunDir, TrainingError
-from training.student.networks import TIERS, build_student
-
-
-def _fake_run(root, tier="light", seed=0):
-    """A run directory holding a random-weight student checkpoint, as the student stage writes it."""
-    from dataclasses import asdict
-
-    torch.manual_seed(seed)
-    net = build_student(tier)
-    ema = build_student(tier)
-    run = RunDir.open(root, "student", {"tier": tier})
-    run.save_checkpoint(
-        {"arch": "student", "init_kwargs": asdict(TIERS[tier]), "params": net.state_dict(),
-         "params_ema": ema.state_dict(), "step": 1, "tier": tier},
-        {"step": 1},
-    )  # fmt: skip
-    run.close()
-    return root, ema.eval()
+from training.runs import TrainingError
 
 
 def test_export_tier_writes_checked_static_graphs_that_match_torch(tmp_path):
-    run, ema = _fake_run(tmp_path / "run")
+    run, ema = make_student_run(tmp_path / "run")
     tier = export_tier(run, tmp_path / "out", size=64)
     model = onnx.load(str(tier.onnx))
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
@@ -43,7 +26,7 @@ def test_export_tier_writes_checked_static_graphs_that_match_torch(tmp_path):
 
 
 def test_bundle_is_written_with_the_engine_schema_and_validates(tmp_path, ink_pairs):
-    runs = [_fake_run(tmp_path / t, t)[0] for t in ("standard", "light")]
+    runs = [make_student_run(tmp_path / t, t)[0] for t in ("standard", "light")]
     bundle = export_bundle(runs, tmp_path / "ink", style_id="ink", pairs=ink_pairs, data="test pairs", size=64)
     assert [t.id for t in bundle.manifest.tiers] == ["light", "standard"]  # cheapest first
     assert bundle.manifest.schema == 1 and bundle.manifest.io.input_name == "input"
@@ -68,7 +51,7 @@ def test_bad_runs_and_duplicate_tiers_are_refused(tmp_path):
 
 
 def test_parity_failure_is_reported(tmp_path, monkeypatch):
-    run, _ = _fake_run(tmp_path / "run")
+    run, _ = make_student_run(tmp_path / "run")
     import training.export as export
 
     monkeypatch.setattr(export, "max_parity_error", lambda runtime, *a: 0.5 if runtime == "mnn" else 0.0)
@@ -77,7 +60,7 @@ def test_parity_failure_is_reported(tmp_path, monkeypatch):
 
 
 def test_mnn_falls_back_to_fp32_weights_when_fp16_misses_the_tolerance(tmp_path, monkeypatch):
-    run, _ = _fake_run(tmp_path / "run")
+    run, _ = make_student_run(tmp_path / "run")
     import training.export as export
 
     errors = iter([1e-7, 8e-3, 2e-6])  # onnx, mnn fp16, mnn fp32
