@@ -47,154 +47,105 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
 
 
-def _stage(argv: list[str], progress: str) -> None:
-    """Run one stage through the training CLI; a failing stage stops the recipe with its exit code."""
-    from training.cli import main as cli_main
+class Recipe:
+    """Runs the steps of one ``train all`` call; each step is a stage in its own folder of the run root."""
 
-    log.info("train %s", " ".join(argv))
-    code = cli_main([*argv, "--progress", progress])
-    if code != 0:
-        raise TrainingError(f"stage '{argv[0]}' stopped with exit code {code}; run the same command to resume")
+    def __init__(self, root: Path, progress: str, threads: int) -> None:
+        self.root, self.progress, self.threads = root, progress, threads
 
+    def stage(self, argv: list[str], threaded: bool = True) -> None:
+        """Run one stage through the training CLI; a failing stage stops the recipe."""
+        from training.cli import main as cli_main
 
-def _step(root: Path, name: str) -> tuple[Path, bool]:
-    """A step's folder and whether it already finished in an earlier run."""
-    folder = root / name
-    return folder, (folder / DONE).exists()
+        log.info("train %s", " ".join(argv))
+        threads = ["--threads", str(self.threads)] if threaded else []
+        code = cli_main([*argv, *threads, "--progress", self.progress])
+        if code != 0:
+            raise TrainingError(f"stage '{argv[0]}' stopped with exit code {code}; run the same command to resume")
 
-
-def _mark_done(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / DONE).write_text("")
-
-
-def _resume_flag(folder: Path) -> list[str]:
-    return ["--resume"] if (folder / "options.json").exists() else []
+    def step(self, name: str, argv: list[str], resumable: bool = False, threaded: bool = True) -> Path:
+        """Run ``argv`` (where ``{dir}`` is the step's folder) unless an earlier call finished it."""
+        folder = self.root / name
+        if not (folder / DONE).exists():
+            args = [str(folder) if a == "{dir}" else a for a in argv]
+            if resumable and (folder / "options.json").exists():
+                args.append("--resume")
+            self.stage(args, threaded)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / DONE).write_text("")
+        return folder
 
 
 def run(args: argparse.Namespace) -> int:
     root = args.run or Path("runs") / args.style_id
     root.mkdir(parents=True, exist_ok=True)
-    progress = "json" if args.progress == "json" else args.progress
-    common = ["--threads", str(args.threads)]
-    device = ["--device", args.device]
     preset = args.preset
+    device = ["--device", args.device]
+    recipe = Recipe(root, args.progress, args.threads)
 
     pairs = args.data
     if args.source in ("ink", "styles"):
         face_inputs = args.faces or ([args.data] if args.source == "ink" else [])
         if not face_inputs:
             raise TrainingError("--source styles needs --faces: real face photos or videos to translate")
-        faces, done = _step(root, "faces")
-        if not done:
-            _stage(["prepare", *map(str, face_inputs), "--out", str(faces)], progress)
-            _mark_done(faces)
-        pairs, done = _step(root, "pairs")
-        if args.source == "ink" and not done:
-            _stage(
-                ["pairs", "--teacher", "ink", "--photos", str(faces), "--out", str(pairs), *common, *device], progress
+        faces = recipe.step("faces", ["prepare", *map(str, face_inputs), "--out", "{dir}"], threaded=False)
+        if args.source == "ink":
+            pairs = recipe.step(
+                "pairs", ["pairs", "--teacher", "ink", "--photos", str(faces), "--out", "{dir}", *device]
             )
-            _mark_done(pairs)
-        if args.source == "styles" and not done:
-            gan, gan_done = _step(root, "stylegan")
-            if not gan_done:
-                _stage(
-                    [
-                        "stylegan",
-                        "--data",
-                        str(args.data),
-                        "--run",
-                        str(gan),
-                        "--preset",
-                        preset,
-                        *STYLEGAN_BUDGET[preset],
-                        *_resume_flag(gan),
-                        *common,
-                        *device,
-                    ],
-                    progress,
-                )
-                _mark_done(gan)
-            style_set, set_done = _step(root, "style_set")
-            if not set_done:
-                _stage(
-                    [
-                        "generate",
-                        "--generator",
-                        str(gan),
-                        "--out",
-                        str(style_set),
-                        "--count",
-                        str(STYLE_SET_SIZE[preset]),
-                        *common,
-                    ],
-                    progress,
-                )
-                _mark_done(style_set)
-            translator, tr_done = _step(root, "ugatit")
-            if not tr_done:
-                _stage(
-                    [
-                        "ugatit",
-                        "--faces",
-                        str(faces),
-                        "--styles",
-                        str(style_set / "images"),
-                        "--run",
-                        str(translator),
-                        "--preset",
-                        preset,
-                        "--steps",
-                        str(UGATIT_STEPS[preset]),
-                        *_resume_flag(translator),
-                        *common,
-                        *device,
-                    ],
-                    progress,
-                )
-                _mark_done(translator)
-            _stage(
+        else:
+            gan = recipe.step(
+                "stylegan",
                 [
-                    "ugatit-pairs",
-                    "--checkpoint",
-                    str(translator),
-                    "--photos",
-                    str(faces),
-                    "--out",
-                    str(pairs),
-                    *common,
-                    *device,
-                ],
-                progress,
-            )
-            _mark_done(pairs)
-
-    student_runs = []
-    for tier in TIERS_BY_PRESET[preset]:
-        run_dir, done = _step(root, f"student-{tier}")
-        if not done:
-            _stage(
-                [
-                    "student",
-                    "--pairs",
-                    str(pairs),
+                    "stylegan",
+                    "--data",
+                    str(args.data),
                     "--run",
-                    str(run_dir),
-                    "--tier",
-                    tier,
+                    "{dir}",
                     "--preset",
                     preset,
-                    *_resume_flag(run_dir),
-                    *common,
+                    *STYLEGAN_BUDGET[preset],
                     *device,
                 ],
-                progress,
+                resumable=True,
             )
-            _mark_done(run_dir)
-        student_runs.append(run_dir)
+            count = str(STYLE_SET_SIZE[preset])
+            style_set = recipe.step(
+                "style_set", ["generate", "--generator", str(gan), "--out", "{dir}", "--count", count]
+            )
+            translator = recipe.step(
+                "ugatit",
+                [
+                    "ugatit",
+                    "--faces",
+                    str(faces),
+                    "--styles",
+                    str(style_set / "images"),
+                    "--run",
+                    "{dir}",
+                    "--preset",
+                    preset,
+                    "--steps",
+                    str(UGATIT_STEPS[preset]),
+                    *device,
+                ],
+                resumable=True,
+            )
+            pairs = recipe.step(
+                "pairs",
+                ["ugatit-pairs", "--checkpoint", str(translator), "--photos", str(faces), "--out", "{dir}", *device],
+            )
 
+    student_runs = [
+        recipe.step(
+            f"student-{tier}",
+            ["student", "--pairs", str(pairs), "--run", "{dir}", "--tier", tier, "--preset", preset, *device],
+            resumable=True,
+        )
+        for tier in TIERS_BY_PRESET[preset]
+    ]
     bundle_dir = root / "bundle" / args.style_id
-    _stage(
+    recipe.stage(
         [
             "export",
             "--runs",
@@ -208,12 +159,11 @@ def run(args: argparse.Namespace) -> int:
             "--data",
             f"{args.source}: {args.data}",
         ],
-        progress,
+        threaded=False,
     )
     installed = install(bundle_dir, args.install_to) if args.install_to else bundle_dir
-    record = {"event": "installed", "style_id": args.style_id, "path": str(installed)}
-    if progress == "json":
-        sys.stdout.write(json.dumps(record) + "\n")
+    if args.progress == "json":
+        sys.stdout.write(json.dumps({"event": "installed", "style_id": args.style_id, "path": str(installed)}) + "\n")
         sys.stdout.flush()
     log.info("style %s ready in %s", args.style_id, installed)
     return 0
