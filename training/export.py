@@ -184,6 +184,39 @@ def preview_grid(photos: list[np.ndarray], rows: list[list[np.ndarray]], thumb: 
     return np.vstack([row(photos)] + [row(r) for r in rows])
 
 
+def public_domain_face(size: int = 256) -> np.ndarray | None:
+    """skimage's astronaut (a public-domain NASA portrait) aligned like the app aligns faces.
+
+    Previews show this face only: the training and evaluation faces are research-only data that must
+    not travel inside a bundle. None when the face tracker is unavailable.
+    """
+    from skimage import data
+
+    from engine.align import similarity_from_landmarks, warp_crop
+    from engine.errors import BackendUnavailable
+    from engine.tracking import landmarks_from_image
+
+    image = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    try:
+        landmarks = landmarks_from_image(image)
+    except BackendUnavailable as exc:
+        log.warning("no preview: %s", exc)
+        return None
+    return None if landmarks is None else warp_crop(image, similarity_from_landmarks(landmarks), size)
+
+
+def before_after(tiers: list[ExportedTier], thumb: int = 192) -> np.ndarray | None:
+    """The public-domain face, then its stylization by each tier (onnxruntime), side by side."""
+    from engine.backends import OnnxStylizer
+    from training.evaluate import _array_stylizer
+
+    face = public_domain_face()
+    if face is None:
+        return None
+    outputs = [_array_stylizer(OnnxStylizer(t.onnx, threads=1), t.input_size)(face) for t in tiers]
+    return preview_grid([face, *outputs], [], thumb)
+
+
 def model_card(style_id: str, tiers: list[ExportedTier], metrics: dict, data: str, teacher: str) -> str:
     lines = [
         f"Style '{style_id}': real-time students distilled from the {teacher} teacher.",
@@ -276,15 +309,10 @@ def export_bundle(
     photos = [p.photo for p in held] if held else None
     tiers = [export_tier(Path(r), out, size, photos) for r in runs]
     metrics: dict = {}
-    preview = None
     if held:
-        metrics, outputs = evaluate_bundle_tiers(tiers, held)
+        metrics, _ = evaluate_bundle_tiers(tiers, held)
         metrics["evaluated_on"] = "onnxruntime, held-out pairs"
-        show = list(range(min(6, len(held))))
-        preview = preview_grid(
-            [held[i].photo for i in show],
-            [[held[i].stylized for i in show]] + [[outputs[t.id][i] for i in show] for t in tiers],
-        )
+    preview = before_after(tiers)
     metrics["export_parity"] = {t.id: t.parity() for t in tiers}
     options = [json.loads((Path(r) / "options.json").read_text()) for r in runs if (Path(r) / "options.json").exists()]
     created = {
