@@ -14,8 +14,10 @@ Supported inputs:
   Anything else in the pickle (other callables, unknown classes) is refused by name.
 
 Our modules mirror the official ops' arithmetic (padding, filter gains, equalised-lr gains, weight
-flip of the upsampling convolutions, clamps), so official weights should render the same images; that
-was not checked against the official code itself, which is not installed here.
+flip of the upsampling convolutions, clamps). Checked once against a local transcription of the
+official ``networks.py`` with its reference (non-CUDA) ``upfirdn2d`` / ``conv2d_resample`` paths: on the
+same weights, G (fused and unfused modulation, constant and no noise, truncation) and D outputs were
+identical (max |diff| 0) at 64² and 256². That code is NVIDIA-licensed and not in this repository.
 
 The configuration (resolution, latent sizes, mapping depth, per-resolution channels) is inferred from the
 parameter shapes, our networks are built with it, and the tensors are loaded strictly by name: a
