@@ -251,14 +251,14 @@ def bench(runs: int, warmup: int, bundle: Path | None, teacher_runs: int) -> dic
         for tier, target in TARGETS_MS_2T.items()
         if f"student_{tier}" in models
     }
-    refs = [n for n in models if not n.startswith("student_") and "onnx_2t_ms" in models[n]]
-    result["speedup_vs_references_onnx_2t"] = {
-        f"student_{tier}": {
-            r: round(models[r]["onnx_2t_ms"] / models[f"student_{tier}"]["onnx_2t_ms"], 2) for r in refs
+    refs = [n for n in models if not n.startswith("student_") and "onnx_1t_ms" in models[n]]
+    for threads in (1, 2):
+        key = f"onnx_{threads}t_ms"
+        result[f"speedup_vs_references_onnx_{threads}t"] = {
+            f"student_{tier}": {r: round(models[r][key] / models[f"student_{tier}"][key], 2) for r in refs}
+            for tier in TARGETS_MS_2T
+            if f"student_{tier}" in models
         }
-        for tier in TARGETS_MS_2T
-        if f"student_{tier}" in models
-    }
     result["machine"]["load_average_at_end"] = os.getloadavg()
     return result
 

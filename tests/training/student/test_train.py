@@ -121,3 +121,20 @@ def test_presets_and_ablation_rows_differ_only_where_they_should():
     with pytest.raises(Exception, match="unknown preset"):
         config_from("huge")
     assert isinstance(cpu, StudentConfig)
+
+
+def test_a_crashed_run_loses_nothing_before_its_last_checkpoint(tmp_path, ink_pairs):
+    cfg = config_from("tiny", steps=8, crop=32, batch=2, ckpt_every=4, sample_every=100, log_every=2)
+    ctx = _ctx(tmp_path / "run")
+
+    def crash(step, total, **m):
+        if step == 6:
+            raise KeyboardInterrupt  # killed hard: no graceful save
+
+    ctx.progress.update = crash
+    with pytest.raises(KeyboardInterrupt):
+        train_student(ink_pairs, cfg, ctx)
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "model.pt", weights_only=False)
+    assert saved["step"] == 4
+    resumed = train_student(ink_pairs, cfg, _ctx(tmp_path / "run"))
+    assert resumed["finished"] and resumed["steps"] == 8
