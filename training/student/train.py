@@ -186,6 +186,18 @@ class StudentTrainer:
         self.ctx.run.save_checkpoint(self.model_record(), state)
         log.info("checkpoint at step %d", self.step)
 
+    def init_from(self, path: Path) -> None:
+        """Start from another run's student weights (fine-tuning); the discriminator starts fresh."""
+        from training.runs import MODEL_FILE, load_model_file
+
+        file = path / "checkpoints" / MODEL_FILE if path.is_dir() else path
+        record = load_model_file(file)
+        if record["init_kwargs"] != self.spec:
+            raise TrainingError(f"{file}: a {record.get('tier')} student {record['init_kwargs']}, not {self.spec}")
+        self.g.load_state_dict(record["params"])
+        self.g_ema.load_state_dict(record.get("params_ema") or record["params"])
+        log.info("student initialised from %s (step %s)", file, record.get("step"))
+
     def resume(self) -> bool:
         loaded = self.ctx.run.load_checkpoint()
         if loaded is None:
@@ -302,7 +314,7 @@ class StudentTrainer:
         return True
 
 
-def train_student(pairs: Path, cfg: StudentConfig, ctx: StageContext) -> dict:
+def train_student(pairs: Path, cfg: StudentConfig, ctx: StageContext, init_from: Path | None = None) -> dict:
     """Train one student on a pairs folder; returns its summary (tier, GMACs, params, steps)."""
     if cfg.tier not in TIERS:
         raise TrainingError(f"unknown tier '{cfg.tier}' (known: {', '.join(TIERS)})")
@@ -319,6 +331,8 @@ def train_student(pairs: Path, cfg: StudentConfig, ctx: StageContext) -> dict:
     preview = load_pairs(pairs, "heldout")
     trainer = StudentTrainer(cfg, train, preview, ctx)
     if not trainer.resume():
+        if init_from is not None:
+            trainer.init_from(Path(init_from))
         seed_everything(cfg.seed)
     macs = count_macs(trainer.g, 256)  # no RNG use: a resumed run must continue its random stream exactly
     log.info(
@@ -352,6 +366,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int)
     parser.add_argument("--crop", type=int)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--gan-start", type=int, help="step at which the adversarial loss starts")
+    parser.add_argument("--init-from", type=Path, help="fine-tune: start from this run's (or model.pt's) student")
     parser.add_argument("--gan-weight", type=float, help="weight of the adversarial loss (preset default 0.1)")
     parser.add_argument("--perceptual-weight", type=float, help="weight of the VGG16 loss (preset default 1)")
     parser.add_argument("--identity", type=float, help="weight of the SFace identity loss (default 0: off)")
@@ -365,7 +381,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    overrides = dict(steps=args.steps, batch=args.batch, crop=args.crop, seed=args.seed, tier=args.tier)
+    overrides = dict(
+        steps=args.steps, batch=args.batch, crop=args.crop, seed=args.seed, tier=args.tier, gan_start=args.gan_start
+    )
     if args.ablation:
         overrides |= ABLATION_ROWS[args.ablation]
     cfg = config_from(args.preset, **overrides)
@@ -374,12 +392,14 @@ def run(args: argparse.Namespace) -> int:
     if args.bf16:
         cfg = replace(cfg, bf16=True)
     options = {"pairs": str(args.pairs), "preset": args.preset, "ablation": args.ablation, **asdict(cfg)}
+    if args.init_from:
+        options["init_from"] = str(args.init_from)
     run_dir = RunDir.open(args.run, "student", options, resume=args.resume)
     abort = AbortFlag()
     try:
         ctx = StageContext(run_dir, Progress(args.progress), abort, device=args.device)
         with abort_on_signals(abort):
-            summary = train_student(args.pairs, cfg, ctx)
+            summary = train_student(args.pairs, cfg, ctx, args.init_from)
         if summary["finished"] and args.export_to:
             from training.export import export_bundle
 

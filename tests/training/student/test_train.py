@@ -138,3 +138,19 @@ def test_a_crashed_run_loses_nothing_before_its_last_checkpoint(tmp_path, ink_pa
     assert saved["step"] == 4
     resumed = train_student(ink_pairs, cfg, _ctx(tmp_path / "run"))
     assert resumed["finished"] and resumed["steps"] == 8
+
+
+def test_fine_tuning_starts_from_another_runs_student(tmp_path, ink_pairs):
+    base = config_from("tiny", steps=2, crop=32, batch=2, sample_every=100)
+    train_student(ink_pairs, base, _ctx(tmp_path / "base"))
+    start = torch.load(tmp_path / "base" / "checkpoints" / "model.pt", weights_only=False)["params"]
+    tuned = config_from("tiny", steps=1, crop=32, batch=2, sample_every=100, gan_start=0)
+    ctx = _ctx(tmp_path / "tuned")
+    trainer_log = train_student(ink_pairs, tuned, ctx, init_from=tmp_path / "base")
+    assert trainer_log["finished"]
+    after = torch.load(tmp_path / "tuned" / "checkpoints" / "model.pt", weights_only=False)["params"]
+    # one Adam step (lr 2e-4) away from the base weights, not from a fresh initialisation
+    weights = [k for k in start if k.endswith("weight")]
+    assert max(float((after[k] - start[k]).abs().max()) for k in weights) < 1e-3
+    with pytest.raises(Exception, match="not"):
+        train_student(ink_pairs, config_from("tiny", tier="high"), _ctx(tmp_path / "x"), init_from=tmp_path / "base")
