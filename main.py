@@ -146,9 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands whose own CLI parses everything after their name (argparse's REMAINDER cannot start with an option).
+DELEGATED = {"train": _cmd_train, "eval": _cmd_eval}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] in DELEGATED:
+        args = argparse.Namespace(verbose=False, command=argv[0], func=DELEGATED[argv[0]], rest=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
