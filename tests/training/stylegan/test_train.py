@@ -137,7 +137,7 @@ def test_cli_refuses_to_overwrite_and_resumes(tmp_path):
 
     first = call("--steps", "3")
     assert first.returncode == 0, first.stderr[-2000:]
-    events = [json.loads(line) for line in first.stderr.splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in first.stdout.splitlines() if line.startswith("{")]
     assert events[0]["event"] == "start" and events[-1]["event"] == "done" and events[-1]["iterations"] == 3
     again = call("--steps", "5")
     assert again.returncode != 0 and "--resume" in again.stderr
