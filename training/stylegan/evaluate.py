@@ -9,6 +9,7 @@ images FID is biased upwards: compare only figures computed here on sets of the 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -34,10 +35,23 @@ def generated_images(G, n: int, seed: int = 0, batch: int = 32) -> torch.Tensor:
     return torch.cat([G.synthesis(ws[i : i + batch], noise_mode="const") for i in range(0, n, batch)])
 
 
-def real_features(folders: list[Path], resolution: int) -> dict[str, np.ndarray]:
-    data = load_image_folder(folders, resolution)
+@functools.lru_cache(maxsize=4)
+def real_features(folders: tuple[str, ...], resolution: int) -> dict[str, np.ndarray]:
+    """Features of the style set (cached: several runs on one set are evaluated in one process)."""
+    data = load_image_folder([Path(f) for f in folders], resolution)
     images = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 127.5 - 1
     return {space: metrics.features(images, space) for space in SPACES}
+
+
+def spaced(snapshots: list[Path]) -> list[Path]:
+    """Drop a snapshot written shortly before the next one (the end-of-run snapshot often lands just after a
+    periodic one): keep those at least a quarter of the median spacing apart, always the last."""
+    iters = [int(p.stem.split("-")[1]) for p in snapshots]
+    gaps = sorted(b - a for a, b in zip(iters, iters[1:]))
+    if not gaps:
+        return snapshots
+    median = gaps[len(gaps) // 2]
+    return [p for i, p in enumerate(snapshots) if i == len(snapshots) - 1 or iters[i + 1] - iters[i] >= median / 4]
 
 
 def evaluate_run(run: Path, folders: list[Path], n_fake: int | None = None) -> list[dict[str, Any]]:
@@ -46,7 +60,7 @@ def evaluate_run(run: Path, folders: list[Path], n_fake: int | None = None) -> l
     cache = {}
     if cache_path.exists():
         cache = {r["snapshot"]: r for r in map(json.loads, cache_path.read_text().splitlines())}
-    snapshots = sorted((run / "snapshots").glob("G_ema-*.pt"))
+    snapshots = spaced(sorted((run / "snapshots").glob("G_ema-*.pt")))
     if not snapshots:
         return []
     reals = None
@@ -58,7 +72,7 @@ def evaluate_run(run: Path, folders: list[Path], n_fake: int | None = None) -> l
         blob = torch.load(snap, map_location="cpu", weights_only=True)
         G = load_networks(snap).G_ema
         if reals is None:
-            reals = real_features(folders, G.img_resolution)
+            reals = real_features(tuple(str(f) for f in folders), G.img_resolution)
         n = n_fake or len(reals["el0"])
         fakes = generated_images(G, n)
         record = {"snapshot": snap.name, **blob["meta"], "n_fake": n, "n_real": len(reals["el0"])}

@@ -50,3 +50,11 @@ def test_training_with_the_projected_discriminator_and_fid_over_snapshots(tmp_pa
     assert all(r["fid_el0"] > 0 and r["fid_vgg"] > 0 and r["n_real"] == 10 for r in records)
     cached = [json.loads(line) for line in (tmp_path / "run" / "fid.jsonl").read_text().splitlines()]
     assert len(cached) == 2 and evaluate_run(tmp_path / "run", [style], n_fake=8) == records
+
+
+def test_snapshot_written_just_before_the_final_one_is_skipped(tmp_path):
+    from training.stylegan.evaluate import spaced
+
+    paths = [tmp_path / f"G_ema-{i:07d}.pt" for i in (200, 400, 600, 790, 800)]
+    assert [p.name for p in spaced(paths)] == [p.name for p in paths[:3] + paths[4:]]
+    assert spaced(paths[:1]) == paths[:1]
