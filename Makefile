@@ -37,8 +37,7 @@ test-slow: setup
 	$(PY) -m pytest -m slow -q
 
 bench: setup
-	$(PY) main.py bench engine
-	$(PY) main.py bench students
+	$(PY) main.py bench all
 
 app: setup
 	QT_QPA_PLATFORM= $(PY) main.py app

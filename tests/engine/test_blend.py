@@ -1,0 +1,45 @@
+import math
+
+import cv2
+import numpy as np
+
+from engine.align import Similarity, compose_affine
+from engine.blend import ColorMatcher, _warp_mask, feather_mask, paste_back
+
+
+def test_feather_mask_is_one_inside_and_zero_at_every_crop_edge():
+    mask = feather_mask(256, 0.1)
+    assert mask[128, 128] > 0.99
+    edges = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
+    assert edges.max() < 0.01
+    assert not mask.flags.writeable
+
+
+def test_coarse_mask_warp_matches_the_full_warp():
+    mask = feather_mask(256, 0.1)
+    sim = Similarity(400.0, 350.0, math.log(650.0), 0.2)
+    to_roi = compose_affine(np.array([[1.0, 0, -50], [0, 1.0, -20]]), sim.to_image_matrix(256))
+    full = cv2.warpAffine(mask, to_roi, (700, 720), flags=cv2.INTER_LINEAR, borderValue=0)
+    assert np.abs(_warp_mask(mask, to_roi, (700, 720)) - full).max() < 0.02
+
+
+def test_paste_back_blends_by_mask_and_alpha():
+    frame = np.zeros((400, 400, 3), np.uint8)
+    crop = np.full((256, 256, 3), 200, np.uint8)
+    sim = Similarity(200.0, 200.0, math.log(300.0), 0.0)
+    paste_back(frame, crop, sim, feather_mask(256, 0.1), 1.0)
+    assert frame[200, 200].tolist() == [200, 200, 200]  # centre: full style
+    assert frame[5, 5].tolist() == [0, 0, 0]  # outside the crop: untouched
+    half = np.zeros_like(frame)
+    paste_back(half, crop, sim, feather_mask(256, 0.1), 0.5)
+    assert abs(int(half[200, 200, 0]) - 100) <= 1
+
+
+def test_color_matcher_moves_toward_the_input_statistics_smoothly():
+    mask = feather_mask(64, 0.1)
+    source = np.full((64, 64, 3), 100, np.uint8)
+    stylized = np.full((64, 64, 3), 180, np.uint8)
+    matcher = ColorMatcher(smoothing=0.0)
+    out = matcher(source, stylized, mask, strength=1.0)
+    assert abs(int(out[32, 32, 0]) - 100) <= 2
+    assert np.array_equal(ColorMatcher()(source, stylized, mask, strength=0.0), stylized)
