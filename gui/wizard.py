@@ -213,8 +213,12 @@ class RunPage(QWizardPage):
         self.completeChanged.emit()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning:
-            self.process.terminate()  # SIGTERM: the stage checkpoints and exits
+        """Let a finished run exit by itself; ask a running one to checkpoint and stop (SIGTERM)."""
+        if self.process is None or self.process.state() == QProcess.ProcessState.NotRunning:
+            return
+        if self.installed is None:
+            self.process.terminate()
+        self.process.waitForFinished(30_000)
 
     def isComplete(self) -> bool:  # noqa: N802
         return self.installed is not None

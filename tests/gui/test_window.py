@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from engine.bundle import BundleRegistry
@@ -77,3 +78,30 @@ def test_wizard_validation_and_progress_parsing(qapp, window, tmp_path):
     page.handle_line(json.dumps({"event": "installed", "style_id": "ok", "path": "x"}))
     assert page.isComplete()
     wizard.close()
+
+
+def test_wizard_trains_installs_and_switches_to_a_new_style(qapp, window, tmp_path):
+    """The wizard's run page drives a real `train all` (tiny preset) and the window picks the style up."""
+    import cv2
+    from skimage.data import astronaut
+
+    from engine.align import similarity_from_landmarks, warp_crop
+    from engine.tracking import landmarks_from_image
+    from gui.wizard import build_command
+    from tests.training.conftest import _variants
+
+    image = np.ascontiguousarray(astronaut()[:, :, ::-1])
+    crop = warp_crop(image, similarity_from_landmarks(landmarks_from_image(image)), 256)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, view in enumerate(_variants(crop, 12)):
+        cv2.imwrite(str(photos / f"p{i:02d}.png"), view)
+    models = tmp_path / "models"
+    window.controller.registry = BundleRegistry([models])
+    wizard = window.open_wizard()
+    page = wizard.run_page
+    args = build_command("ink", str(photos), "", "tiny", "wiz", models)
+    page.start([*args, "--run", str(tmp_path / "run"), "--threads", "1"])
+    assert wait_until(qapp, page.isComplete, timeout=400), page.log.toPlainText()[-3000:]
+    wizard.accept()
+    assert wait_until(qapp, lambda: window.style_box.currentData() == "wiz")
