@@ -40,8 +40,9 @@ from engine.bundle import (
     sha256_file,
 )
 from training.metrics import to_tensor
+from training.modules import count_params
 from training.runs import MODEL_FILE, TrainingError, git_commit, load_model_file, options_hash
-from training.student.networks import TIERS, StudentNet, build_student, count_macs, count_params
+from training.student.networks import TIERS, StudentNet, build_student, count_macs
 
 log = logging.getLogger(__name__)
 

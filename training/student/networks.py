@@ -147,7 +147,3 @@ def count_macs(model: nn.Module, size: int = 256) -> int:
         for h in handles:
             h.remove()
     return total
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

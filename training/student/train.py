@@ -25,6 +25,7 @@ import torch
 
 from engine.errors import DatasetError
 from training.metrics import to_images
+from training.modules import count_params
 from training.pairs import FolderPairs
 from training.runs import AbortFlag, Progress, RunDir, StageContext, TrainingError, abort_on_signals, seed_everything
 from training.student.augment import AugmentConfig, augment_batch
@@ -36,7 +37,7 @@ from training.student.losses import (
     lsgan_d_loss,
     lsgan_g_loss,
 )
-from training.student.networks import TIERS, build_student, count_macs, count_params
+from training.student.networks import TIERS, build_student, count_macs
 
 log = logging.getLogger(__name__)
 

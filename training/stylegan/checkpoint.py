@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from training.modules import load_strict
 from training.runs import MODEL_FILE, TrainingError, _atomic_torch_save
 from training.stylegan import official
 from training.stylegan.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
@@ -45,7 +46,7 @@ def generator_from_dict(cfg: dict[str, Any], state: dict[str, torch.Tensor], sou
     except TypeError as exc:
         raise TrainingError(f"{source}: generator configuration not understood: {exc}") from exc
     G = Generator(gcfg)
-    official.load_strict(G, state, source)
+    load_strict(G, state, source)
     return G.eval().requires_grad_(False)
 
 
@@ -93,7 +94,7 @@ def load_networks(path: Path | str) -> LoadedNetworks:
         D = None
         if kw.get("discriminator", "stylegan") == "stylegan" and "D" in params:
             D = Discriminator(DiscriminatorConfig(**kw["D"]))
-            official.load_strict(D, params["D"], source)
+            load_strict(D, params["D"], source)
         return LoadedNetworks(G_ema, G, D, source, "run")
     if isinstance(obj, dict) and obj.get("arch") == GENERATOR_ARCH:
         G_ema = generator_from_dict(obj["init_kwargs"], obj["params_ema"], source)

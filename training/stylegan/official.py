@@ -38,40 +38,11 @@ from typing import Any
 
 import torch
 
+from training.modules import load_strict
 from training.runs import TrainingError
 from training.stylegan.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 
 log = logging.getLogger(__name__)
-
-
-# ----- strict loading --------------------------------------------------------------------------
-
-
-def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``module``; every name must exist on both sides with the same shape."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    shapes = sorted(
-        f"{k} (file {tuple(state[k].shape)}, network {tuple(own[k].shape)})"
-        for k in set(own) & set(state)
-        if tuple(state[k].shape) != tuple(own[k].shape)
-    )
-    problems = []
-    if missing:
-        problems.append(f"missing {_names(missing)}")
-    if extra:
-        problems.append(f"unexpected {_names(extra)}")
-    if shapes:
-        problems.append(f"mis-shaped {_names(shapes)}")
-    if problems:
-        raise TrainingError(f"{source}: incompatible parameters: " + "; ".join(problems))
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
-
-
-def _names(items: list[str], limit: int = 12) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 # ----- configuration inference -----------------------------------------------------------------

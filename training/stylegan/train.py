@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from training.modules import cpu_state_dict, load_strict
 from training.runs import AbortFlag, Progress, RunDir, TrainingError
 from training.stylegan import loss as L
 from training.stylegan.augment import AdaController, AugmentPipe
@@ -117,8 +118,6 @@ class Trainer:
         return self.cfg.r1_gamma > 0 and self.cfg.discriminator == "stylegan"
 
     def _load_base(self, base: LoadedNetworks) -> None:
-        from training.stylegan.official import load_strict
-
         load_strict(self.G, (base.G or base.G_ema).state_dict(), base.source)
         if base.D is not None and isinstance(self.D, Discriminator):
             try:
@@ -332,8 +331,8 @@ class Trainer:
         return {
             "arch": RUN_ARCH,
             "init_kwargs": {"G": self.G.cfg.to_dict(), "D": d_kwargs, "discriminator": self.cfg.discriminator},
-            "params": {"G": _cpu_state(self.G), "D": _cpu_state(self.D)},
-            "params_ema": {"G": _cpu_state(self.G_ema)},
+            "params": {"G": cpu_state_dict(self.G), "D": cpu_state_dict(self.D)},
+            "params_ema": {"G": cpu_state_dict(self.G_ema)},
             "step": self.iteration,
         }
 
@@ -350,8 +349,6 @@ class Trainer:
         }
 
     def load(self, model: dict[str, Any], state: dict[str, Any]) -> None:
-        from training.stylegan.official import load_strict
-
         load_strict(self.G, model["params"]["G"], "checkpoint [G]")
         load_strict(self.D, model["params"]["D"], "checkpoint [D]")
         load_strict(self.G_ema, model["params_ema"]["G"], "checkpoint [G_ema]")
@@ -363,10 +360,6 @@ class Trainer:
         self.nimg = state["nimg"]
         self.cpu_seconds = state["cpu_seconds"]
         self.wall_seconds = state["wall_seconds"]
-
-
-def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 # ----- the loop with checkpoints, samples, snapshots ------------------------------------------

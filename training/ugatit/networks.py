@@ -247,7 +247,3 @@ class Discriminator(nn.Module):
         x = F.leaky_relu(self.conv1x1(x), 0.2)
         heatmap = x.sum(dim=1, keepdim=True)
         return self.head(x), cam_logit, heatmap
-
-
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from training.modules import cpu_state_dict, load_strict
 from training.runs import AbortFlag, Progress, RunDir, TrainingError, abort_on_signals
 from training.stylegan.images import grid, save_rgb, to_uint8
 from training.ugatit.config import PRECISIONS, PRESETS, TrainConfig
@@ -192,8 +193,8 @@ class Trainer:
                 "disc_global": cfg.discriminator("global").to_dict(),
                 "disc_local": cfg.discriminator("local").to_dict(),
             },
-            "params": {name: _cpu_state(self._net(name)) for name in GENERATORS + DISCRIMINATORS},
-            "params_ema": {name: _cpu_state(self.ema[name]) for name in GENERATORS},
+            "params": {name: cpu_state_dict(self._net(name)) for name in GENERATORS + DISCRIMINATORS},
+            "params_ema": {name: cpu_state_dict(self.ema[name]) for name in GENERATORS},
             "step": self.iteration,
         }
 
@@ -230,26 +231,6 @@ def _bce(logit: torch.Tensor, target: float) -> torch.Tensor:
 
 def _l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(a.float(), b.float())
-
-
-def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-
-def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load a state dict; name every missing, unexpected or mis-shaped tensor in the error."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or extra or shapes:
-        detail = "; ".join(
-            f"{label}: {names[:4]}{' ...' if len(names) > 4 else ''}"
-            for label, names in (("missing", missing), ("unexpected", extra), ("wrong shape", shapes))
-            if names
-        )
-        raise TrainingError(f"{source}: incompatible with this network ({detail})")
-    module.load_state_dict(state)
 
 
 # ----- sample grids ----------------------------------------------------------------------------

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from engine.bundle import sha256_file
+from training.modules import load_strict
 from training.pairs import TeacherPairs, write_pairs
 from training.runs import MODEL_FILE, AbortFlag, Progress, RunDir, TrainingError, abort_on_signals, load_model_file
 from training.stylegan.images import from_uint8, to_uint8
 from training.ugatit.networks import Generator, GeneratorConfig
-from training.ugatit.train import ARCH, load_strict
+from training.ugatit.train import ARCH
 
 log = logging.getLogger(__name__)
 

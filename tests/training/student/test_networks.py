@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from training.student.networks import TIER_BUDGET_GMACS, TIERS, build_student, count_macs, count_params
+from training.modules import count_params
+from training.student.networks import TIER_BUDGET_GMACS, TIERS, build_student, count_macs
 
 
 @pytest.mark.parametrize("tier", list(TIERS))

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from training.modules import count_params
 from training.runs import TrainingError
 from training.ugatit.networks import (
     LIN,
@@ -15,7 +16,6 @@ from training.ugatit.networks import (
     Generator,
     GeneratorConfig,
     clip_rho,
-    count_params,
 )
 
 
