@@ -2,8 +2,10 @@
 
     python bench/stylegan_compare.py eval --data STYLE_DIR --runs runs/a runs/b ...
     python bench/stylegan_compare.py report --runs runs/a runs/b ... --docs docs/stylegan
+    python bench/stylegan_compare.py rows --folders A/images B/images --count 6 --out grid.png
 
 ``eval`` fills each run's ``fid.jsonl`` from its snapshots (see training/stylegan/evaluate.py);
+``rows`` stacks image folders as grid rows (targets over inversions, truncation sweeps).
 ``report`` prints one JSON object (per run: kimg/CPU-hour, final FIDs, the curve) and, with
 ``--docs``, writes fid_el0.png / fid_vgg.png (FID against CPU minutes) and each run's last sample grid.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def cmd_eval(args) -> None:
 
 
 def cmd_report(args) -> None:
+    import cv2
+
     report = {}
     for run in map(Path, args.runs):
         fid_path = run / "fid.jsonl"
@@ -60,8 +63,28 @@ def cmd_report(args) -> None:
         _plot(report, "fid_vgg", "FID-VGG (VGG16 relu5_3 pooled)", docs / "fid_vgg.png")
         for run in map(Path, args.runs):
             latest = run / "samples" / "latest.png"
-            if latest.exists():
-                shutil.copy(latest, docs / f"samples_{run.name}.png")
+            if latest.exists():  # the first two rows (8 samples) keep the committed PNGs small
+                grid = cv2.imread(str(latest))
+                cv2.imwrite(
+                    str(docs / f"samples_{run.name}.png"),
+                    grid[: grid.shape[0] // 2 + 1],
+                    [cv2.IMWRITE_PNG_COMPRESSION, 9],
+                )
+
+
+def cmd_rows(args) -> None:
+    """Stack image folders as rows of one grid (e.g. targets over their inversions, or ψ sweeps)."""
+    import cv2
+    import numpy as np
+
+    from training.stylegan.images import grid
+
+    rows = []
+    for folder in args.folders:
+        files = sorted(Path(folder).glob("*.png"))[: args.count]
+        rows += [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files]
+    out = grid(np.stack(rows), cols=args.count)
+    cv2.imwrite(args.out, cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
 def _plot(report: dict, key: str, title: str, path: Path) -> None:
@@ -95,8 +118,12 @@ def main() -> None:
     r = sub.add_parser("report")
     r.add_argument("--runs", nargs="+", required=True)
     r.add_argument("--docs", help="write plots and sample grids here")
+    g = sub.add_parser("rows")
+    g.add_argument("--folders", nargs="+", required=True)
+    g.add_argument("--count", type=int, default=6)
+    g.add_argument("--out", required=True)
     args = parser.parse_args()
-    {"eval": cmd_eval, "report": cmd_report}[args.cmd](args)
+    {"eval": cmd_eval, "report": cmd_report, "rows": cmd_rows}[args.cmd](args)
 
 
 if __name__ == "__main__":
