@@ -150,7 +150,8 @@ def _student_graphs(folder: Path, bundle: Path | None) -> dict[str, dict]:
                 out[t.id] = {"onnx": b.path(f), "gmacs": t.gmacs, "params": t.params, "source": str(bundle)}
         return out
     from training.export import export_onnx
-    from training.student.networks import TIERS, build_student, count_macs, count_params
+    from training.modules import count_params
+    from training.student.networks import TIERS, build_student, count_macs
 
     out = {}
     for tier in TIERS:
@@ -196,7 +197,8 @@ def bench(runs: int, warmup: int, bundle: Path | None, teacher_runs: int) -> dic
 
     from engine.backends import convert_onnx_to_mnn
     from training.export import export_onnx
-    from training.student.networks import count_macs, count_params
+    from training.modules import count_params
+    from training.student.networks import count_macs
 
     torch.set_num_threads(1)
     result: dict = {

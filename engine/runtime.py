@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from engine.allocator import keep_frame_buffers_in_heap
 from engine.errors import SinkError, SourceError
 from engine.frames import Frame
 from engine.pipeline import FrameResult, Pipeline
@@ -99,6 +100,7 @@ class Runtime:
         retry_delay: float = 0.05,
     ) -> None:
         self.source, self.pipeline, self.sinks = source, pipeline, sinks
+        keep_frame_buffers_in_heap()
         self.lockstep = lockstep
         self.on_result = on_result
         self.retry_delay = retry_delay
