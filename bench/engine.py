@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 from pathlib import Path
 
 import cv2
 
 from bench.fixture_net import ONE_GMAC, write_bundle
+from bench.machine import finish, machine_info
 from engine.bundle import load_bundle
 from engine.frames import Frame
 from engine.pipeline import Pipeline, load_style
@@ -88,6 +87,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backends", default="onnx,mnn")
     args = parser.parse_args(argv)
+    machine = machine_info()
     with tempfile.TemporaryDirectory() as tmp:
         bundle = load_bundle(write_bundle(Path(tmp), "bench-fixture", {"standard": ONE_GMAC}))
         cases = [
@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
         "clip": args.clip if (VIDEOS / f"{args.clip}.mp4").is_file() else "demo (shared data absent)",
         "network": {"kind": "random-weight fixture", "input": 256, "gmacs": round(ONE_GMAC.gmacs, 3)},
         "inference_threads": args.threads,
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "machine": finish(machine),
         "cases": cases,
     }
     print(json.dumps(out, indent=1))

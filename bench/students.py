@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.machine import finish, machine_info
 
 TARGETS_MS_2T = {"light": 5.0, "standard": 12.0, "high": 30.0}
 
@@ -202,12 +202,7 @@ def bench(runs: int, warmup: int, bundle: Path | None, teacher_runs: int) -> dic
 
     torch.set_num_threads(1)
     result: dict = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "load_average_at_start": os.getloadavg(),
-        },
+        "machine": machine_info(),
         "input": "1x3x256x256 float32",
         "runs": runs,
         "models": {},
@@ -261,7 +256,7 @@ def bench(runs: int, warmup: int, bundle: Path | None, teacher_runs: int) -> dic
             for tier in TARGETS_MS_2T
             if f"student_{tier}" in models
         }
-    result["machine"]["load_average_at_end"] = os.getloadavg()
+    finish(result["machine"])
     return result
 
 
