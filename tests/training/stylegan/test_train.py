@@ -108,29 +108,20 @@ def test_transfer_from_a_base_checkpoint_starts_from_its_weights(tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
-def test_cli_refuses_to_overwrite_and_resumes(tmp_path):
-    data = tmp_path / "style"
-    data.mkdir()
+def _cli_command(tmp_path, run, progress):
+    """``main.py train stylegan`` on a folder of 10 random 24² images, tiny preset."""
     import cv2
 
+    data = tmp_path / "style"
+    data.mkdir()
     for i, img in enumerate(_images(10, 24)):
         cv2.imwrite(str(data / f"{i}.png"), img)
-    cmd = [
-        sys.executable,
-        "main.py",
-        "train",
-        "stylegan",
-        "--data",
-        str(data),
-        "--run",
-        str(tmp_path / "run"),
-        "--preset",
-        "tiny",
-        "--threads",
-        "1",
-        "--progress",
-        "json",
-    ]
+    options = f"--preset tiny --threads 1 --progress {progress}".split()
+    return [sys.executable, "main.py", "train", "stylegan", "--data", str(data), "--run", str(run), *options]
+
+
+def test_cli_refuses_to_overwrite_and_resumes(tmp_path):
+    cmd = _cli_command(tmp_path, tmp_path / "run", "json")
 
     def call(*extra):
         return subprocess.run(cmd + list(extra), cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -151,31 +142,8 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     import signal
     import time
 
-    import cv2
-
-    data = tmp_path / "style"
-    data.mkdir()
-    for i, img in enumerate(_images(10, 24)):
-        cv2.imwrite(str(data / f"{i}.png"), img)
     run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "main.py",
-        "train",
-        "stylegan",
-        "--data",
-        str(data),
-        "--run",
-        str(run),
-        "--preset",
-        "tiny",
-        "--threads",
-        "1",
-        "--progress",
-        "none",
-        "--log-every",
-        "1",
-    ]
+    cmd = _cli_command(tmp_path, run, "none") + ["--log-every", "1"]
     proc = subprocess.Popen(cmd + ["--steps", "100000"], cwd=REPO, stderr=subprocess.PIPE, text=True)
     stats = run / "stats.jsonl"
     deadline = time.monotonic() + 120
