@@ -1,4 +1,4 @@
-"""StyleGAN comparison runs: FID-EL0 / FID-VGG over CPU time per run, plots and sample grids.
+"""StyleGAN comparison runs: FID, precision and recall (EL0 / VGG) over CPU time per run, plots, sample grids.
 
     python bench/stylegan_compare.py eval --data STYLE_DIR --runs runs/a runs/b ...
     python bench/stylegan_compare.py report --runs runs/a runs/b ... --docs docs/stylegan
@@ -6,8 +6,9 @@
 
 ``eval`` fills each run's ``fid.jsonl`` from its snapshots (see training/stylegan/evaluate.py);
 ``rows`` stacks image folders as grid rows (targets over inversions, truncation sweeps).
-``report`` prints one JSON object (per run: kimg/CPU-hour, final FIDs, the curve) and, with
-``--docs``, writes fid_el0.png / fid_vgg.png (FID against CPU minutes) and each run's last sample grid.
+``report`` prints one JSON object (per run: kimg/CPU-hour, final and best figures, the curve) and, with
+``--docs``, writes fid_el0.png / fid_vgg.png / recall_el0.png (against CPU minutes) and each run's last
+sample grid.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+CURVE_METRICS = ("fid_el0", "fid_vgg", "precision_el0", "recall_el0", "precision_vgg", "recall_vgg")
 sys.path.insert(0, str(REPO))
 
 
@@ -52,15 +54,17 @@ def cmd_report(args) -> None:
             "final_fid_vgg": curve[-1]["fid_vgg"],
             "best_fid_el0": min(r["fid_el0"] for r in curve),
             "best_fid_vgg": min(r["fid_vgg"] for r in curve),
+            **{f"final_{k}": curve[-1][k] for k in CURVE_METRICS[2:]},
             "augment_p": last.get("augment_p"),
-            "curve": [{k: r[k] for k in ("cpu_minutes", "kimg", "fid_el0", "fid_vgg")} for r in curve],
+            "curve": [{k: r[k] for k in ("cpu_minutes", "kimg", *CURVE_METRICS)} for r in curve],
         }
     print(json.dumps(report, indent=1))
     if args.docs:
         docs = Path(args.docs)
         docs.mkdir(parents=True, exist_ok=True)
         _plot(report, "fid_el0", "FID-EL0 (EfficientNet-Lite0; not Inception FID)", docs / "fid_el0.png")
-        _plot(report, "fid_vgg", "FID-VGG (VGG16 relu5_3 pooled)", docs / "fid_vgg.png")
+        _plot(report, "fid_vgg", "FID-VGG (VGG16 relu5_3 pooled; log scale)", docs / "fid_vgg.png", log=True)
+        _plot(report, "recall_el0", "Recall, EL0 features (share of the style set covered)", docs / "recall_el0.png")
         for run in map(Path, args.runs):
             latest = run / "samples" / "latest.png"
             if latest.exists():  # the first two rows (8 samples) keep the committed PNGs small
@@ -87,7 +91,7 @@ def cmd_rows(args) -> None:
     cv2.imwrite(args.out, cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
-def _plot(report: dict, key: str, title: str, path: Path) -> None:
+def _plot(report: dict, key: str, title: str, path: Path, log: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,6 +103,8 @@ def _plot(report: dict, key: str, title: str, path: Path) -> None:
         ax.plot(xs, [p[key] for p in r["curve"]], marker="o", label=name)
     ax.set_xlabel("CPU minutes (1 thread)")
     ax.set_ylabel(key)
+    if log:
+        ax.set_yscale("log")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

@@ -6,6 +6,7 @@
 * FID-VGG / KID-VGG: the same on globally average-pooled VGG16 relu5_3 features (512-d, the HED-tuned
   VGG16 of :mod:`training.pretrained`, images resized to 224²). Reported beside FID-EL0 where a model
   was trained against EfficientNet-Lite0 features.
+* Precision / recall: the k-NN manifold estimate on the same features (fidelity and variety apart).
 * Identity: SFace cosine similarity between each photo and its stylized version.
 * Sharpness: :func:`engine.metrics.sharpness` (mean |Laplacian| per pixel), averaged over images.
 
@@ -128,6 +129,28 @@ def kid(feats_a: np.ndarray, feats_b: np.ndarray, subsets: int = 50, subset_size
         off = (kaa.sum() - np.trace(kaa) + kbb.sum() - np.trace(kbb)) / (m * (m - 1))
         values.append(off - 2 * kab.mean())
     return float(np.mean(values))
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) of (N, D) feature sets.
+
+    Each set's manifold is the union of balls around its points reaching their k-th nearest neighbour.
+    Precision: the share of fakes inside the real manifold (fidelity). Recall: the share of reals inside
+    the fake manifold (variety). FID mixes the two; a generator collapsed onto a few modes shows up
+    here as high precision with low recall.
+    """
+    if min(len(real), len(fake)) <= k:
+        raise TrainingError(f"precision/recall with k={k} needs more than {k} samples per set")
+
+    def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        sq = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2 * a @ b.T
+        return np.sqrt(np.clip(sq, 0, None))
+
+    def inside(points: np.ndarray, centres: np.ndarray) -> float:
+        radii = np.sort(distances(centres, centres), axis=1)[:, k]  # column 0 is the point itself
+        return float((distances(points, centres) <= radii[None, :]).any(axis=1).mean())
+
+    return inside(fake, real), inside(real, fake)
 
 
 def fid_images(a: Images, b: Images, space: str = "el0", device: str = "cpu") -> float:

@@ -92,3 +92,16 @@ def test_fid_matches_the_matrix_square_root_formula(na, nb, dim):
     ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     ref = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb) - 2 * np.trace(linalg.sqrtm(ca @ cb).real)
     assert metrics.fid(a, b) == pytest.approx(ref, rel=1e-6)
+
+
+def test_precision_recall_separate_fidelity_from_variety():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(300, 16))
+    assert metrics.precision_recall(real, real.copy()) == (1.0, 1.0)
+    same_distribution = metrics.precision_recall(real, rng.normal(size=(300, 16)))
+    assert min(same_distribution) > 0.6
+    collapsed = real[:5].repeat(60, axis=0) + rng.normal(scale=0.01, size=(300, 16))  # five modes only
+    precision, recall = metrics.precision_recall(real, collapsed)
+    assert precision == 1.0 and recall < 0.1
+    shifted = metrics.precision_recall(real, rng.normal(loc=3.0, size=(300, 16)))
+    assert max(shifted) < 0.2

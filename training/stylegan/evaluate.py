@@ -1,4 +1,4 @@
-"""FID-EL0 / FID-VGG of a run's G_ema snapshots against its style set, over training.
+"""FID, precision and recall (EL0 and VGG features) of a run's G_ema snapshots against its style set.
 
 Snapshots (``snapshots/G_ema-*.pt``, written every N CPU-minutes or kimg) are evaluated after the
 fact, so training spends no time on metrics and runs compared on a CPU-time budget stay fair. Each
@@ -55,7 +55,8 @@ def spaced(snapshots: list[Path]) -> list[Path]:
 
 
 def evaluate_run(run: Path, folders: list[Path], n_fake: int | None = None) -> list[dict[str, Any]]:
-    """One record per snapshot: iteration, kimg, CPU minutes, FID-EL0, FID-VGG (cached in fid.jsonl)."""
+    """One record per snapshot: iteration, kimg, CPU minutes, then per feature space FID, precision and
+    recall (cached in fid.jsonl; records from before precision/recall existed are recomputed)."""
     cache_path = run / "fid.jsonl"
     cache = {}
     if cache_path.exists():
@@ -66,8 +67,9 @@ def evaluate_run(run: Path, folders: list[Path], n_fake: int | None = None) -> l
     reals = None
     out = []
     for snap in snapshots:
-        if snap.name in cache and (n_fake is None or cache[snap.name]["n_fake"] == n_fake):
-            out.append(cache[snap.name])
+        cached = cache.get(snap.name)
+        if cached and "recall_el0" in cached and (n_fake is None or cached["n_fake"] == n_fake):
+            out.append(cached)
             continue
         blob = torch.load(snap, map_location="cpu", weights_only=True)
         G = load_networks(snap).G_ema
@@ -77,9 +79,15 @@ def evaluate_run(run: Path, folders: list[Path], n_fake: int | None = None) -> l
         fakes = generated_images(G, n)
         record = {"snapshot": snap.name, **blob["meta"], "n_fake": n, "n_real": len(reals["el0"])}
         for space in SPACES:
-            record[f"fid_{space}"] = metrics.fid(metrics.features(fakes, space), reals[space])
-        log.info("%s %s: FID-EL0 %.1f FID-VGG %.1f", run.name, snap.name, record["fid_el0"], record["fid_vgg"])
+            feats = metrics.features(fakes, space)
+            record[f"fid_{space}"] = metrics.fid(feats, reals[space])
+            record[f"precision_{space}"], record[f"recall_{space}"] = metrics.precision_recall(reals[space], feats)
+        log.info(
+            "%s %s: FID-EL0 %.1f FID-VGG %.1f precision/recall-EL0 %.2f/%.2f",
+            *(run.name, snap.name, record["fid_el0"], record["fid_vgg"]),
+            *(record["precision_el0"], record["recall_el0"]),
+        )
         out.append(record)
-        with open(cache_path, "a") as fh:
+        with open(cache_path, "a") as fh:  # a recomputed record is appended; the last line of a snapshot wins
             fh.write(json.dumps(record) + "\n")
     return out

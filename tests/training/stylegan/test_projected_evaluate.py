@@ -48,6 +48,7 @@ def test_training_with_the_projected_discriminator_and_fid_over_snapshots(tmp_pa
     records = evaluate_run(tmp_path / "run", [style], n_fake=8)
     assert [r["iteration"] for r in records] == [2, 4]
     assert all(r["fid_el0"] > 0 and r["fid_vgg"] > 0 and r["n_real"] == 10 for r in records)
+    assert all(0 <= r[f"{m}_{s}"] <= 1 for r in records for m in ("precision", "recall") for s in ("el0", "vgg"))
     cached = [json.loads(line) for line in (tmp_path / "run" / "fid.jsonl").read_text().splitlines()]
     assert len(cached) == 2 and evaluate_run(tmp_path / "run", [style], n_fake=8) == records
 
