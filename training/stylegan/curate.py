@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -28,12 +29,12 @@ log = logging.getLogger(__name__)
 
 
 def parse_accept_list(text_or_path: str, names: list[str]) -> set[str]:
-    """Accepted candidate file names from a file (names or indices per line) or ``1,4,7``."""
+    """Accepted candidate file names from a file or a string of names/indices, separated by commas,
+    spaces or new lines (``1,4,7``)."""
     path = Path(text_or_path)
-    items = path.read_text().split() if path.is_file() else [s for s in text_or_path.split(",") if s.strip()]
+    text = path.read_text() if path.is_file() else text_or_path
     accepted = set()
-    for item in items:
-        item = item.strip()
+    for item in filter(None, re.split(r"[,\s]+", text)):
         if item.isdigit():
             idx = int(item)
             if idx >= len(names):

@@ -198,3 +198,6 @@ def test_curation_round_records_decisions_and_grows_the_style_set(tmp_path, gene
     }
     with pytest.raises(TrainingError, match="index 9"):
         parse_accept_list("9", names)
+    list_file = tmp_path / "list.txt"
+    list_file.write_text(f"1,2\n {names[4]}\n")
+    assert parse_accept_list(str(list_file), names) == {names[1], names[2], names[4]}
