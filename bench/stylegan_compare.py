@@ -7,8 +7,7 @@
 ``eval`` fills each run's ``fid.jsonl`` from its snapshots (see training/stylegan/evaluate.py);
 ``rows`` stacks image folders as grid rows (targets over inversions, truncation sweeps).
 ``report`` prints one JSON object (per run: kimg/CPU-hour, final and best figures, the curve) and, with
-``--docs``, writes fid_el0.png / fid_vgg.png / recall_el0.png (against CPU minutes) and each run's last
-sample grid.
+``--docs``, writes fid_el0.png / fid_vgg.png (against CPU minutes) and each run's last sample grid.
 """
 
 from __future__ import annotations
@@ -36,14 +35,14 @@ def cmd_eval(args) -> None:
 def cmd_report(args) -> None:
     import cv2
 
+    from training.stylegan.evaluate import cached_records
+
     report = {}
     for run in map(Path, args.runs):
-        fid_path = run / "fid.jsonl"
-        stats_path = run / "stats.jsonl"
-        if not fid_path.exists():
+        curve = sorted(cached_records(run).values(), key=lambda r: r["iteration"])
+        if not curve:
             continue
-        curve = [json.loads(line) for line in fid_path.read_text().splitlines()]
-        curve.sort(key=lambda r: r["iteration"])
+        stats_path = run / "stats.jsonl"
         stats = [json.loads(line) for line in stats_path.read_text().splitlines()] if stats_path.exists() else []
         last = stats[-1] if stats else {}
         report[run.name] = {
@@ -64,7 +63,6 @@ def cmd_report(args) -> None:
         docs.mkdir(parents=True, exist_ok=True)
         _plot(report, "fid_el0", "FID-EL0 (EfficientNet-Lite0; not Inception FID)", docs / "fid_el0.png")
         _plot(report, "fid_vgg", "FID-VGG (VGG16 relu5_3 pooled; log scale)", docs / "fid_vgg.png", log=True)
-        _plot(report, "recall_el0", "Recall, EL0 features (share of the style set covered)", docs / "recall_el0.png")
         for run in map(Path, args.runs):
             latest = run / "samples" / "latest.png"
             if latest.exists():  # the first two rows (8 samples) keep the committed PNGs small

@@ -54,13 +54,19 @@ def spaced(snapshots: list[Path]) -> list[Path]:
     return [p for i, p in enumerate(snapshots) if i == len(snapshots) - 1 or iters[i + 1] - iters[i] >= median / 4]
 
 
+def cached_records(run: Path) -> dict[str, dict[str, Any]]:
+    """The records in ``RUN/fid.jsonl`` by snapshot name; a recomputed record (a later line) wins."""
+    cache_path = run / "fid.jsonl"
+    if not cache_path.exists():
+        return {}
+    return {r["snapshot"]: r for r in map(json.loads, cache_path.read_text().splitlines())}
+
+
 def evaluate_run(run: Path, folders: list[Path], n_fake: int | None = None) -> list[dict[str, Any]]:
     """One record per snapshot: iteration, kimg, CPU minutes, then per feature space FID, precision and
     recall (cached in fid.jsonl; records from before precision/recall existed are recomputed)."""
     cache_path = run / "fid.jsonl"
-    cache = {}
-    if cache_path.exists():
-        cache = {r["snapshot"]: r for r in map(json.loads, cache_path.read_text().splitlines())}
+    cache = cached_records(run)
     snapshots = spaced(sorted((run / "snapshots").glob("G_ema-*.pt")))
     if not snapshots:
         return []
