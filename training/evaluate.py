@@ -106,18 +106,20 @@ def evaluate(
     return result, outputs
 
 
-def evaluate_bundle_tiers(tiers: list, held: list[Pair]) -> tuple[dict, dict[str, list[np.ndarray]]]:
-    """Metrics of freshly exported tiers (:class:`training.export.ExportedTier`), run on onnxruntime."""
+def exported_tier_stylizer(tier) -> Stylize:
+    """A freshly exported tier (:class:`training.export.ExportedTier`) as a crop stylizer on onnxruntime."""
     from engine.backends import OnnxStylizer
 
-    stylizers = {}
-    for t in tiers:
-        session = OnnxStylizer(t.onnx, threads=1)
-        stylizers[t.id] = _array_stylizer(session, session.input_size)
-    return evaluate(stylizers, held)
+    session = OnnxStylizer(tier.onnx, threads=1)
+    return array_stylizer(session, session.input_size)
 
 
-def _array_stylizer(net: Callable[[np.ndarray], np.ndarray], size: int | None = None) -> Stylize:
+def evaluate_bundle_tiers(tiers: list, held: list[Pair]) -> dict:
+    """Metrics of freshly exported tiers on the held-out pairs."""
+    return evaluate({t.id: exported_tier_stylizer(t) for t in tiers}, held)[0]
+
+
+def array_stylizer(net: Callable[[np.ndarray], np.ndarray], size: int | None = None) -> Stylize:
     """Wrap a (1, 3, S, S) RGB [-1, 1] float function as a BGR uint8 crop stylizer.
 
     With ``size``, crops are resized to the network's static input and back (as the engine does).
@@ -153,7 +155,7 @@ def run_stylizers(runs: list[Path]) -> dict[str, Stylize]:
             with torch.no_grad():
                 return net(torch.from_numpy(x)).numpy()
 
-        out[Path(run).name] = _array_stylizer(forward)
+        out[Path(run).name] = array_stylizer(forward)
     return out
 
 

@@ -208,13 +208,12 @@ def public_domain_face(size: int = 256) -> np.ndarray | None:
 
 def before_after(tiers: list[ExportedTier], thumb: int = 192) -> np.ndarray | None:
     """The public-domain face, then its stylization by each tier (onnxruntime), side by side."""
-    from engine.backends import OnnxStylizer
-    from training.evaluate import _array_stylizer
+    from training.evaluate import exported_tier_stylizer
 
     face = public_domain_face()
     if face is None:
         return None
-    outputs = [_array_stylizer(OnnxStylizer(t.onnx, threads=1), t.input_size)(face) for t in tiers]
+    outputs = [exported_tier_stylizer(t)(face) for t in tiers]
     return preview_grid([face, *outputs], [], thumb)
 
 
@@ -311,7 +310,7 @@ def export_bundle(
     tiers = [export_tier(Path(r), out, size, photos) for r in runs]
     metrics: dict = {}
     if held:
-        metrics, _ = evaluate_bundle_tiers(tiers, held)
+        metrics = evaluate_bundle_tiers(tiers, held)
         metrics["evaluated_on"] = "onnxruntime, held-out pairs"
     preview = before_after(tiers)
     metrics["export_parity"] = {t.id: t.parity() for t in tiers}

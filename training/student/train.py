@@ -25,9 +25,19 @@ import torch
 
 from engine.errors import DatasetError
 from training.metrics import to_images
-from training.modules import count_params
+from training.modules import count_params, load_strict
 from training.pairs import FolderPairs
-from training.runs import AbortFlag, Progress, RunDir, StageContext, TrainingError, abort_on_signals, seed_everything
+from training.runs import (
+    MODEL_FILE,
+    AbortFlag,
+    Progress,
+    RunDir,
+    StageContext,
+    TrainingError,
+    abort_on_signals,
+    load_model_file,
+    seed_everything,
+)
 from training.student.augment import AugmentConfig, augment_batch
 from training.student.losses import (
     LossWeights,
@@ -189,14 +199,12 @@ class StudentTrainer:
 
     def init_from(self, path: Path) -> None:
         """Start from another run's student weights (fine-tuning); the discriminator starts fresh."""
-        from training.runs import MODEL_FILE, load_model_file
-
         file = path / "checkpoints" / MODEL_FILE if path.is_dir() else path
         record = load_model_file(file)
         if record["init_kwargs"] != self.spec:
             raise TrainingError(f"{file}: a {record.get('tier')} student {record['init_kwargs']}, not {self.spec}")
-        self.g.load_state_dict(record["params"])
-        self.g_ema.load_state_dict(record.get("params_ema") or record["params"])
+        load_strict(self.g, record["params"], str(file))
+        load_strict(self.g_ema, record.get("params_ema") or record["params"], str(file))
         log.info("student initialised from %s (step %s)", file, record.get("step"))
 
     def resume(self) -> bool:
