@@ -21,6 +21,21 @@ def sharpness(image: np.ndarray) -> float:
     return float(np.abs(lap).mean())
 
 
+def block_ratio(image: np.ndarray) -> float:
+    """Neighbour differences inside 2×2 pixel blocks divided by those across block borders (grey image).
+
+    About 1 for natural images; near 0 when an image is made of 2×2 blocks (nearest-neighbour or
+    sub-pixel upsampling; far above 1 if the blocks sit off the even pixel grid). The Laplacian of
+    :func:`sharpness` rewards block borders as if they were edges, so a sharpness gain is only real
+    where this ratio stays near the reference's.
+    """
+    grey = (image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)).astype(np.float32)
+    dx, dy = np.abs(np.diff(grey, axis=1)), np.abs(np.diff(grey, axis=0))
+    inside = dx[:, 0::2].mean() + dy[0::2].mean()
+    across = dx[:, 1::2].mean() + dy[1::2].mean()
+    return float(inside / max(across, 1e-9))
+
+
 def mean_abs_change(frames: Sequence[np.ndarray], mask: np.ndarray) -> float:
     """Mean absolute frame-to-frame difference inside ``mask`` (bool (H, W)), over all channels."""
     diffs = [np.abs(b.astype(np.int16) - a.astype(np.int16))[mask].mean() for a, b in zip(frames[:-1], frames[1:])]

@@ -2,7 +2,8 @@
 
 What is measured (definitions in :mod:`training.metrics`), on pairs of the "heldout" split:
 
-* sharpness of the stylized outputs, beside the teacher's and the photos';
+* sharpness of the stylized outputs, beside the teacher's and the photos', with the 2×2 block ratio that
+  tells real edges from block artefacts;
 * SFace identity between each photo and its stylized output (and the teacher's, for reference);
 * FID-EL0 / KID-EL0 and FID-VGG between the outputs and the teacher's outputs (distillation fidelity;
   FID-EL0 is not comparable with Inception FID, and small sets inflate it: compare at equal sizes).
@@ -52,6 +53,7 @@ def reference_metrics(held: list[Pair]) -> dict:
         "n": len(held),
         "teacher": {
             "sharpness": metrics.mean_sharpness(teacher),
+            "block_ratio": metrics.mean_block_ratio(teacher),
             "identity": float(metrics.identity_similarity(photos, teacher).mean()),
         },
         "photos": {"sharpness": metrics.mean_sharpness(photos)},
@@ -68,6 +70,7 @@ def output_metrics(
         keep["el0"] = el0
     return {
         "sharpness": metrics.mean_sharpness(outputs),
+        "block_ratio": metrics.mean_block_ratio(outputs),
         "identity": float(ident.mean()),
         "identity_min": float(ident.min()),
         "fid_el0_to_teacher": metrics.fid(el0, teacher_feats["el0"]),
@@ -285,13 +288,14 @@ def write_plot(path: Path, result: dict) -> None:
 def markdown_table(result: dict) -> str:
     t = result["teacher"]
     lines = [
-        "| stylizer | sharpness | ÷ teacher | identity | FID-EL0 → teacher | KID-EL0 | FID-VGG | L1 |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| teacher | {t['sharpness']:.2f} | 1.00 | {t['identity']:.3f} | 0 | 0 | 0 | 0 |",
+        "| stylizer | sharpness | ÷ teacher | 2×2 blocks | identity | FID-EL0 → teacher | KID-EL0 | FID-VGG | L1 |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| teacher | {t['sharpness']:.2f} | 1.00 | {t['block_ratio']:.2f} | {t['identity']:.3f} | 0 | 0 | 0 | 0 |",
     ]
     for name, m in result["tiers"].items():
         lines.append(
-            f"| {name} | {m['sharpness']:.2f} | {m['sharpness_vs_teacher']:.2f} | {m['identity']:.3f} |"
+            f"| {name} | {m['sharpness']:.2f} | {m['sharpness_vs_teacher']:.2f} | {m['block_ratio']:.2f} |"
+            f" {m['identity']:.3f} |"
             f" {m['fid_el0_to_teacher']:.2f} | {m['kid_el0_to_teacher']:.4f} | {m['fid_vgg_to_teacher']:.2f} |"
             f" {m['l1_to_teacher']:.2f} |"
         )

@@ -8,7 +8,8 @@
   was trained against EfficientNet-Lite0 features.
 * Precision / recall: the k-NN manifold estimate on the same features (fidelity and variety apart).
 * Identity: SFace cosine similarity between each photo and its stylized version.
-* Sharpness: :func:`engine.metrics.sharpness` (mean |Laplacian| per pixel), averaged over images.
+* Sharpness: :func:`engine.metrics.sharpness` (mean |Laplacian| per pixel), averaged over images, with
+  :func:`engine.metrics.block_ratio` beside it (2×2 block artefacts inflate the Laplacian).
 
 Image conventions: numpy images are (H, W, 3) uint8 **BGR** (as OpenCV reads them); tensors are
 (N, 3, H, W) float **RGB in [-1, 1]** (as the networks see them).
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from engine.align import FFHQ_TEMPLATE
-from engine.metrics import sharpness
+from engine.metrics import block_ratio, sharpness
 from training import pretrained
 from training.runs import TrainingError
 
@@ -209,8 +210,17 @@ def identity_similarity(photos_bgr: Images, stylized_bgr: Images) -> np.ndarray:
 # ----- sharpness ------------------------------------------------------------------------------
 
 
-def mean_sharpness(images_bgr: Images) -> float:
-    """Mean of :func:`engine.metrics.sharpness` over images (mean |Laplacian| per pixel, grey 0..255)."""
+def _mean_over_images(metric, images_bgr: Images) -> float:
     if isinstance(images_bgr, torch.Tensor):
         images_bgr = to_images(images_bgr)
-    return float(np.mean([sharpness(np.asarray(im)) for im in images_bgr]))
+    return float(np.mean([metric(np.asarray(im)) for im in images_bgr]))
+
+
+def mean_sharpness(images_bgr: Images) -> float:
+    """Mean of :func:`engine.metrics.sharpness` over images (mean |Laplacian| per pixel, grey 0..255)."""
+    return _mean_over_images(sharpness, images_bgr)
+
+
+def mean_block_ratio(images_bgr: Images) -> float:
+    """Mean of :func:`engine.metrics.block_ratio`: read beside sharpness, which 2×2 blocks inflate."""
+    return _mean_over_images(block_ratio, images_bgr)

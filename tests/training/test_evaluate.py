@@ -10,12 +10,19 @@ from training import evaluate
 from training.evaluate import PUBLISHED_ABLATION, heldout_pairs
 
 
-def test_a_stylizer_that_reproduces_the_teacher_scores_perfectly_and_a_blurry_one_does_not(ink_pairs):
+def test_a_teacher_copy_scores_perfectly_and_blurred_or_blocky_copies_are_exposed(ink_pairs):
     held = heldout_pairs(ink_pairs)
     lookup = {p.photo.tobytes(): p.stylized for p in held}
     stylizers = {
         "perfect": lambda photo: lookup[photo.tobytes()],
         "blurry": lambda photo: cv2.GaussianBlur(lookup[photo.tobytes()], (0, 0), 3),
+        "blocky": lambda photo: cv2.resize(
+            cv2.resize(lookup[photo.tobytes()], None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA),
+            None,
+            fx=2,
+            fy=2,
+            interpolation=cv2.INTER_NEAREST,
+        ),
     }
     result, outputs = evaluate.evaluate(stylizers, held)
     perfect, blurry = result["tiers"]["perfect"], result["tiers"]["blurry"]
@@ -23,6 +30,11 @@ def test_a_stylizer_that_reproduces_the_teacher_scores_perfectly_and_a_blurry_on
     assert perfect["fid_el0_to_teacher"] < 1e-6 and perfect["sharpness_vs_teacher"] == pytest.approx(1.0)
     assert perfect["identity"] == pytest.approx(result["teacher"]["identity"])
     assert blurry["fid_el0_to_teacher"] > 1 and blurry["sharpness_vs_teacher"] < 0.6
+    # 2×2 blocks keep Laplacian "sharpness" (block borders count as edges); the block ratio exposes them.
+    blocky = result["tiers"]["blocky"]
+    assert perfect["block_ratio"] == pytest.approx(result["teacher"]["block_ratio"])
+    assert 0.8 < result["teacher"]["block_ratio"] < 1.25 and blocky["block_ratio"] < 0.05
+    assert blocky["sharpness_vs_teacher"] > blurry["sharpness_vs_teacher"]
     assert len(outputs["blurry"]) == 2
 
 

@@ -82,6 +82,14 @@ def test_mean_sharpness_uses_the_engine_definition(photo_set):
     )
 
 
+def test_block_ratio_tells_2x2_blocks_from_edges_that_sharpness_cannot(photo_set):
+    blocky = np.stack([cv2.resize(im[::2, ::2], None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST) for im in photo_set])
+    shifted = np.stack([np.roll(im, 1, axis=(0, 1)) for im in blocky])  # blocks off the even grid
+    assert metrics.mean_sharpness(blocky) > metrics.mean_sharpness(photo_set)
+    assert 0.85 < metrics.mean_block_ratio(photo_set) < 1.15
+    assert metrics.mean_block_ratio(blocky) < 0.05 and metrics.mean_block_ratio(shifted) > 10
+
+
 @pytest.mark.parametrize("na,nb,dim", [(10, 12, 64), (200, 150, 32)])  # fewer / more samples than dims
 def test_fid_matches_the_matrix_square_root_formula(na, nb, dim):
     from scipy import linalg
