@@ -35,7 +35,12 @@ def test_tiny_preset_trains_exports_and_the_engine_stylizes_with_both_backends(t
     tier = bundle.manifest.tiers[0]
     assert tier.id == "light" and {f.runtime for f in tier.files} == {"onnx", "mnn"}
     assert tier.input_size == 256 and 0 < tier.gmacs <= 0.3
-    assert set(bundle.manifest.metrics["tiers"]["light"]) >= {"sharpness", "identity", "fid_el0_to_teacher"}
+    assert set(bundle.manifest.metrics["tiers"]["light"]) >= {
+        "sharpness",
+        "block_ratio",
+        "identity",
+        "fid_el0_to_teacher",
+    }
     assert "non-commercial" in bundle.manifest.model_card and (bundle_dir / "preview.png").exists()
     frames = DemoSource(DemoConfig(frames=12)).read, 12
     images = [frames[0]() for _ in range(frames[1])]
