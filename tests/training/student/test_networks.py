@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from training.modules import count_params
-from training.student.networks import TIER_BUDGET_GMACS, TIERS, build_student, count_macs
+from training.student.networks import TIER_BUDGET_GMACS, TIERS, InferenceStudent, build_student, count_macs
 
 
 @pytest.mark.parametrize("tier", list(TIERS))
@@ -34,3 +34,20 @@ def test_build_from_checkpoint_kwargs_matches_the_named_tier():
 
     a, b = build_student("standard"), build_student(**asdict(TIERS["standard"]))
     assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+
+
+@pytest.mark.parametrize("tier", list(TIERS))
+def test_the_inference_arrangement_computes_the_same_function(tier):
+    torch.manual_seed(0)
+    net = build_student(tier)
+    for m in net.modules():  # trained-like BatchNorm statistics, so that folding them matters
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    net.eval()
+    fast = InferenceStudent(net)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(fast(x), net(x), atol=1e-5)
