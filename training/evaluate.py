@@ -37,12 +37,18 @@ log = logging.getLogger(__name__)
 Stylize = Callable[[np.ndarray], np.ndarray]  # (S, S, 3) uint8 BGR crop -> same
 
 
-def heldout_pairs(pairs: Path | str, limit: int | None = None) -> list[Pair]:
-    """The held-out pairs of a pairs folder; DatasetError when it has none."""
+def heldout_pairs(pairs: Path | str, limit: int | None = None, split: str = "heldout") -> list[Pair]:
+    """The pairs of one split ("heldout" unless told) of a pairs folder; DatasetError when it has none.
+
+    With ``limit``, pairs evenly spaced over the split (names are grouped by source, so the first ones
+    would all come from one).
+    """
     source = FolderPairs(pairs)
-    keys = [k for k in source.names() if source.split(k) == "heldout"][:limit]
+    keys = [k for k in source.names() if source.split(k) == split]
+    if limit and len(keys) > limit:
+        keys = [keys[i * len(keys) // limit] for i in range(limit)]
     if not keys:
-        raise DatasetError(f"{pairs}: no held-out pairs to evaluate on (pairs.json marks none 'heldout')")
+        raise DatasetError(f"{pairs}: no '{split}' pairs (pairs.json marks none '{split}')")
     return source.pairs(keys)
 
 

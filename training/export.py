@@ -1,6 +1,8 @@
 """``train export``: student runs -> ONNX + MNN files -> a validated model bundle.
 
-Per tier (from the run's EMA weights):
+Per tier (from the run's EMA weights; with training pairs, followed by the calibrated sharpening layer of
+:mod:`training.student.sharpen`; rearranged for CPU runtimes by
+:class:`training.student.networks.InferenceStudent`, the parity checks below holding it to the student):
 
 1. ONNX opset 17, static (1, 3, S, S), input "input", output "output", RGB in [-1, 1] — the
    :class:`engine.bundle.IOSpec` defaults; ``onnx.checker``; onnxruntime parity with torch ≤ 1e-3.
@@ -41,8 +43,10 @@ from engine.bundle import (
 )
 from training.metrics import to_tensor
 from training.modules import count_params
+from training.pairs import Pair
 from training.runs import MODEL_FILE, TrainingError, git_commit, load_model_file, options_hash
-from training.student.networks import TIERS, StudentNet, build_student, count_macs
+from training.student.networks import TIERS, InferenceStudent, StudentNet, build_student, count_macs
+from training.student.sharpen import calibrate, sharpened
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,7 @@ class ExportedTier:
     mnn_max_abs: float
     mnn_weights: str = "fp16"
     mnn_fp16_max_abs: float = 0.0
+    sharpen: dict | None = None
 
     def parity(self) -> dict:
         return {
@@ -136,14 +141,35 @@ def max_parity_error(runtime: str, path: Path, reference: torch.nn.Module, probe
     return worst
 
 
-def export_tier(run: Path, out_dir: Path, size: int = 256, photos: list[np.ndarray] | None = None) -> ExportedTier:
-    """Export one run's EMA student to ``out_dir/<tier>.onnx`` and ``.mnn``, checking both parities."""
+def export_tier(
+    run: Path,
+    out_dir: Path,
+    size: int = 256,
+    photos: list[np.ndarray] | None = None,
+    calibration: list[Pair] | None = None,
+) -> ExportedTier:
+    """Export one run's EMA student to ``out_dir/<tier>.onnx`` and ``.mnn``, checking both parities.
+
+    With ``calibration`` (training pairs), the graph ends in the edge-gated sharpening layer of
+    :mod:`training.student.sharpen`, its amount calibrated on those pairs.
+    """
     from engine.backends import convert_onnx_to_mnn
 
-    net, record = load_student(run)
+    student, record = load_student(run)
     tier_id = record.get("tier", "student")
+    settings = sharpen = None
+    if calibration:
+        settings, sharpen = calibrate(student, [p.photo for p in calibration], [p.stylized for p in calibration])
+        log.info(
+            "tier %s: sharpening amount %.2f (training pairs: sharpness %.2f -> %.2f of the teacher's)",
+            tier_id,
+            settings.amount,
+            sharpen["sharpness_vs_teacher_before"],
+            sharpen["sharpness_vs_teacher_after"],
+        )
+    net = sharpened(student, settings)  # the reference the exported files are held to
     onnx_path, mnn_path = out_dir / f"{tier_id}.onnx", out_dir / f"{tier_id}.mnn"
-    export_onnx(net, onnx_path, size)
+    export_onnx(sharpened(InferenceStudent(student), settings), onnx_path, size)
     probes = probe_inputs(size, photos)
     onnx_err = max_parity_error("onnx", onnx_path, net, probes)
     if onnx_err > ONNX_TOLERANCE:
@@ -167,12 +193,13 @@ def export_tier(run: Path, out_dir: Path, size: int = 256, photos: list[np.ndarr
         onnx_path,
         mnn_path,
         size,
-        count_macs(net, size) / 1e9,
-        count_params(net),
+        count_macs(student, size) / 1e9,
+        count_params(student),
         onnx_err,
         mnn_err,
         weights,
         fp16_err,
+        sharpen,
     )
 
 
@@ -236,6 +263,12 @@ def model_card(style_id: str, tiers: list[ExportedTier], metrics: dict, data: st
             f"{tier_id}: identity {m['identity']:.3f}, sharpness {m['sharpness']:.2f}"
             f" (teacher {metrics['teacher']['sharpness']:.2f}), FID-EL0 to teacher {m['fid_el0_to_teacher']:.2f}"
         )
+    for t in tiers:
+        if t.sharpen:
+            lines.append(
+                f"{t.id}: ends in an edge-gated sharpening layer (amount {t.sharpen['amount']:.2f}, σ"
+                f" {t.sharpen['sigma']} px) calibrated on {t.sharpen['calibrated_on']} to the teacher's sharpness."
+            )
     return "\n".join(lines)
 
 
@@ -299,21 +332,28 @@ def export_bundle(
     description: str = "",
     data: str = "",
     size: int = 256,
+    sharpen: bool = True,
 ) -> Bundle:
-    """Export runs (one per tier) into a bundle at ``out``, with metrics measured on held-out pairs."""
+    """Export runs (one per tier) into a bundle at ``out``, with metrics measured on held-out pairs.
+
+    With ``pairs`` and ``sharpen``, each tier gets the sharpening layer calibrated on training pairs.
+    """
     from training.evaluate import evaluate_bundle_tiers, heldout_pairs
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     held = heldout_pairs(pairs) if pairs else None
     photos = [p.photo for p in held] if held else None
-    tiers = [export_tier(Path(r), out, size, photos) for r in runs]
+    calibration = heldout_pairs(pairs, split="train") if pairs and sharpen else None
+    tiers = [export_tier(Path(r), out, size, photos, calibration) for r in runs]
     metrics: dict = {}
     if held:
         metrics = evaluate_bundle_tiers(tiers, held)
         metrics["evaluated_on"] = "onnxruntime, held-out pairs"
     preview = before_after(tiers)
     metrics["export_parity"] = {t.id: t.parity() for t in tiers}
+    if calibration:
+        metrics["sharpen"] = {t.id: t.sharpen for t in tiers}
     options = [json.loads((Path(r) / "options.json").read_text()) for r in runs if (Path(r) / "options.json").exists()]
     created = {
         "commit": git_commit(),
@@ -347,12 +387,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", type=Path, help="pairs folder: held-out pairs give metrics and the preview")
     parser.add_argument("--data", default="", help="what the students were trained on, for the model card")
     parser.add_argument("--size", type=int, default=256, help="static input side of the exported graphs")
+    parser.add_argument(
+        "--no-sharpen",
+        dest="sharpen",
+        action="store_false",
+        help="leave out the edge-gated sharpening layer (by default calibrated on the training pairs of --pairs)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     bundle = export_bundle(
-        args.runs, args.out, args.style_id, args.name, args.pairs, args.description, args.data, args.size
+        args.runs, args.out, args.style_id, args.name, args.pairs, args.description, args.data, args.size, args.sharpen
     )
     log.info("validated %s: %s", bundle.root, [t.id for t in bundle.manifest.tiers])
     return 0

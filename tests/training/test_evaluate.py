@@ -67,5 +67,5 @@ def test_a_pairs_folder_without_held_out_pairs_cannot_be_evaluated(tmp_path):
     for sub in ("photos", "stylized"):
         (tmp_path / sub).mkdir()
         cv2.imwrite(str(tmp_path / sub / "a.png"), np.zeros((8, 8, 3), np.uint8))
-    with pytest.raises(DatasetError, match="no held-out pairs"):
+    with pytest.raises(DatasetError, match="no .heldout. pairs"):
         heldout_pairs(tmp_path)

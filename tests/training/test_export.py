@@ -37,9 +37,23 @@ def test_bundle_is_written_with_the_engine_schema_and_validates(tmp_path, ink_pa
     raw = json.loads((tmp_path / "ink" / "manifest.json").read_text())
     assert raw["created"]["runs"] == ["standard", "light"]
     assert set(metrics["export_parity"]) == {"light", "standard"}
+    for tier_id, record in metrics["sharpen"].items():  # calibrated on the 6 training pairs
+        assert record["calibrated_on"] == "6 training pairs" and record["amount"] >= 0
+        assert f"{tier_id}: ends in an edge-gated sharpening layer" in bundle.manifest.model_card
     (tmp_path / "ink" / "light.mnn").write_bytes(b"corrupt")
     with pytest.raises(BundleError, match="sha256 mismatch"):
         load_bundle(tmp_path / "ink")
+
+
+def test_no_sharpen_exports_the_student_alone(tmp_path, ink_pairs):
+    run, ema = make_student_run(tmp_path / "light")
+    bundle = export_bundle([run], tmp_path / "ink", pairs=ink_pairs, size=64, sharpen=False)
+    assert "sharpen" not in bundle.manifest.metrics and "sharpening" not in bundle.manifest.model_card
+    from engine.backends import OnnxStylizer
+
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    out = OnnxStylizer(tmp_path / "ink" / "light.onnx", threads=1)(x.numpy())
+    assert float(abs(torch.from_numpy(out) - ema(x)).max()) < 1e-3
 
 
 def test_bad_runs_and_duplicate_tiers_are_refused(tmp_path):
