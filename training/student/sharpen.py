@@ -1,13 +1,13 @@
 """Edge-gated sharpening appended to an exported student, with its strength calibrated on training pairs.
 
 Why: a student trained with pixel and perceptual losses predicts the conditional mean of the teacher's
-output, so where the position of a colour step is uncertain it draws a ramp; the shipped ink students look
+output, so where the position of a colour step is uncertain it draws a ramp; the trained ink students look
 like the teacher blurred by σ ≈ 0.6 px (docs/ink.md). Unsharp masking restores that edge contrast, and a gate
-on the local detail magnitude keeps it from amplifying the faint texture of flat regions (which plain
-unsharp masking does: FID-VGG to the teacher +47 % on the light tier, against +5 % gated).
+on the local detail magnitude keeps it from amplifying the faint texture of flat regions, which plain
+unsharp masking does and the teacher (flat cel colours) does not draw.
 
-The layer is fixed (no trainable weights), made of ops that export to ONNX and MNN (separable depthwise
-convolution, abs, mean, mul, div) and costs ~5 MMAC at 256² (left out of the tiers' GMAC figures). Its
+The layer is fixed (no trainable weights), made of ops that export to ONNX and MNN (a 5×5 depthwise
+convolution, abs, mean, mul, add, div) and costs ~5 MMAC at 256² (left out of the tiers' GMAC figures). Its
 amount is chosen per tier on the *training* pairs so that the student's mean sharpness matches the
 teacher's there; the held-out pairs then measure what it did (sharpness, 2×2 block ratio, FID-EL0/VGG,
 identity, L1).
