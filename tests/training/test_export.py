@@ -4,6 +4,7 @@ import onnx
 import pytest
 import torch
 
+from engine.backends import OnnxStylizer
 from engine.bundle import load_bundle
 from engine.errors import BundleError
 from tests.training.conftest import make_student_run
@@ -49,8 +50,6 @@ def test_no_sharpen_exports_the_student_alone(tmp_path, ink_pairs):
     run, ema = make_student_run(tmp_path / "light")
     bundle = export_bundle([run], tmp_path / "ink", pairs=ink_pairs, size=64, sharpen=False)
     assert "sharpen" not in bundle.manifest.metrics and "sharpening" not in bundle.manifest.model_card
-    from engine.backends import OnnxStylizer
-
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     out = OnnxStylizer(tmp_path / "ink" / "light.onnx", threads=1)(x.numpy())
     assert float(abs(torch.from_numpy(out) - ema(x)).max()) < 1e-3

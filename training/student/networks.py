@@ -104,7 +104,7 @@ class StudentNet(nn.Module):
         return torch.tanh(self.head(h))
 
     def upsampled_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Everything below full resolution, brought back to S: what the full-resolution stage adds x to."""
+        """Everything below full resolution, brought back to S; the full-resolution stage combines it with x."""
         s1 = self.stem(x)
         h = self.body(self.down(s1))
         h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
