@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 Stylize = Callable[[np.ndarray], np.ndarray]  # (S, S, 3) uint8 BGR crop -> same
 
 
-def heldout_pairs(pairs: Path | str, limit: int | None = None, split: str = "heldout") -> list[Pair]:
+def split_pairs(pairs: Path | str, limit: int | None = None, split: str = "heldout") -> list[Pair]:
     """The pairs of one split ("heldout" unless told) of a pairs folder; DatasetError when it has none.
 
     With ``limit``, pairs evenly spaced over the split (names are grouped by source, so the first ones
@@ -341,7 +341,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--limit", type=int, help="evaluate on at most this many held-out pairs")
     args = parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)  # `main.py eval -- --bundle ...`
     torch.set_num_threads(args.threads)
-    held = heldout_pairs(args.pairs, args.limit)
+    held = split_pairs(args.pairs, args.limit)
     if args.ablation:
         report = ablation(args.ablation, held)
         outputs = report.pop("outputs")

@@ -338,13 +338,13 @@ def export_bundle(
 
     With ``pairs`` and ``sharpen``, each tier gets the sharpening layer calibrated on training pairs.
     """
-    from training.evaluate import evaluate_bundle_tiers, heldout_pairs
+    from training.evaluate import evaluate_bundle_tiers, split_pairs
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    held = heldout_pairs(pairs) if pairs else None
+    held = split_pairs(pairs) if pairs else None
     photos = [p.photo for p in held] if held else None
-    calibration = heldout_pairs(pairs, split="train") if pairs and sharpen else None
+    calibration = split_pairs(pairs, split="train") if pairs and sharpen else None
     tiers = [export_tier(Path(r), out, size, photos, calibration) for r in runs]
     metrics: dict = {}
     if held:

@@ -7,11 +7,11 @@ import pytest
 from engine.errors import DatasetError
 from tests.training.conftest import make_student_run
 from training import evaluate
-from training.evaluate import PUBLISHED_ABLATION, heldout_pairs
+from training.evaluate import PUBLISHED_ABLATION, split_pairs
 
 
 def test_a_teacher_copy_scores_perfectly_and_blurred_or_blocky_copies_are_exposed(ink_pairs):
-    held = heldout_pairs(ink_pairs)
+    held = split_pairs(ink_pairs)
     lookup = {p.photo.tobytes(): p.stylized for p in held}
     stylizers = {
         "perfect": lambda photo: lookup[photo.tobytes()],
@@ -53,14 +53,14 @@ def test_eval_cli_writes_json_markdown_html_grid_and_plot(tmp_path, ink_pairs):
 
 def test_ablation_report_has_the_four_published_rows(tmp_path, ink_pairs):
     runs = [make_student_run(tmp_path / f"r{i}", "light", seed=i)[0] for i in range(4)]
-    report = evaluate.ablation(runs, heldout_pairs(ink_pairs))
+    report = evaluate.ablation(runs, split_pairs(ink_pairs))
     assert [r["row"] for r in report["rows"]] == [row[1] for row in PUBLISHED_ABLATION]
     for r in report["rows"]:
         assert r["fid_el0_bootstrap_std"] >= 0 and np.isfinite(r["fid_el0_degraded_inputs"])
     assert report["rows"][0]["published_fid"] == 32.53
     assert "+ edge-promoting" in evaluate.ablation_markdown(report)
     with pytest.raises(DatasetError, match="needs 4 runs"):
-        evaluate.ablation(runs[:3], heldout_pairs(ink_pairs))
+        evaluate.ablation(runs[:3], split_pairs(ink_pairs))
 
 
 def test_a_pairs_folder_without_held_out_pairs_cannot_be_evaluated(tmp_path):
@@ -68,4 +68,11 @@ def test_a_pairs_folder_without_held_out_pairs_cannot_be_evaluated(tmp_path):
         (tmp_path / sub).mkdir()
         cv2.imwrite(str(tmp_path / sub / "a.png"), np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(DatasetError, match="no .heldout. pairs"):
-        heldout_pairs(tmp_path)
+        split_pairs(tmp_path)
+
+
+def test_a_limit_spreads_the_pairs_over_the_split(ink_pairs):
+    train = split_pairs(ink_pairs, split="train")
+    spread = split_pairs(ink_pairs, 3, split="train")
+    assert len(train) == 6 and [p.key for p in spread] == [train[i].key for i in (0, 2, 4)]
+    assert all(p.split == "train" for p in spread)

@@ -48,7 +48,6 @@ class EdgeSharpen(nn.Module):
 
     def __init__(self, settings: SharpenSettings):
         super().__init__()
-        self.settings = settings
         self.radius = math.ceil(2.5 * settings.sigma)  # the taps further out weigh < 0.1 %
         taps = torch.arange(-self.radius, self.radius + 1, dtype=torch.float32)
         g = torch.exp(-(taps**2) / (2 * settings.sigma**2))
