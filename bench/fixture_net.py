@@ -18,6 +18,7 @@ from engine.backends import convert_onnx_to_mnn
 from engine.bundle import (
     SCHEMA_VERSION,
     BlendDefaults,
+    IOSpec,
     Manifest,
     Tier,
     TierFile,
@@ -53,7 +54,8 @@ ONE_GMAC = FixtureSpec()
 LIGHT = FixtureSpec(enc1=16, enc2=32, body=3)
 
 
-def build_onnx(path: Path, spec: FixtureSpec = ONE_GMAC, seed: int = 0) -> Path:
+def build_onnx(path: Path, spec: FixtureSpec = ONE_GMAC, seed: int = 0, alpha: float | None = None) -> Path:
+    """The fixture graph; with ``alpha``, a 4th output channel holding that constant blend alpha (in [-1, 1])."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -82,13 +84,23 @@ def build_onnx(path: Path, spec: FixtureSpec = ONE_GMAC, seed: int = 0) -> Path:
     inits.append(numpy_helper.from_array(np.array(spec.residual_gain, np.float32), "gain"))
     nodes.append(helper.make_node("Mul", [x, "gain"], ["scaled"]))
     nodes.append(helper.make_node("Add", ["input", "scaled"], ["sum"]))
-    nodes.append(helper.make_node("Tanh", ["sum"], ["output"]))
+    nodes.append(helper.make_node("Tanh", ["sum"], ["colour" if alpha is not None else "output"]))
+    if alpha is not None:
+        for name, value in (("c.starts", 0), ("c.ends", 1), ("c.axes", 1)):
+            inits.append(numpy_helper.from_array(np.array([value], np.int64), name))
+        inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("zero", 0.0), ("alpha", alpha))]
+        nodes += [
+            helper.make_node("Slice", ["input", "c.starts", "c.ends", "c.axes"], ["plane"]),
+            helper.make_node("Mul", ["plane", "zero"], ["blank"]),
+            helper.make_node("Add", ["blank", "alpha"], ["alpha_plane"]),
+            helper.make_node("Concat", ["colour", "alpha_plane"], ["output"], axis=1),
+        ]
     shape = [1, 3, spec.size, spec.size]
     graph = helper.make_graph(
         nodes,
         "fixture",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3 if alpha is None else 4, *shape[2:]])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -106,15 +118,17 @@ def write_bundle(
     tiers: dict[str, FixtureSpec] | None = None,
     runtimes: tuple[str, ...] = ("onnx", "mnn"),
     temporal: float = 0.7,
+    alpha: float | None = None,
 ) -> Path:
-    """A complete, valid bundle folder of fixture tiers (default: light + a ~1 GMAC standard)."""
+    """A complete, valid bundle folder of fixture tiers (default: light + a ~1 GMAC standard); with ``alpha``,
+    its tiers predict that constant blend alpha."""
     tiers = tiers or {"light": LIGHT, "standard": ONE_GMAC}
     folder = Path(root) / style_id
     folder.mkdir(parents=True, exist_ok=True)
     tier_values = []
     for seed, (tier_id, spec) in enumerate(tiers.items()):
         files = []
-        onnx_path = build_onnx(folder / f"{tier_id}.onnx", spec, seed=seed)
+        onnx_path = build_onnx(folder / f"{tier_id}.onnx", spec, seed=seed, alpha=alpha)
         if "onnx" in runtimes:
             files.append(TierFile("onnx", onnx_path.name, sha256_file(onnx_path)))
         if "mnn" in runtimes:
@@ -132,6 +146,7 @@ def write_bundle(
         description="Random-weight network with a student's cost; for tests and benchmarks only.",
         license="test fixture",
         tiers=tuple(tier_values),
+        io=IOSpec(alpha=alpha is not None),
         blend=BlendDefaults(temporal=temporal),
         model_card="Not a style: random weights.",
     )

@@ -68,6 +68,7 @@ class OnnxStylizer:
             )
         shape = next(i.shape for i in inputs if i.name == io_spec.input_name)
         self.input_size = _check_shape(path, shape)
+        _check_output(path, next(o.shape for o in outputs if o.name == io_spec.output_name), io_spec)
         self._in, self._out = io_spec.input_name, io_spec.output_name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -93,8 +94,14 @@ class MnnStylizer:
         self._output = self._interp.getSessionOutput(self._session)
         self.input_size = _check_shape(path, list(self._input.getShape()))
         self._shape = (1, 3, self.input_size, self.input_size)
+        out_shape = tuple(self._output.getShape())
+        _check_output(path, list(out_shape), io_spec)
+        self._out_shape = (1, io_spec.output_channels, self.input_size, self.input_size)
         self._host_out = mnn.Tensor(
-            self._shape, mnn.Halide_Type_Float, np.zeros(self._shape, np.float32), mnn.Tensor_DimensionType_Caffe
+            self._out_shape,
+            mnn.Halide_Type_Float,
+            np.zeros(self._out_shape, np.float32),
+            mnn.Tensor_DimensionType_Caffe,
         )
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -106,7 +113,7 @@ class MnnStylizer:
         self._interp.runSession(self._session)  # releases the GIL
         self._output.copyToHostTensor(self._host_out)
         # copy out at once: the host tensor's memory is reused by the next call
-        return np.array(self._host_out.getNumpyData(), dtype=np.float32, copy=True).reshape(self._shape)
+        return np.array(self._host_out.getNumpyData(), dtype=np.float32, copy=True).reshape(self._out_shape)
 
     def close(self) -> None:
         self._interp = self._session = self._input = self._output = None
@@ -145,6 +152,15 @@ def _check_shape(path: Path, shape: list) -> int:
     return int(shape[2])
 
 
+def _check_output(path: Path, shape: list, io_spec: IOSpec) -> None:
+    """The output must have the manifest's channel count (3, or 4 with a learned alpha)."""
+    if len(shape) != 4 or shape[1] != io_spec.output_channels:
+        what = "colour + alpha" if io_spec.alpha else "colour"
+        raise BundleError(
+            f"{path}: output shape {shape}, the manifest expects {io_spec.output_channels} channels ({what})"
+        )
+
+
 def open_stylizer(path: Path, runtime: str, threads: int = 2, io_spec: IOSpec = IOSpec()) -> Stylizer:
     if runtime == "onnx":
         return OnnxStylizer(path, threads, io_spec)
@@ -177,7 +193,8 @@ class TierModel:
     ms: float
 
     def stylize(self, crop: np.ndarray) -> np.ndarray:
-        """(S, S, 3) uint8 BGR aligned crop -> (S, S, 3) uint8 BGR stylized crop."""
+        """(S, S, 3) uint8 BGR aligned crop -> (S, S, 3) uint8 BGR stylized crop, or (S, S, 4) BGRA when
+        the bundle's students predict a blend alpha (255: show the style)."""
         spec = self.bundle.manifest.io
         lo, hi = spec.value_range
         size = self.stylizer.input_size
@@ -187,7 +204,9 @@ class TierModel:
         x = x.astype(np.float32).transpose(2, 0, 1)[None] * ((hi - lo) / 255.0) + lo
         y = self.stylizer(np.ascontiguousarray(x))[0].transpose(1, 2, 0)
         y = np.clip((y - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(y[:, :, ::-1] if spec.color == "RGB" else y)
+        if spec.color == "RGB":
+            y = y[:, :, [2, 1, 0, 3][: y.shape[2]]]
+        return np.ascontiguousarray(y)
 
     def close(self) -> None:
         self.stylizer.close()

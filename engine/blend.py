@@ -21,21 +21,37 @@ from engine.align import Similarity, compose_affine
 def feather_mask(crop_size: int, feather: float) -> np.ndarray:
     """(S, S) float32 soft ellipse in [0, 1] covering the face and hair of an FFHQ-aligned crop (read-only).
 
-    feather: blur sigma as a fraction of the crop size. The blurred ellipse is multiplied by a window
-    that eases to zero over the outer 8 % of the crop, so no crop edge can ever show as a seam.
+    The mask for bundles whose students predict no alpha. feather: blur sigma as a fraction of the crop
+    size. The blurred ellipse is multiplied by :func:`crop_edge_window`.
     """
     size = crop_size
     mask = np.zeros((size, size), np.float32)
     centre = (round(size * 0.5), round(size * 0.52))
     axes = (round(size * 0.40), round(size * 0.46))
     cv2.ellipse(mask, centre, axes, 0, 0, 360, 1.0, -1)
-    mask = cv2.GaussianBlur(mask, (0, 0), max(feather * size, 0.5))
-    t = (np.arange(size, dtype=np.float32) + 0.5) / size
-    edge = np.clip(np.minimum(t, 1.0 - t) / 0.08, 0.0, 1.0)
-    window = edge * edge * (3.0 - 2.0 * edge)  # smoothstep
-    mask *= window[:, None] * window[None, :]
+    mask = cv2.GaussianBlur(mask, (0, 0), max(feather * size, 0.5)) * crop_edge_window(size)
     mask.flags.writeable = False
     return mask
+
+
+@lru_cache(maxsize=16)
+def crop_edge_window(crop_size: int) -> np.ndarray:
+    """(S, S) float32 window, 1 inside and easing to 0 over the crop's outer 8 % (read-only).
+
+    Every blend mask (the fixed feather and a network's predicted alpha) is multiplied by it, so no crop
+    edge can ever show as a seam.
+    """
+    t = (np.arange(crop_size, dtype=np.float32) + 0.5) / crop_size
+    edge = np.clip(np.minimum(t, 1.0 - t) / 0.08, 0.0, 1.0)
+    ramp = edge * edge * (3.0 - 2.0 * edge)  # smoothstep
+    window = ramp[:, None] * ramp[None, :]
+    window.flags.writeable = False
+    return window
+
+
+def learned_mask(alpha: np.ndarray) -> np.ndarray:
+    """(S, S) uint8 alpha predicted by a student -> (S, S) float32 blend mask in [0, 1], crop edges eased."""
+    return cv2.multiply(alpha, crop_edge_window(alpha.shape[0]), scale=1 / 255, dtype=cv2.CV_32F)
 
 
 def face_roi(sim: Similarity, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:

@@ -51,13 +51,22 @@ class Tier:
 
 @dataclass(frozen=True)
 class IOSpec:
-    """Tensor contract of every tier: NCHW float32, ``color`` order, values in ``value_range``."""
+    """Tensor contract of every tier: NCHW float32, ``color`` order, values in ``value_range``.
+
+    ``alpha``: the output has a 4th channel, the learned blend mask, in the same value range (low keeps
+    the photo, high shows the style). Manifests without the field (older bundles) have none.
+    """
 
     layout: str = "NCHW"
     color: str = "RGB"
     value_range: tuple[float, float] = (-1.0, 1.0)
     input_name: str = "input"
     output_name: str = "output"
+    alpha: bool = False
+
+    @property
+    def output_channels(self) -> int:
+        return 4 if self.alpha else 3
 
 
 @dataclass(frozen=True)
@@ -124,14 +133,19 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-class _Reader:
-    """Typed field access that names the manifest and the field in every error."""
+class FieldReader:
+    """Typed field access that names the JSON file and the field in every error.
 
-    def __init__(self, where: str) -> None:
+    Bundle manifests raise :class:`BundleError`; other schema readers (training's ``teacher.json``) pass
+    their own error type.
+    """
+
+    def __init__(self, where: str, error: type[Exception] = BundleError) -> None:
         self.where = where
+        self.error = error
 
-    def fail(self, msg: str) -> BundleError:
-        return BundleError(f"{self.where}: {msg}")
+    def fail(self, msg: str) -> Exception:
+        return self.error(f"{self.where}: {msg}")
 
     def get(self, obj: dict, key: str, kind: type | tuple[type, ...], ctx: str = "", default: Any = ...) -> Any:
         name = f"{ctx}{key}"
@@ -148,7 +162,7 @@ class _Reader:
         return value
 
 
-def _parse_tier(r: _Reader, raw: Any, index: int) -> Tier:
+def _parse_tier(r: FieldReader, raw: Any, index: int) -> Tier:
     ctx = f"tiers[{index}]."
     if not isinstance(raw, dict):
         raise r.fail(f"tiers[{index}] must be an object")
@@ -182,7 +196,7 @@ def _parse_tier(r: _Reader, raw: Any, index: int) -> Tier:
 
 def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
     """Validate a decoded manifest and build a :class:`Manifest`; raises BundleError naming the field."""
-    r = _Reader(where)
+    r = FieldReader(where)
     if not isinstance(data, dict):
         raise r.fail("manifest must be a JSON object")
     schema = r.get(data, "schema", int)
@@ -204,6 +218,7 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
         value_range=(float(vrange[0]), float(vrange[1])),
         input_name=r.get(io_raw, "input", str, "io.", default="input"),
         output_name=r.get(io_raw, "output", str, "io.", default="output"),
+        alpha=r.get(io_raw, "alpha", bool, "io.", default=False),
     )
     if io.layout != "NCHW" or io.color not in ("RGB", "BGR"):
         raise r.fail(f"unsupported io: layout {io.layout}, color {io.color} (NCHW with RGB or BGR)")
@@ -255,6 +270,7 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
             "range": list(manifest.io.value_range),
             "input": manifest.io.input_name,
             "output": manifest.io.output_name,
+            "alpha": manifest.io.alpha,
         },
         "blend": asdict(manifest.blend),
         "tiers": [

@@ -1,5 +1,8 @@
 """The synchronous per-frame pipeline: track → align → stylize → smooth → blend back.
 
+A face is blended through its student's predicted alpha when the bundle has one (smoothed over time like
+the colour), otherwise through the fixed feathered mask.
+
 ``Pipeline.process(frame)`` is one deterministic step that the runtime threads and the tests drive.
 Errors travel as data in :class:`FrameResult`: a bad frame, a failing face or a failed style load
 is reported and the stream goes on. Styles hot-swap at frame boundaries: a new bundle loads and
@@ -25,7 +28,7 @@ from engine.align import (
     warp_crop,
 )
 from engine.backends import TierModel, load_tier, time_stylizer
-from engine.blend import ColorMatcher, feather_mask, paste_back
+from engine.blend import ColorMatcher, feather_mask, learned_mask, paste_back
 from engine.bundle import Bundle
 from engine.errors import StylecastError
 from engine.frames import Frame, to_bgr_uint8
@@ -280,14 +283,19 @@ class Pipeline:
             timings["infer"] += (time.perf_counter() - t0) * 1000
 
             t0 = time.perf_counter()
+            face_mask = mask
             if ok and model is not None:
-                stylized = state.color(crop, stylized, mask, color_strength)
-                stylized = state.temporal(crop, stylized)
+                colour = state.color(crop, stylized[:, :, :3], mask, color_strength)
+                if stylized.shape[2] == 4:  # a learned blend alpha, smoothed over time with the colour
+                    rgba = state.temporal(crop, np.dstack([colour, stylized[:, :, 3]]))
+                    stylized, face_mask = np.ascontiguousarray(rgba[:, :, :3]), learned_mask(rgba[:, :, 3].copy())
+                else:
+                    stylized = state.temporal(crop, colour)
             timings["smooth"] += (time.perf_counter() - t0) * 1000
 
             t0 = time.perf_counter()
             if ok:
-                paste_back(out, stylized, smoothed, mask, intensity * face.opacity)
+                paste_back(out, stylized, smoothed, face_mask, intensity * face.opacity)
             timings["blend"] += (time.perf_counter() - t0) * 1000
             observations.append(
                 FaceObservation(

@@ -1,7 +1,11 @@
 """``train all``: the whole recipe from a data folder to an installed, hot-swappable style bundle.
 
-Three starting points:
+Four starting points:
 
+* ``teacher`` — a pretrained teacher folder (``teacher.json``) and real face photos or videos: the teacher
+  makes the pairs (with alpha targets from the mask models beside it and the keep-skin-tone treatment),
+  and the three tiers train side by side in one process, optionally fine-tuned from a parent style's
+  students (``--init-from``). This is the route a laptop can afford.
 * ``ink``    — real face photos; the procedural ink teacher makes the pairs.
 * ``pairs``  — a (photo, stylized) pairs folder made elsewhere.
 * ``styles`` — a folder of style images: StyleGAN2-ADA fine-tuning → a generated style set →
@@ -27,8 +31,12 @@ from training.runs import TrainingError
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("ink", "pairs", "styles")
+SOURCES = ("teacher", "ink", "pairs", "styles")
 TIERS_BY_PRESET = {"tiny": ["light"], "cpu": ["light", "standard"], "gpu": ["light", "standard", "high"]}
+TEACHER_TIERS = {"tiny": ["light"], "cpu": ["light", "standard", "high"], "gpu": ["light", "standard", "high"]}
+# Teacher route, cpu preset: steps from scratch and when fine-tuning a parent style's students.
+TEACHER_STEPS = {"scratch": "600", "finetune": "300"}
+TEACHER_INPUT = 512  # faces are aligned at this side for the teachers (their preferred input); pairs are 256²
 STYLE_SET_SIZE = {"tiny": 16, "cpu": 500, "gpu": 5000}
 UGATIT_STEPS = {"tiny": 4, "cpu": 1200, "gpu": 100_000}
 STYLEGAN_BUDGET = {"tiny": ["--steps", "4"], "cpu": ["--wall-minutes", "60"], "gpu": ["--kimg", "2000"]}
@@ -37,8 +45,13 @@ DONE = ".done"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", choices=SOURCES, required=True, help="what --data holds")
-    parser.add_argument("--data", type=Path, required=True, help="style images, a pairs folder, or face photos")
+    parser.add_argument(
+        "--data", type=Path, nargs="+", required=True, help="face photos/videos, style images, or a pairs folder"
+    )
     parser.add_argument("--faces", type=Path, nargs="*", default=[], help="real face photos/videos (styles, ink)")
+    parser.add_argument("--teacher", type=Path, help="teacher folder (teacher.json) for --source teacher")
+    parser.add_argument("--masks", type=Path, help="mask-model folder (default: 'masks' beside the teacher, if any)")
+    parser.add_argument("--init-from", type=Path, help="teacher route: a parent style's student runs to fine-tune")
     parser.add_argument("--preset", default="cpu", choices=sorted(TIERS_BY_PRESET))
     parser.add_argument("--style-id", required=True, help="id of the bundle to build")
     parser.add_argument("--run", type=Path, help="run root (default: runs/<style-id>)")
@@ -83,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
     device = ["--device", args.device]
     recipe = Recipe(root, args.progress, args.threads)
 
+    if args.source == "teacher":
+        return _teacher_route(args, recipe, root)
+    if len(args.data) != 1:
+        raise TrainingError(f"--source {args.source} takes one --data folder")
+    args.data = args.data[0]
     pairs = args.data
     if args.source in ("ink", "styles"):
         face_inputs = args.faces or ([args.data] if args.source == "ink" else [])
@@ -133,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
             )
             pairs = recipe.step(
                 "pairs",
-                ["ugatit-pairs", "--checkpoint", str(translator), "--photos", str(faces), "--out", "{dir}", *device],
+                ["pairs", "--teacher", f"ugatit:{translator}", "--photos", str(faces), "--out", "{dir}", *device],
             )
 
     student_runs = [
@@ -144,23 +162,52 @@ def run(args: argparse.Namespace) -> int:
         )
         for tier in TIERS_BY_PRESET[preset]
     ]
-    bundle_dir = root / "bundle" / args.style_id
-    recipe.stage(
-        [
-            "export",
-            "--runs",
-            *map(str, student_runs),
-            "--out",
-            str(bundle_dir),
-            "--style-id",
-            args.style_id,
-            "--pairs",
-            str(pairs),
-            "--data",
-            f"{args.source}: {args.data}",
-        ],
-        threaded=False,
+    return _export_and_install(args, recipe, root, student_runs, pairs, f"{args.source}: {args.data}")
+
+
+def _teacher_route(args: argparse.Namespace, recipe: Recipe, root: Path) -> int:
+    """prepare (at the teacher's input side) -> teacher pairs -> three tiers side by side -> export."""
+    from training.modules import cpu_has_native_bf16
+    from training.teachers.network import load_teacher_spec
+
+    if args.teacher is None:
+        raise TrainingError("--source teacher needs --teacher: a folder with a teacher.json")
+    spec = load_teacher_spec(args.teacher)  # fail before any work on a bad teacher
+    masks = args.masks or (spec.path.parent.parent / "masks")
+    device = ["--device", args.device]
+    faces = recipe.step(
+        "faces", ["prepare", *map(str, args.data), "--out", "{dir}", "--size", str(TEACHER_INPUT)], threaded=False
     )
+    pairs_argv = ["pairs", "--teacher", str(args.teacher), "--photos", str(faces), "--out", "{dir}", "--size", "256"]
+    if masks.is_dir():
+        pairs_argv += ["--masks", str(masks)]
+    pairs = recipe.step("pairs", [*pairs_argv, *device])
+    tiers = TEACHER_TIERS[args.preset]
+    student_argv = ["student", "--pairs", str(pairs), "--run", "{dir}", "--tier", *tiers, "--preset", args.preset]
+    if args.preset == "cpu":
+        steps = TEACHER_STEPS["finetune" if args.init_from else "scratch"]
+        student_argv += ["--steps", steps, "--gan-start", str(int(steps) // 4)]
+    if args.init_from:
+        student_argv += ["--init-from", str(args.init_from)]
+    if args.device == "cpu" and cpu_has_native_bf16():
+        student_argv.append("--bf16")
+    students = recipe.step("students", [*student_argv, *device], resumable=True)
+    runs = [students] if len(tiers) == 1 else [students / t for t in tiers]
+    data = f"teacher {spec.id} on faces of {', '.join(map(str, args.data))}"
+    return _export_and_install(args, recipe, root, runs, pairs, data)
+
+
+def _export_and_install(
+    args: argparse.Namespace,
+    recipe: Recipe,
+    root: Path,
+    student_runs: list[Path],
+    pairs: Path,
+    data: str,
+) -> int:
+    bundle_dir = root / "bundle" / args.style_id
+    argv = ["export", "--runs", *map(str, student_runs), "--out", str(bundle_dir), "--style-id", args.style_id]
+    recipe.stage([*argv, "--pairs", str(pairs), "--data", data], threaded=False)
     installed = install(bundle_dir, args.install_to) if args.install_to else bundle_dir
     if args.progress == "json":
         sys.stdout.write(json.dumps({"event": "installed", "style_id": args.style_id, "path": str(installed)}) + "\n")

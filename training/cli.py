@@ -12,7 +12,7 @@ import logging
 
 STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("training.prepare", "align real faces from photo folders or videos into 256² crops"),
-    "pairs": ("training.pairs", "stylize aligned photos with a teacher into a (photo, stylized) pairs folder"),
+    "pairs": ("training.pairs", "stylize aligned photos with a teacher (ink, ugatit:RUN, a teacher folder) into pairs"),
     "student": ("training.student.train", "distil a pairs folder into a real-time student of one compute tier"),
     "export": ("training.export", "export student runs to ONNX + MNN and write a validated model bundle"),
     "stylegan": ("training.stylegan.train", "train or fine-tune a StyleGAN2-ADA generator on a style folder"),
@@ -21,7 +21,6 @@ STAGES: dict[str, tuple[str, str]] = {
     "generate": ("training.stylegan.generate", "generate an image set + manifest from a StyleGAN generator"),
     "curate": ("training.stylegan.curate", "curation round: candidates, accept/reject, grow the style set"),
     "ugatit": ("training.ugatit.train", "train U-GAT-IT between aligned real faces and a style image set"),
-    "ugatit-pairs": ("training.ugatit.translate", "translate aligned photos with a U-GAT-IT run into a pairs folder"),
     "all": ("training.all", "the whole recipe: data folder -> pairs -> students -> installed bundle (resumable)"),
 }
 

@@ -118,8 +118,9 @@ def evaluate(
 def exported_tier_stylizer(tier) -> Stylize:
     """A freshly exported tier (:class:`training.export.ExportedTier`) as a crop stylizer on onnxruntime."""
     from engine.backends import OnnxStylizer
+    from engine.bundle import IOSpec
 
-    session = OnnxStylizer(tier.onnx, threads=1)
+    session = OnnxStylizer(tier.onnx, threads=1, io_spec=IOSpec(alpha=tier.alpha))
     return array_stylizer(session, session.input_size)
 
 
@@ -129,7 +130,8 @@ def evaluate_bundle_tiers(tiers: list, held: list[Pair]) -> dict:
 
 
 def array_stylizer(net: Callable[[np.ndarray], np.ndarray], size: int | None = None) -> Stylize:
-    """Wrap a (1, 3, S, S) RGB [-1, 1] float function as a BGR uint8 crop stylizer.
+    """Wrap a (1, 3, S, S) RGB [-1, 1] float function as a BGR uint8 crop stylizer (colour only: a 4th,
+    alpha channel is left out).
 
     With ``size``, crops are resized to the network's static input and back (as the engine does).
     """
@@ -139,7 +141,7 @@ def array_stylizer(net: Callable[[np.ndarray], np.ndarray], size: int | None = N
         if size and size != side:
             crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
         x = metrics.to_tensor(crop[None]).numpy()
-        out = metrics.to_images(torch.from_numpy(np.asarray(net(np.ascontiguousarray(x)))))[0]
+        out = metrics.to_images(torch.from_numpy(np.asarray(net(np.ascontiguousarray(x)))[:, :3]))[0]
         return cv2.resize(out, (side, side), interpolation=cv2.INTER_LINEAR) if out.shape[0] != side else out
 
     return stylize
@@ -150,7 +152,8 @@ def bundle_stylizers(bundle_dir: Path, backend: str, threads: int) -> dict[str, 
     from engine.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
-    return {t.id: load_tier(bundle, t, backend, threads).stylize for t in bundle.manifest.tiers}
+    models = {t.id: load_tier(bundle, t, backend, threads) for t in bundle.manifest.tiers}
+    return {tier_id: (lambda crop, m=m: m.stylize(crop)[:, :, :3]) for tier_id, m in models.items()}
 
 
 def run_stylizers(runs: list[Path]) -> dict[str, Stylize]:

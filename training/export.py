@@ -34,6 +34,7 @@ import torch
 from engine.bundle import (
     SCHEMA_VERSION,
     Bundle,
+    IOSpec,
     Manifest,
     Tier,
     TierFile,
@@ -74,6 +75,7 @@ class ExportedTier:
     mnn_weights: str = "fp16"
     mnn_fp16_max_abs: float = 0.0
     sharpen: dict | None = None
+    alpha: bool = False  # the graph's output has a 4th channel, the learned blend mask
 
     def parity(self) -> dict:
         return {
@@ -124,11 +126,13 @@ def probe_inputs(size: int, photos: list[np.ndarray] | None = None) -> torch.Ten
     return torch.cat(probes)
 
 
-def max_parity_error(runtime: str, path: Path, reference: torch.nn.Module, probes: torch.Tensor) -> float:
+def max_parity_error(
+    runtime: str, path: Path, reference: torch.nn.Module, probes: torch.Tensor, io_spec: IOSpec = IOSpec()
+) -> float:
     """Largest |runtime output - torch output| over the probes, through the engine's own loaders."""
     from engine.backends import open_stylizer
 
-    stylizer = open_stylizer(path, runtime, threads=1)
+    stylizer = open_stylizer(path, runtime, threads=1, io_spec=io_spec)
     try:
         worst = 0.0
         with torch.no_grad():
@@ -157,6 +161,7 @@ def export_tier(
 
     student, record = load_student(run)
     tier_id = record.get("tier", "student")
+    io_spec = IOSpec(alpha=bool(record["init_kwargs"].get("alpha", False)))
     settings = sharpen = None
     if calibration:
         settings, sharpen = calibrate(student, [p.photo for p in calibration], [p.stylized for p in calibration])
@@ -171,18 +176,18 @@ def export_tier(
     onnx_path, mnn_path = out_dir / f"{tier_id}.onnx", out_dir / f"{tier_id}.mnn"
     export_onnx(sharpened(InferenceStudent(student), settings), onnx_path, size)
     probes = probe_inputs(size, photos)
-    onnx_err = max_parity_error("onnx", onnx_path, net, probes)
+    onnx_err = max_parity_error("onnx", onnx_path, net, probes, io_spec)
     if onnx_err > ONNX_TOLERANCE:
         raise TrainingError(f"{onnx_path}: onnxruntime differs from torch by {onnx_err:.2e} > {ONNX_TOLERANCE}")
     convert_onnx_to_mnn(onnx_path, mnn_path, fp16=True)
-    fp16_err = mnn_err = max_parity_error("mnn", mnn_path, net, probes)
+    fp16_err = mnn_err = max_parity_error("mnn", mnn_path, net, probes, io_spec)
     weights = "fp16"
     if fp16_err > MNN_TOLERANCE:
         log.warning(
             "tier %s: MNN fp16 weights differ by %.1e > %.0e; using fp32 weights", tier_id, fp16_err, MNN_TOLERANCE
         )
         convert_onnx_to_mnn(onnx_path, mnn_path, fp16=False)
-        mnn_err, weights = max_parity_error("mnn", mnn_path, net, probes), "fp32"
+        mnn_err, weights = max_parity_error("mnn", mnn_path, net, probes, io_spec), "fp32"
     if mnn_err > MNN_TOLERANCE:
         raise TrainingError(
             f"{mnn_path}: MNN ({weights} weights) differs from torch by {mnn_err:.2e} > {MNN_TOLERANCE}"
@@ -200,6 +205,7 @@ def export_tier(
         weights,
         fp16_err,
         sharpen,
+        io_spec.alpha,
     )
 
 
@@ -244,10 +250,27 @@ def before_after(tiers: list[ExportedTier], thumb: int = 192) -> np.ndarray | No
     return preview_grid([face, *outputs], [], thumb)
 
 
-def model_card(style_id: str, tiers: list[ExportedTier], metrics: dict, data: str, teacher: str) -> str:
+def teacher_lines(record: dict) -> list[str]:
+    """What a model card says of a pretrained teacher: where it came from and what its licence allows."""
+    source = record.get("source", {})
+    origin = f"{source.get('repo')}/{source.get('path')} at {source.get('commit')}" if source else "unknown"
+    return [
+        f"Teacher: {record.get('name', record['id'])} ('{record['id']}', {record.get('file')}, sha256"
+        f" {str(record.get('sha256'))[:16]}…), from {origin}.",
+        f"Teacher licence: {record.get('license', 'unknown')}"
+        f" commercial_use: {str(record.get('commercial_use')).lower()}. This model is distilled from it and inherits"
+        " those limits.",
+        "",
+    ]
+
+
+def model_card(
+    style_id: str, tiers: list[ExportedTier], metrics: dict, data: str, teacher: str, teacher_record: dict | None = None
+) -> str:
     lines = [
         f"Style '{style_id}': real-time students distilled from the {teacher} teacher.",
         "",
+        *(teacher_lines(teacher_record) if teacher_record else []),
         f"Data: {data}. These photos and videos come from public research repositories; most are licensed for"
         " research and non-commercial use only (see the data's provenance.csv). The people shown keep their"
         " rights. This model is for research and non-commercial use only and must not be shipped commercially.",
@@ -262,6 +285,11 @@ def model_card(style_id: str, tiers: list[ExportedTier], metrics: dict, data: st
         lines.append(
             f"{tier_id}: identity {m['identity']:.3f}, sharpness {m['sharpness']:.2f}"
             f" (teacher {metrics['teacher']['sharpness']:.2f}), FID-EL0 to teacher {m['fid_el0_to_teacher']:.2f}"
+        )
+    if tiers and tiers[0].alpha:
+        lines.append(
+            "Each tier also predicts a blend alpha (where its output replaces the photo), trained against skin and"
+            " hair masks and the face outline; the engine blends with it, smoothed over time."
         )
     for t in tiers:
         if t.sharpen:
@@ -290,6 +318,8 @@ def write_bundle(
     tiers = sorted(tiers, key=lambda t: order.index(t.id) if t.id in order else len(order))
     if len({t.id for t in tiers}) != len(tiers):
         raise TrainingError(f"two runs export the same tier: {[t.id for t in tiers]}")
+    if len({t.alpha for t in tiers}) != 1:
+        raise TrainingError(f"tiers disagree on the learned alpha: {[(t.id, t.alpha) for t in tiers]}")
     preview_name = None
     if preview is not None:
         preview_name = "preview.png"
@@ -301,6 +331,7 @@ def write_bundle(
         version="1",
         description=description,
         license=license,
+        io=IOSpec(alpha=tiers[0].alpha),
         tiers=tuple(
             Tier(
                 t.id,
@@ -321,6 +352,14 @@ def write_bundle(
     )
     (out / "manifest.json").write_text(json.dumps(manifest_to_dict(manifest), indent=2, default=float))
     return load_bundle(out)
+
+
+def pairs_teacher(pairs: Path | None) -> dict | None:
+    """The record a ``train pairs`` run left of the teacher that made ``pairs`` (None when there is none)."""
+    from training.pairs import SOURCE_FILE
+
+    path = Path(pairs) / SOURCE_FILE if pairs else None
+    return json.loads(path.read_text()) if path and path.exists() else None
 
 
 def export_bundle(
@@ -362,12 +401,31 @@ def export_bundle(
         "runs": [Path(r).name for r in runs],
         "data": data or (str(Path(pairs).name) if pairs else "unknown"),
     }
-    card = model_card(style_id, tiers, metrics, data or "the pairs folder " + str(created["data"]), teacher=style_id)
+    record = pairs_teacher(pairs)
+    teacher = record["teacher"] if record and "license" in record.get("teacher", {}) else None
+    if teacher:
+        created["teacher"] = teacher
+        created["skin_tone"] = record.get("skin_tone")
+    card = model_card(
+        style_id,
+        tiers,
+        metrics,
+        data or "the pairs folder " + str(created["data"]),
+        teacher=teacher["name"] if teacher else style_id,
+        teacher_record=teacher,
+    )
+    license = DEFAULT_LICENSE
+    if teacher:
+        use = "allows commercial use" if teacher.get("commercial_use") else "forbids commercial use"
+        license = (
+            f"{DEFAULT_LICENSE} Distilled from the '{teacher['id']}' teacher, whose licence {use}: {teacher['license']}"
+        )
     bundle = write_bundle(
         out,
         style_id,
-        name or style_id.capitalize(),
+        name or (teacher["name"] if teacher else style_id.capitalize()),
         tiers,
+        license=license,
         description=description,
         metrics=metrics,
         card=card,

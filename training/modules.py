@@ -1,12 +1,24 @@
 """Small helpers on torch modules shared by every stage: parameter counts, CPU copies of weights for
-checkpoints, and strict loading that names every mismatch."""
+checkpoints, strict loading that names every mismatch, and whether bf16 is native on this CPU."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from training.runs import TrainingError
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bfloat16 natively (AVX512-BF16 or AMX). Elsewhere bf16 autocast is
+    emulated and ~120× slower than fp32 (../shared/DESIGN.md), so it must never be turned on blindly."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
 def count_params(module: nn.Module) -> int:

@@ -4,11 +4,14 @@ Sources:
 
 * :class:`FolderPairs` — a folder with ``photos/`` and ``stylized/`` holding images of the same names
   (and optionally ``pairs.json`` giving each pair's split). This is what the student trains on.
-* :class:`TeacherPairs` — aligned photos stylized on demand by a teacher callable (the procedural ink
-  teacher now; U-GAT-IT translation and StyleGAN fusion pairs plug in the same way).
+* :class:`TeacherPairs` — aligned photos stylized on demand by a teacher callable.
 
-``train pairs`` materialises a source into a pairs folder (resumable: pairs already written are kept).
-The registry of teacher sources is a literal table (:data:`TEACHERS`).
+``train pairs --teacher ink|ugatit:RUN|TEACHER_DIR`` materialises a source into a pairs folder
+(resumable: pairs already written are kept; a folder made by another teacher is refused). Teachers are
+the procedural ``ink`` teacher, a trained U-GAT-IT run, or a pretrained network described by a
+``teacher.json`` (:mod:`training.teachers.network`). Pairs are written at ``--size`` (the teacher itself
+sees each crop at its own preferred size), with an ``alpha/`` target for learned blend masks and,
+for colour styles, the keep-skin-tone treatment (:mod:`training.teachers.masks`).
 """
 
 from __future__ import annotations
@@ -27,21 +30,25 @@ import numpy as np
 
 from engine.errors import DatasetError
 from training.prepare import IMAGE_EXTS, MANIFEST, Manifest
-from training.runs import AbortFlag, Progress, RunDir, abort_on_signals
+from training.runs import AbortFlag, Progress, RunDir, TrainingError, abort_on_signals
+from training.teachers.masks import BlendTargets, keep_skin_tone
 
 log = logging.getLogger(__name__)
 
 PAIRS_FILE = "pairs.json"
+SOURCE_FILE = "teacher.json"  # which teacher (and settings) made a pairs folder
+ALPHA_DIR = "alpha"
 
 
 @dataclass(frozen=True)
 class Pair:
-    """One training pair: aligned (S, S, 3) uint8 BGR photo and its stylized version."""
+    """One training pair: aligned (S, S, 3) uint8 BGR photo, its stylized version, optional (S, S) alpha."""
 
     key: str
     photo: np.ndarray
     stylized: np.ndarray
     split: str = "train"
+    alpha: np.ndarray | None = None
 
 
 class PairSource(Protocol):
@@ -94,6 +101,14 @@ class FolderPairs:
             raise DatasetError(f"{root}: no image pairs in photos/ and stylized/")
         meta = root / PAIRS_FILE
         self._splits: dict[str, str] = json.loads(meta.read_text()).get("splits", {}) if meta.exists() else {}
+        self._alpha = _images(root / ALPHA_DIR) if (root / ALPHA_DIR).is_dir() else None
+        if self._alpha is not None and set(self._alpha) != set(self._photos):
+            missing = sorted(set(self._photos) - set(self._alpha))
+            raise DatasetError(f"{root}: {ALPHA_DIR}/ lacks the targets of {len(missing)} pairs {missing[:5]}")
+
+    @property
+    def has_alpha(self) -> bool:
+        return self._alpha is not None
 
     def __len__(self) -> int:
         return len(self._photos)
@@ -106,11 +121,15 @@ class FolderPairs:
 
     def pair(self, key: str) -> Pair:
         photo, stylized = _read(self._photos[key]), _read(self._stylized[key])
-        if photo.shape != stylized.shape:
-            raise DatasetError(
-                f"{self._stylized[key]}: size {stylized.shape[:2]} differs from its photo {photo.shape[:2]}"
-            )
-        return Pair(key, photo, stylized, self.split(key))
+        alpha = None
+        if self._alpha is not None:
+            alpha = cv2.imread(str(self._alpha[key]), cv2.IMREAD_GRAYSCALE)
+            if alpha is None:
+                raise DatasetError(f"{self._alpha[key]}: not a readable image")
+        for path, image in ((self._stylized[key], stylized), (self._alpha and self._alpha[key], alpha)):
+            if image is not None and image.shape[:2] != photo.shape[:2]:
+                raise DatasetError(f"{path}: size {image.shape[:2]} differs from its photo {photo.shape[:2]}")
+        return Pair(key, photo, stylized, self.split(key), alpha)
 
     def pairs(self, keys: list[str]) -> list[Pair]:
         return [self.pair(k) for k in keys]
@@ -119,13 +138,36 @@ class FolderPairs:
 Teacher = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
-class TeacherPairs:
-    """Aligned photos (a ``train prepare`` folder or a plain image folder) stylized by a teacher."""
+def _resize(image: np.ndarray, size: int | None) -> np.ndarray:
+    if size is None or image.shape[0] == size:
+        return image
+    interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
+    return cv2.resize(image, (size, size), interpolation=interp)
 
-    def __init__(self, photos: Path | str, teacher: Teacher, name: str) -> None:
+
+class TeacherPairs:
+    """Aligned photos (a ``train prepare`` folder or a plain image folder) stylized by a teacher.
+
+    The teacher sees each photo as stored (a network teacher resizes it to its own preferred size);
+    with ``size``, photo and result are then brought to ``size``² with area averaging. With ``targets``
+    each pair also gets an alpha target, and with ``skin_tone`` the keep-skin-tone treatment.
+    """
+
+    def __init__(
+        self,
+        photos: Path | str,
+        teacher: Teacher,
+        name: str,
+        size: int | None = None,
+        targets: BlendTargets | None = None,
+        skin_tone: bool = False,
+    ) -> None:
         photos = Path(photos)
         self.name = name
         self.teacher = teacher
+        self.size, self.targets, self.skin_tone = size, targets, skin_tone
+        if skin_tone and (targets is None or "skin_clothes_hair" not in targets.models):
+            raise DatasetError("keeping the skin tone needs the skin_clothes_hair mask model (--masks)")
         if (photos / MANIFEST).exists():
             items = Manifest.load(photos / MANIFEST).items
             self._files = {Path(it["file"]).stem: photos / it["file"] for it in items}
@@ -148,24 +190,51 @@ class TeacherPairs:
 
     def pairs(self, keys: list[str]) -> list[Pair]:
         """Stylize a batch of photos at once (teachers batch their networks)."""
-        photos = [_read(self._files[k]) for k in keys]
-        return [Pair(k, p, s, self.split(k)) for k, p, s in zip(keys, photos, self.teacher(photos))]
+        originals = [_read(self._files[k]) for k in keys]
+        out = []
+        for key, original, stylized in zip(keys, originals, self.teacher(originals)):
+            if stylized.shape != original.shape:
+                raise DatasetError(f"teacher {self.name}: returned {stylized.shape} for a {original.shape} photo")
+            photo, stylized = _resize(original, self.size), _resize(stylized, self.size)
+            alpha = None
+            if self.targets is not None:
+                alpha, skin = self.targets(photo)
+                if self.skin_tone:
+                    stylized = keep_skin_tone(photo, stylized, skin, self.targets.skin(stylized))
+            out.append(Pair(key, photo, stylized, self.split(key), alpha))
+        return out
 
     def pair(self, key: str) -> Pair:
         return self.pairs([key])[0]
 
 
+def check_source(out: Path, record: dict) -> None:
+    """Refuse to mix pairs of two teachers (or settings) in one folder; the same ones resume."""
+    path = out / SOURCE_FILE
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != record:
+            changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+            raise TrainingError(
+                f"{out}: holds pairs made by teacher '{old.get('teacher', {}).get('id')}' with other settings"
+                f" ({', '.join(changed)} differ); write to a new --out"
+            )
+    elif (out / "stylized").is_dir() and any((out / "stylized").iterdir()):
+        raise TrainingError(f"{out}: already holds stylized images from another teacher; write to a new --out")
+
+
 def write_pairs(
     source: PairSource, out: Path, batch: int = 8, progress: Progress | None = None, abort: AbortFlag | None = None
 ) -> int:
-    """Write every pair of ``source`` to ``out/photos`` + ``out/stylized`` (PNG) and ``out/pairs.json``.
+    """Write every pair of ``source`` to ``out/photos`` + ``out/stylized`` (PNG) [+ ``out/alpha``] and
+    ``out/pairs.json``.
 
     Pairs already on disk are kept, so an interrupted run resumes. Returns the number of pairs written now.
     """
     progress = progress or Progress("none")
     abort = abort if abort is not None else AbortFlag()
-    (out / "photos").mkdir(parents=True, exist_ok=True)
-    (out / "stylized").mkdir(parents=True, exist_ok=True)
+    for sub in ("photos", "stylized"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
     keys = source.names()
     todo = [k for k in keys if not (out / "stylized" / f"{k}.png").exists()]
     progress.start(f"pairs:{source.name}", len(keys), len(keys) - len(todo))
@@ -178,6 +247,9 @@ def write_pairs(
             break
         for pair in source.pairs(todo[i : i + batch]):
             cv2.imwrite(str(out / "photos" / f"{pair.key}.png"), pair.photo)
+            if pair.alpha is not None:
+                (out / ALPHA_DIR).mkdir(exist_ok=True)
+                cv2.imwrite(str(out / ALPHA_DIR / f"{pair.key}.png"), pair.alpha)
             tmp = out / "stylized" / f"{pair.key}.tmp.png"  # the stylized file marks a finished pair
             cv2.imwrite(str(tmp), pair.stylized)
             os.replace(tmp, out / "stylized" / f"{pair.key}.png")
@@ -189,37 +261,95 @@ def write_pairs(
     return written
 
 
-def _ink(device: str) -> Teacher:
-    from training.teachers.ink import InkTeacher
+@dataclass(frozen=True)
+class ResolvedTeacher:
+    """A teacher named on the command line: the callable and what a pairs folder records of it."""
 
-    return InkTeacher(device=device)
+    name: str
+    stylize: Teacher
+    record: dict
+    colour: bool = True  # False for black-and-white styles, whose white paper is no skin tone to keep
 
 
-# Teacher registry: name -> factory(device). Later stages add their translators here.
-TEACHERS: dict[str, Callable[[str], Teacher]] = {"ink": _ink}
+def resolve_teacher(name: str, device: str = "cpu", threads: int = 2) -> ResolvedTeacher:
+    """``ink``, ``ugatit:RUN`` (a U-GAT-IT run or model.pt) or a teacher folder / teacher.json."""
+    if name == "ink":
+        from training.teachers.ink import InkTeacher
+
+        return ResolvedTeacher("ink", InkTeacher(device=device), {"id": "ink", "kind": "procedural"})
+    if name.startswith("ugatit:"):
+        from training.ugatit.translate import UgatitTeacher
+
+        teacher = UgatitTeacher(name.split(":", 1)[1], device)
+        return ResolvedTeacher(f"ugatit-{teacher.info['sha256'][:12]}", teacher, {"id": "ugatit", **teacher.info})
+    from training.teachers.network import open_teacher
+
+    teacher = open_teacher(name, threads)
+    if teacher.spec.kind != "stylizer":
+        raise DatasetError(f"{teacher.spec.path}: a '{teacher.spec.kind}' model cannot make pairs (kind: stylizer)")
+    return ResolvedTeacher(teacher.spec.id, teacher, teacher.spec.record(), colour=not _monochrome(teacher))
+
+
+def _monochrome(teacher) -> bool:
+    """True when the teacher draws in black and white (its output of a colour test face has no chroma)."""
+    from skimage import data
+
+    face = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (256, 256), interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(teacher([face])[0], cv2.COLOR_BGR2LAB).astype(np.float32)
+    return float(np.abs(lab[:, :, 1:] - 128).mean()) < 2.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", default="ink", choices=sorted(TEACHERS), help="procedural teacher")
+    parser.add_argument(
+        "--teacher", default="ink", help="'ink', 'ugatit:RUN' (a U-GAT-IT run) or a teacher folder (teacher.json)"
+    )
     parser.add_argument("--photos", type=Path, required=True, help="a `train prepare` folder or aligned photos")
     parser.add_argument("--out", type=Path, required=True, help="pairs folder to write (photos/, stylized/)")
+    parser.add_argument("--size", type=int, help="side of the written pairs (default: as the photos are stored)")
+    parser.add_argument("--masks", type=Path, help="mask-model folder (skin_clothes_hair.json, hair.json)")
+    parser.add_argument("--no-alpha", dest="alpha", action="store_false", help="write no alpha targets")
+    parser.add_argument(
+        "--skin-tone",
+        choices=["auto", "keep", "teacher"],
+        default="auto",
+        help="keep the photo's skin tone (auto: for colour teachers, when --masks has the skin model)",
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch and teacher runtimes)")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from training.teachers.masks import BlendTargets, open_mask_models
+
     torch.set_num_threads(args.threads)
-    options = {"teacher": args.teacher, "photos": str(args.photos), "batch": args.batch}
+    teacher = resolve_teacher(args.teacher, args.device, args.threads)
+    models = open_mask_models(args.masks, args.threads) if args.alpha else {}
+    skin_tone = args.skin_tone == "keep" or (
+        args.skin_tone == "auto" and teacher.colour and "skin_clothes_hair" in models
+    )
+    record = {
+        "teacher": teacher.record,
+        "size": args.size,
+        "alpha": args.alpha,
+        "masks": sorted(m.spec.sha256 for m in models.values()),
+        "skin_tone": "keep" if skin_tone else "teacher",
+    }
+    check_source(args.out, record)
+    options = {"teacher": args.teacher, "photos": str(args.photos), "batch": args.batch, **record}
     run_dir = RunDir.open(args.out, "pairs", options)
     abort = AbortFlag()
+    targets = BlendTargets(models) if args.alpha else None
     try:
-        source = TeacherPairs(args.photos, TEACHERS[args.teacher](args.device), args.teacher)
+        source = TeacherPairs(args.photos, teacher.stylize, teacher.name, args.size, targets, skin_tone)
+        (args.out / SOURCE_FILE).write_text(json.dumps(record, indent=1))
         with abort_on_signals(abort):
             written = write_pairs(source, args.out, args.batch, Progress(args.progress), abort)
     finally:
         run_dir.close()
-    log.info("%d pairs written now, %d in %s", written, len(source), args.out)
-    return 1 if abort else 0
+        if targets is not None:
+            targets.close()
+    log.info("%d pairs written now, %d in %s (skin tone: %s)", written, len(source), args.out, record["skin_tone"])
+    return 130 if abort else 0

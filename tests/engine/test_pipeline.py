@@ -152,3 +152,41 @@ def test_no_face_leaves_the_frame_untouched(styled):
     for i in range(5):
         result = styled.process(Frame(blank, i / 30, i))
         assert result.error is None and result.faces == () and np.array_equal(result.image, blank)
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "mnn"])
+def test_a_learned_alpha_decides_where_the_style_replaces_the_photo(tmp_path, runtime):
+    from bench.fixture_net import LIGHT, write_bundle
+
+    frames = _demo_frames(12)
+    outputs = {}
+    for name, alpha in (("hidden", -1.0), ("shown", 1.0)):
+        bundle = load_bundle(write_bundle(tmp_path / name, "alpha", {"light": LIGHT}, runtimes=(runtime,), alpha=alpha))
+        assert bundle.manifest.io.alpha
+        style = load_style(bundle, "light", runtime)
+        assert style.active.stylize(frames[0].image[:256, :256]).shape == (256, 256, 4)
+        pipe = Pipeline(MeshFaceTracker(), style)
+        outputs[name] = [pipe.process(f) for f in frames][-1]
+        pipe.close()
+    hidden, shown, frame = outputs["hidden"], outputs["shown"], frames[-1]
+    assert hidden.faces[0].stylized and np.array_equal(hidden.image, frame.image)  # alpha 0: the photo stays
+    x0, y0, x1, y1 = face_roi(shown.faces[0].smoothed, frame.image.shape)
+    region = np.abs(shown.image[y0:y1, x0:x1].astype(int) - frame.image[y0:y1, x0:x1].astype(int))
+    assert region.mean() > 2.0
+    # alpha 1 shows the style up to the crop's eased edge: wider than the fixed feathered ellipse would
+    corner = region[: (y1 - y0) // 6, : (x1 - x0) // 6].mean()
+    assert corner > 1.0
+
+
+def test_a_manifest_that_promises_alpha_needs_a_four_channel_model(tmp_path):
+    import json
+
+    from bench.fixture_net import LIGHT, write_bundle
+    from engine.errors import BundleError
+
+    folder = write_bundle(tmp_path, "liar", {"light": LIGHT}, runtimes=("onnx",))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["io"]["alpha"] = True
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="the manifest expects 4 channels"):
+        load_style(load_bundle(folder), "light", "onnx")

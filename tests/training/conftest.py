@@ -75,3 +75,81 @@ def make_student_run(root, tier="light", seed=0):
     )  # fmt: skip
     run.close()
     return root, ema.eval()
+
+
+def write_onnx_teacher(
+    folder: Path,
+    *,
+    layout: str = "NHWC",
+    dtype: str = "float32",
+    color: str = "RGB",
+    size: int = 64,
+    multiple: int = 16,
+    gains: tuple[float, float, float] = (1.0, -1.0, -1.0),
+    fault: str | None = None,
+    **overrides,
+) -> Path:
+    """A tiny ONNX stylizer teacher and its teacher.json, as a user would bring one.
+
+    The network multiplies each channel (in its own colour order, range [-1, 1]) by ``gains``: with the
+    default, red stays and green and blue are inverted, so a wrong colour order or range shows at once.
+    ``fault``: "nan" (the output is NaN) or "shrink" (one row short). ``overrides`` replace json fields.
+    """
+    import hashlib
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder.mkdir(parents=True, exist_ok=True)
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    elem = TensorProto.FLOAT16 if dtype == "float16" else TensorProto.FLOAT
+    shape = [1, "h", "w", 3] if layout == "NHWC" else [1, 3, "h", "w"]
+    gain_shape = (1, 1, 1, 3) if layout == "NHWC" else (1, 3, 1, 1)
+    inits = [numpy_helper.from_array(np.array(gains, np_dtype).reshape(gain_shape), "gains")]
+    nodes = [helper.make_node("Mul", ["x", "gains"], ["y0"])]
+    last = "y0"
+    if fault == "nan":
+        nodes += [helper.make_node("Sub", [last, last], ["zero"]), helper.make_node("Div", ["zero", "zero"], ["y1"])]
+        last = "y1"
+    elif fault == "shrink":
+        axis = 1 if layout == "NHWC" else 2
+        for name, value in (("starts", 0), ("ends", -1), ("axes", axis)):
+            inits.append(numpy_helper.from_array(np.array([value], np.int64), name))
+        nodes.append(helper.make_node("Slice", [last, "starts", "ends", "axes"], ["y1"]))
+        last = "y1"
+    nodes.append(helper.make_node("Identity", [last], ["out"]))
+    graph = helper.make_graph(
+        nodes,
+        "teacher",
+        [helper.make_tensor_value_info("x", elem, shape)],
+        [helper.make_tensor_value_info("out", elem, None)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = folder / "teacher.onnx"
+    onnx.save(model, str(path))
+    spec = {
+        "schema": 1,
+        "id": "toy",
+        "kind": "stylizer",
+        "name": "Toy teacher",
+        "file": path.name,
+        "runtime": "onnx",
+        "input": {
+            "name": "x",
+            "dtype": dtype,
+            "size": [size, size],
+            "layout": layout,
+            "color": color,
+            "range": [-1, 1],
+            "multiple": multiple,
+        },  # fmt: skip
+        "output": {"name": "out", "layout": layout, "color": color, "range": [-1, 1]},
+        "license": "test fixture, no restrictions",
+        "commercial_use": False,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        **overrides,
+    }
+    (folder / "teacher.json").write_text(json.dumps(spec))
+    return folder

@@ -85,3 +85,22 @@ def test_styles_recipe_needs_faces(tmp_path):
     ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "needs --faces" in proc.stderr
+
+
+def test_teacher_recipe_installs_a_bundle_with_alpha_and_the_teachers_licence(photos, tmp_path):
+    from tests.training.conftest import write_onnx_teacher
+
+    teacher = write_onnx_teacher(tmp_path / "teachers" / "toy", size=128, multiple=16)
+    models = tmp_path / "models"
+    args = ["--source", "teacher", "--teacher", str(teacher), "--data", str(photos), "--style-id", "toy"]
+    _, events = _train_all([*args, "--run", str(tmp_path / "run"), "--install-to", str(models)], tmp_path)
+    assert set(_started(events)) >= {"prepare", "pairs", "student"}
+    bundle = load_bundle(models / "toy")
+    manifest = bundle.manifest
+    assert manifest.io.alpha and manifest.name == "Toy teacher"
+    assert "test fixture, no restrictions" in manifest.license and "commercial_use: false" in manifest.model_card
+    assert manifest.created["teacher"]["id"] == "toy"
+    style = load_style(bundle, "light", "onnx")
+    out = style.active.stylize(np.full((256, 256, 3), 120, np.uint8))
+    assert out.shape == (256, 256, 4)
+    style.close()

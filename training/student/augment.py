@@ -135,8 +135,11 @@ def degrade(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
 
 
 def augment_batch(
-    photo: torch.Tensor, targets: list[torch.Tensor], cfg: AugmentConfig
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Augment a batch: paired geometry and colour, then degradations of the photo alone."""
-    out = colour_jitter(affine([photo, *targets], cfg), cfg)
-    return degrade(out[0], cfg), out[1:]
+    photo: torch.Tensor, targets: list[torch.Tensor], cfg: AugmentConfig, masks: list[torch.Tensor] = ()
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """Augment a batch: paired geometry (masks too) and colour (images only), then degradations of the
+    photo alone. Masks are (N, 1, H, W)."""
+    moved = affine([photo, *targets, *masks], cfg)
+    images, masks = moved[: 1 + len(targets)], moved[1 + len(targets) :]
+    out = colour_jitter(images, cfg)
+    return degrade(out[0], cfg), out[1:], masks

@@ -26,6 +26,7 @@ class LossWeights:
     gan: float = 0.1  # 0 disables the discriminator
     edge: bool = True  # edge-promoting fakes for D (needs gan > 0)
     identity: float = 0.0  # SFace identity loss (0 = off)
+    alpha: float = 1.0  # L1 of the predicted blend mask (when the pairs have alpha targets)
 
 
 class PatchDiscriminator(nn.Module):
@@ -72,15 +73,23 @@ class PerceptualLoss(nn.Module):
         self.vgg = pretrained.vgg16(device, up_to="relu4_3")
         self.max_side = max_side
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _fit(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] > self.max_side:
             x = F.interpolate(x, size=(self.max_side, self.max_side), mode="bilinear", antialias=True)
-            y = F.interpolate(y, size=(self.max_side, self.max_side), mode="bilinear", antialias=True)
-        both = self.vgg(torch.cat([x, y]), layers=self.LAYERS)
+        return x
+
+    @torch.no_grad()
+    def target_features(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The targets' activations, computed once when several students learn the same batch."""
+        return self.vgg(self._fit(y), layers=self.LAYERS)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, y_feats: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        feats = self.vgg(self._fit(x), layers=self.LAYERS)
+        y_feats = y_feats if y_feats is not None else self.target_features(y)
         total = x.new_zeros(())
         for name in self.LAYERS:
-            fx, fy = both[name].chunk(2)
-            total = total + (fx - fy).abs().mean() / (fy.detach().abs().mean() + 1e-6)
+            fx, fy = feats[name], y_feats[name]
+            total = total + (fx - fy).abs().mean() / (fy.abs().mean() + 1e-6)
         return total / len(self.LAYERS)
 
 

@@ -26,7 +26,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 @dataclass(frozen=True)
 class StudentSpec:
-    """Width and depth of a student. ``c0``/``c1``/``c2``: channels at S, S/2, S/4."""
+    """Width and depth of a student. ``c0``/``c1``/``c2``: channels at S, S/2, S/4. ``alpha``: a 4th output
+    channel, the learned blend mask."""
 
     c0: int = 16
     c1: int = 16
@@ -34,6 +35,7 @@ class StudentSpec:
     blocks: int = 4
     expand: int = 2
     se: bool = False
+    alpha: bool = False
 
 
 # Compute tiers at 256²: light <= 0.3 GMAC, standard <= 1 GMAC, high <= 3 GMAC (tested).
@@ -85,11 +87,12 @@ class InvertedResidual(nn.Module):
 
 
 class StudentNet(nn.Module):
-    """(N, 3, S, S) RGB [-1, 1] -> (N, 3, S, S) RGB [-1, 1]; S divisible by 4."""
+    """(N, 3, S, S) RGB [-1, 1] -> (N, 3, S, S) RGB [-1, 1], or (N, 4, S, S) RGBA with ``alpha``; S divisible
+    by 4. The alpha channel shares the colour's range: -1 keeps the photo, 1 shows the style."""
 
     arch = "student"
 
-    def __init__(self, c0: int, c1: int, c2: int, blocks: int, expand: int, se: bool) -> None:
+    def __init__(self, c0: int, c1: int, c2: int, blocks: int, expand: int, se: bool, alpha: bool = False) -> None:
         super().__init__()
         self.stem = conv_bn(3, c1, 3, 2)
         self.down = ds_conv(c1, c2, 2)
@@ -97,7 +100,7 @@ class StudentNet(nn.Module):
         self.up1 = ds_conv(c2, c1)
         self.skip1 = conv_bn(c1, c1, 1, act=False)
         self.up0 = ds_conv(c1 + 3, c0)
-        self.head = nn.Conv2d(c0, 3, 3, 1, 1)
+        self.head = nn.Conv2d(c0, 4 if alpha else 3, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.up0(torch.cat([self.upsampled_features(x), x], 1))

@@ -58,10 +58,12 @@ class EdgeSharpen(nn.Module):
         self.t2 = (settings.amount * settings.threshold / 127.5) ** 2 + 1e-12
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        detail = F.conv2d(F.pad(x, (self.radius,) * 4, mode="reflect"), self.kernel, groups=3)
+        rgb = x[:, :3]  # a 4th (alpha) channel passes through unsharpened
+        detail = F.conv2d(F.pad(rgb, (self.radius,) * 4, mode="reflect"), self.kernel, groups=3)
         m = detail.abs().mean(dim=1, keepdim=True)
         m2 = m * m
-        return x + detail * (m2 / (m2 + self.t2))
+        out = rgb + detail * (m2 / (m2 + self.t2))
+        return out if x.shape[1] == 3 else torch.cat([out, x[:, 3:]], 1)
 
 
 def sharpened(net: nn.Module, settings: SharpenSettings | None) -> nn.Module:
@@ -76,7 +78,9 @@ def calibrate(net: nn.Module, photos: list[np.ndarray], targets: list[np.ndarray
     and a record of the calibration for the manifest.
     """
     with torch.no_grad():
-        raw = torch.cat([net(metrics.to_tensor(np.stack(photos[i : i + 16]))) for i in range(0, len(photos), 16)])
+        raw = torch.cat(
+            [net(metrics.to_tensor(np.stack(photos[i : i + 16])))[:, :3] for i in range(0, len(photos), 16)]
+        )
     goal = metrics.mean_sharpness(targets)
 
     def ratio(amount: float) -> float:

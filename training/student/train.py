@@ -25,7 +25,7 @@ import torch
 
 from engine.errors import DatasetError
 from training.metrics import to_images
-from training.modules import count_params, load_strict
+from training.modules import count_params, cpu_has_native_bf16, load_strict
 from training.pairs import FolderPairs
 from training.runs import (
     MODEL_FILE,
@@ -101,12 +101,14 @@ def config_from(preset: str, **overrides) -> StudentConfig:
 
 @dataclass
 class PairTensors:
-    """Pairs held in memory as uint8 RGB tensors (N, 3, S, S): photos, targets, edge-smoothed targets."""
+    """Pairs held in memory as uint8 RGB tensors (N, 3, S, S): photos, targets, edge-smoothed targets, and
+    the alpha targets (N, 1, S, S) when the pairs folder has them."""
 
     keys: list[str]
     photos: torch.Tensor
     targets: torch.Tensor
     smoothed: torch.Tensor
+    alpha: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -124,23 +126,31 @@ def load_pairs(root: Path, split: str) -> PairTensors:
     sizes = {p.photo.shape for p in pairs}
     if len(sizes) > 1:
         raise DatasetError(f"{root}: pairs have mixed sizes {sorted(sizes)}; prepare them at one size")
+    empty = torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
+    alpha = None
+    if source.has_alpha:
+        alpha = torch.from_numpy(np.stack([p.alpha for p in pairs]))[:, None] if pairs else empty[:, :1]
     return PairTensors(
         keys,
-        _rgb_tensor([p.photo for p in pairs]) if pairs else torch.zeros(0, 3, 1, 1, dtype=torch.uint8),
-        _rgb_tensor([p.stylized for p in pairs]) if pairs else torch.zeros(0, 3, 1, 1, dtype=torch.uint8),
-        _rgb_tensor([edge_smooth(p.stylized) for p in pairs]) if pairs else torch.zeros(0, 3, 1, 1, dtype=torch.uint8),
+        _rgb_tensor([p.photo for p in pairs]) if pairs else empty,
+        _rgb_tensor([p.stylized for p in pairs]) if pairs else empty,
+        _rgb_tensor([edge_smooth(p.stylized) for p in pairs]) if pairs else empty,
+        alpha,
     )
 
 
 def sample_batch(data: PairTensors, batch: int, crop: int, device: str) -> tuple[torch.Tensor, ...]:
-    """Random pairs, one random crop position per pair shared by photo/target/smoothed; floats in [-1, 1]."""
+    """Random pairs, one random crop position per pair shared by photo/target/smoothed[/alpha]; floats in
+    [-1, 1]. The alpha target comes last, only when the pairs have one."""
     size = data.photos.shape[-1]
     if crop > size:
         raise TrainingError(f"crop {crop} is larger than the {size}² pairs")
     idx = torch.randint(len(data), (batch,))
     ys, xs = torch.randint(size - crop + 1, (batch,)), torch.randint(size - crop + 1, (batch,))
     out = []
-    for t in (data.photos, data.targets, data.smoothed):
+    for t in (data.photos, data.targets, data.smoothed, data.alpha):
+        if t is None:
+            continue
         crops = torch.stack([t[i, :, y : y + crop, x : x + crop] for i, y, x in zip(idx, ys, xs)])
         out.append(crops.to(device).float() / 127.5 - 1.0)
     return tuple(out)
@@ -152,10 +162,18 @@ def sample_batch(data: PairTensors, batch: int, crop: int, device: str) -> tuple
 class StudentTrainer:
     """Owns the networks, optimisers and the step loop of one student run."""
 
-    def __init__(self, cfg: StudentConfig, train: PairTensors, preview: PairTensors, ctx: StageContext) -> None:
+    def __init__(
+        self,
+        cfg: StudentConfig,
+        train: PairTensors,
+        preview: PairTensors,
+        ctx: StageContext,
+        perceptual: PerceptualLoss | None = None,
+    ) -> None:
+        """``perceptual``: a VGG loss shared with students trained beside this one (built here otherwise)."""
         self.cfg, self.train, self.preview, self.ctx = cfg, train, preview, ctx
         dev = ctx.device
-        self.spec = asdict(TIERS[cfg.tier])
+        self.spec = asdict(replace(TIERS[cfg.tier], alpha=train.alpha is not None))
         self.g = build_student(**self.spec).to(dev)
         self.g_ema = copy.deepcopy(self.g).eval()
         for p in self.g_ema.parameters():
@@ -163,7 +181,7 @@ class StudentTrainer:
         w = cfg.weights
         self.use_gan = w.gan > 0
         self.d = PatchDiscriminator(cfg.d_base).to(dev) if self.use_gan else None
-        self.perceptual = PerceptualLoss(dev) if w.perceptual > 0 else None
+        self.perceptual = (perceptual or PerceptualLoss(dev)) if w.perceptual > 0 else None
         self.identity = None
         if w.identity > 0:
             from training.student.identity import IdentityLoss
@@ -224,15 +242,23 @@ class StudentTrainer:
 
     # one step -----------------------------------------------------------------------------
 
-    def train_step(self) -> dict[str, float]:
-        cfg, w = self.cfg, self.cfg.weights
-        photo, target, smoothed = sample_batch(self.train, cfg.batch, cfg.crop, self.ctx.device)
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """One augmented batch: photo, target, edge-smoothed target and [alpha target] (or [])."""
+        cfg = self.cfg
+        photo, target, smoothed, *alpha = sample_batch(self.train, cfg.batch, cfg.crop, self.ctx.device)
         if cfg.augment:
-            photo, (target, smoothed) = augment_batch(photo, [target, smoothed], self.aug)
+            photo, (target, smoothed), alpha = augment_batch(photo, [target, smoothed], self.aug, alpha)
+        return photo, target, smoothed, alpha
+
+    def train_step(self, batch: tuple | None = None, target_feats: dict | None = None) -> dict[str, float]:
+        """One step on ``batch`` (drawn here when None); ``target_feats``: the batch's VGG target features."""
+        cfg, w = self.cfg, self.cfg.weights
+        photo, target, smoothed, alpha = batch if batch is not None else self.sample()
         stats: dict[str, float] = {}
         gan_on = self.use_gan and self.step >= cfg.gan_start
         with self._autocast():
-            fake = self.g(photo)
+            out = self.g(photo)
+            fake = out[:, :3]
         if gan_on:
             with self._autocast():
                 fakes = [self.d(fake.detach())]
@@ -248,7 +274,7 @@ class StudentTrainer:
             loss = w.l1 * l1
             stats["l1"] = float(l1.detach())
             if self.perceptual is not None:
-                perc = self.perceptual(fake, target)
+                perc = self.perceptual(fake, target, target_feats)
                 loss = loss + w.perceptual * perc
                 stats["perceptual"] = float(perc.detach())
             if gan_on:
@@ -257,6 +283,10 @@ class StudentTrainer:
                 self.d.requires_grad_(True)
                 loss = loss + w.gan * adv
                 stats["g_adv"] = float(adv.detach())
+            if alpha:
+                alpha_l1 = (out[:, 3:] - alpha[0]).abs().mean()
+                loss = loss + w.alpha * alpha_l1
+                stats["alpha_l1"] = float(alpha_l1.detach())
             if self.identity is not None:
                 ident = self.identity(photo, fake)
                 loss = loss + w.identity * ident
@@ -278,14 +308,16 @@ class StudentTrainer:
 
     @torch.no_grad()
     def write_sample(self) -> Path | None:
-        """Grid of up to 4 preview pairs: photo / teacher / EMA student, at full size."""
+        """Grid of up to 4 preview pairs: photo / teacher / EMA student [/ its alpha], at full size."""
         data = self.preview if len(self.preview) else self.train
         if not len(data):
             return None
         n = min(4, len(data))
         photo = data.photos[:n].to(self.ctx.device).float() / 127.5 - 1
-        out = to_images(self.g_ema(photo))
-        rows = [to_images(photo), to_images(data.targets[:n].float() / 127.5 - 1), out]
+        out = self.g_ema(photo)
+        rows = [to_images(photo), to_images(data.targets[:n].float() / 127.5 - 1), to_images(out[:, :3])]
+        if out.shape[1] == 4:  # the predicted blend mask, as grey
+            rows.append(to_images(out[:, 3:].expand(-1, 3, -1, -1)))
         grid = np.vstack([np.hstack(list(r)) for r in rows])
         path = self.ctx.run.root / "samples" / f"step_{self.step:06d}.png"
         cv2.imwrite(str(path), grid)
@@ -293,42 +325,72 @@ class StudentTrainer:
             self.ctx.on_sample(path)
         return path
 
-    def fit(self) -> bool:
-        """Train to ``cfg.steps`` (from a resumed step if any). Returns False when aborted."""
-        cfg, ctx = self.cfg, self.ctx
-        ctx.progress.start(f"student:{cfg.tier}", cfg.steps, self.step)
-        self.g.train()
-        t0, done_since_log = time.perf_counter(), 0
-        while self.step < cfg.steps:
-            if ctx.abort:
-                self.save()
-                ctx.progress.finish(aborted=True, step=self.step)
-                log.warning("aborted at step %d; the checkpoint is saved, rerun with --resume", self.step)
-                return False
-            stats = self.train_step()
-            done_since_log += 1
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                elapsed = time.perf_counter() - t0
-                record = {"step": self.step, **stats, "img_per_s": done_since_log * cfg.batch / max(elapsed, 1e-9)}
-                ctx.run.write_stats(record)
-                t0, done_since_log = time.perf_counter(), 0
-            ctx.progress.update(self.step, cfg.steps, **stats)
-            if self.step % cfg.sample_every == 0:
-                self.write_sample()
-            if self.step % cfg.ckpt_every == 0 and self.step < cfg.steps:
-                self.save()
+    def finish(self) -> None:
         self.save()
         self.write_sample()
-        ctx.progress.finish(step=self.step)
-        return True
 
 
-def train_student(pairs: Path, cfg: StudentConfig, ctx: StageContext, init_from: Path | None = None) -> dict:
-    """Train one student on a pairs folder; returns its summary (tier, GMACs, params, steps)."""
-    if cfg.tier not in TIERS:
-        raise TrainingError(f"unknown tier '{cfg.tier}' (known: {', '.join(TIERS)})")
+def fit_students(trainers: list[StudentTrainer], progress: Progress, abort: AbortFlag) -> bool:
+    """Train students of one config side by side to ``steps`` (from their resumed step). False when aborted.
+
+    They learn the same augmented batches, and the targets' VGG features are computed once per batch for
+    all of them: three tiers in one process cost well under three separate runs. Each keeps its own run
+    directory, discriminator, stats, samples and checkpoints.
+    """
+    lead = trainers[0]
+    cfg = lead.cfg
+    if len({t.step for t in trainers}) != 1:
+        raise TrainingError(f"students resumed at different steps {[t.step for t in trainers]}; resume each alone")
+    progress.start("student:" + "+".join(t.cfg.tier for t in trainers), cfg.steps, lead.step)
+    for t in trainers:
+        t.g.train()
+    t0, done_since_log = time.perf_counter(), 0
+    while lead.step < cfg.steps:
+        if abort:
+            for t in trainers:
+                t.save()
+            progress.finish(aborted=True, step=lead.step)
+            log.warning("aborted at step %d; the checkpoints are saved, rerun with --resume", lead.step)
+            return False
+        batch = lead.sample()
+        feats = lead.perceptual.target_features(batch[1]) if lead.perceptual is not None else None
+        all_stats = [t.train_step(batch, feats) for t in trainers]
+        done_since_log += 1
+        step = lead.step
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            elapsed = time.perf_counter() - t0
+            for t, stats in zip(trainers, all_stats):
+                t.ctx.run.write_stats(
+                    {"step": step, **stats, "img_per_s": done_since_log * cfg.batch / max(elapsed, 1e-9)}
+                )
+            t0, done_since_log = time.perf_counter(), 0
+        progress.update(step, cfg.steps, **all_stats[0])
+        for t in trainers:
+            if step % cfg.sample_every == 0:
+                t.write_sample()
+            if step % cfg.ckpt_every == 0 and step < cfg.steps:
+                t.save()
+    for t in trainers:
+        t.finish()
+    progress.finish(step=lead.step)
+    return True
+
+
+def train_students(
+    pairs: Path, cfgs: list[StudentConfig], ctxs: list[StageContext], init_from: list[Path | None] | None = None
+) -> list[dict]:
+    """Train students (one per config, e.g. the three tiers) side by side on a pairs folder.
+
+    The configs must differ only in their tier. Returns each one's summary (tier, GMACs, params, steps).
+    """
+    cfg = cfgs[0]
+    for c in cfgs:
+        if c.tier not in TIERS:
+            raise TrainingError(f"unknown tier '{c.tier}' (known: {', '.join(TIERS)})")
+        if replace(c, tier=cfg.tier) != cfg:
+            raise TrainingError("students trained together must share every option but the tier")
     seed_everything(cfg.seed)
-    if str(ctx.device).startswith("cuda"):
+    if str(ctxs[0].device).startswith("cuda"):
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels
     train = load_pairs(pairs, "train")
     if len(train) < cfg.min_pairs:
@@ -338,28 +400,34 @@ def train_student(pairs: Path, cfg: StudentConfig, ctx: StageContext, init_from:
             f"the identity loss needs whole aligned faces: use --crop {train.photos.shape[-1]} (got {cfg.crop})"
         )
     preview = load_pairs(pairs, "heldout")
-    trainer = StudentTrainer(cfg, train, preview, ctx)
-    if not trainer.resume():
-        if init_from is not None:
-            trainer.init_from(Path(init_from))
+    perceptual = PerceptualLoss(ctxs[0].device) if cfg.weights.perceptual > 0 else None
+    trainers = [StudentTrainer(c, train, preview, ctx, perceptual) for c, ctx in zip(cfgs, ctxs)]
+    resumed = [t.resume() for t in trainers]
+    if not all(resumed):
+        for t, done, parent in zip(trainers, resumed, init_from or [None] * len(trainers)):
+            if not done and parent is not None:
+                t.init_from(Path(parent))
         seed_everything(cfg.seed)
-    macs = count_macs(trainer.g, 256)  # no RNG use: a resumed run must continue its random stream exactly
-    log.info(
-        "student %s: %.3f GMAC at 256², %d params; %d train / %d held-out pairs",
-        cfg.tier,
-        macs / 1e9,
-        count_params(trainer.g),
-        len(train),
-        len(preview),
-    )
-    finished = trainer.fit()
-    return {
-        "tier": cfg.tier,
-        "gmacs": macs / 1e9,
-        "params": count_params(trainer.g),
-        "steps": trainer.step,
-        "finished": finished,
-    }
+    summaries = []
+    for t in trainers:
+        macs = count_macs(t.g, 256)  # no RNG use: a resumed run must continue its random stream exactly
+        log.info(
+            "student %s: %.3f GMAC at 256², %d params; %d train / %d held-out pairs%s",
+            t.cfg.tier,
+            macs / 1e9,
+            count_params(t.g),
+            len(train),
+            len(preview),
+            ", with a learned alpha" if train.alpha is not None else "",
+        )
+        summaries.append({"tier": t.cfg.tier, "gmacs": macs / 1e9, "params": count_params(t.g)})
+    finished = fit_students(trainers, ctxs[0].progress, ctxs[0].abort)
+    return [{**s, "steps": t.step, "finished": finished} for s, t in zip(summaries, trainers)]
+
+
+def train_student(pairs: Path, cfg: StudentConfig, ctx: StageContext, init_from: Path | None = None) -> dict:
+    """Train one student on a pairs folder; returns its summary (tier, GMACs, params, steps)."""
+    return train_students(pairs, [cfg], [ctx], [init_from])[0]
 
 
 # ----- CLI ------------------------------------------------------------------------------------
@@ -367,8 +435,12 @@ def train_student(pairs: Path, cfg: StudentConfig, ctx: StageContext, init_from:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", type=Path, required=True, help="pairs folder (photos/, stylized/)")
-    parser.add_argument("--run", type=Path, required=True, help="run directory")
-    parser.add_argument("--tier", default="light", choices=list(TIERS))
+    parser.add_argument(
+        "--run", type=Path, required=True, help="run directory (with several tiers: one per tier inside)"
+    )
+    parser.add_argument(
+        "--tier", nargs="+", default=["light"], choices=list(TIERS), help="one tier, or several trained side by side"
+    )
     parser.add_argument("--preset", default="cpu", choices=list(PRESETS))
     parser.add_argument("--ablation", choices=list(ABLATION_ROWS), help="loss set of one published ablation row")
     parser.add_argument("--steps", type=int)
@@ -376,11 +448,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--gan-start", type=int, help="step at which the adversarial loss starts")
-    parser.add_argument("--init-from", type=Path, help="fine-tune: start from this run's (or model.pt's) student")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        help="fine-tune: start from this run's (or model.pt's) student; with several tiers, a"
+        " folder holding one run per tier",
+    )
     parser.add_argument("--gan-weight", type=float, help="weight of the adversarial loss (preset default 0.1)")
     parser.add_argument("--perceptual-weight", type=float, help="weight of the VGG16 loss (preset default 1)")
     parser.add_argument("--identity", type=float, help="weight of the SFace identity loss (default 0: off)")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (refused on CPUs without native bf16)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
@@ -388,31 +465,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style-id", default="ink", help="bundle style id for --export-to")
 
 
+def tier_runs(run: Path, tiers: list[str]) -> list[Path]:
+    """One run directory per tier: ``run`` itself for a single tier, ``run/<tier>`` for several."""
+    return [run] if len(tiers) == 1 else [run / t for t in tiers]
+
+
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    overrides = dict(
-        steps=args.steps, batch=args.batch, crop=args.crop, seed=args.seed, tier=args.tier, gan_start=args.gan_start
-    )
+    overrides = dict(steps=args.steps, batch=args.batch, crop=args.crop, seed=args.seed, gan_start=args.gan_start)
     if args.ablation:
         overrides |= ABLATION_ROWS[args.ablation]
     cfg = config_from(args.preset, **overrides)
     weights = {"gan": args.gan_weight, "perceptual": args.perceptual_weight, "identity": args.identity}
     cfg = replace(cfg, weights=replace(cfg.weights, **{k: v for k, v in weights.items() if v is not None}))
     if args.bf16:
+        if args.device == "cpu" and not cpu_has_native_bf16():
+            raise TrainingError(
+                "--bf16: this CPU has no native bfloat16 (AVX512-BF16/AMX); autocast would be ~100× slower"
+            )
         cfg = replace(cfg, bf16=True)
-    options = {"pairs": str(args.pairs), "preset": args.preset, "ablation": args.ablation, **asdict(cfg)}
-    if args.init_from:
-        options["init_from"] = str(args.init_from)
-    run_dir = RunDir.open(args.run, "student", options, resume=args.resume)
-    abort = AbortFlag()
+    cfgs = [replace(cfg, tier=t) for t in args.tier]
+    runs = tier_runs(args.run, args.tier)
+    parents = tier_runs(args.init_from, args.tier) if args.init_from else [None] * len(runs)
+    progress, abort = Progress(args.progress), AbortFlag()
+    run_dirs = []
     try:
-        ctx = StageContext(run_dir, Progress(args.progress), abort, device=args.device)
+        for c, run_path, parent in zip(cfgs, runs, parents):
+            options = {"pairs": str(args.pairs), "preset": args.preset, "ablation": args.ablation, **asdict(c)}
+            if parent:
+                options["init_from"] = str(parent)
+            run_dirs.append(RunDir.open(run_path, "student", options, resume=args.resume))
+        ctxs = [StageContext(r, progress, abort, device=args.device) for r in run_dirs]
         with abort_on_signals(abort):
-            summary = train_student(args.pairs, cfg, ctx, args.init_from)
-        if summary["finished"] and args.export_to:
+            summaries = train_students(args.pairs, cfgs, ctxs, parents)
+        finished = all(s["finished"] for s in summaries)
+        if finished and args.export_to:
             from training.export import export_bundle
 
-            export_bundle([args.run], args.export_to, style_id=args.style_id, pairs=args.pairs)
+            export_bundle(runs, args.export_to, style_id=args.style_id, pairs=args.pairs)
     finally:
-        run_dir.close()
-    return 0 if summary["finished"] else 1
+        for r in run_dirs:
+            r.close()
+    return 0 if finished else 130

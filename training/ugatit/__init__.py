@@ -2,5 +2,5 @@
 
 ``networks`` (generator with CAM attention and AdaLIN, global/local CAM discriminators), ``config``
 (presets), ``data`` (two image domains with flip + resize-crop jitter), ``train`` (the ``ugatit``
-stage), ``translate`` (a checkpoint as a pair teacher; the ``ugatit-pairs`` stage).
+stage), ``translate`` (a checkpoint as a pair teacher for ``train pairs --teacher ugatit:RUN``).
 """

@@ -13,7 +13,7 @@ def _batch(astronaut_crop, n=4):
 def test_paired_geometry_and_colour_are_identical_for_photo_and_targets(astronaut_crop):
     x = _batch(astronaut_crop)
     torch.manual_seed(0)
-    photo, (t1, t2) = augment_batch(x.clone(), [x.clone(), x.clone()], AugmentConfig(blur_p=0, noise_p=0, jpeg_p=0))
+    photo, (t1, t2), _ = augment_batch(x.clone(), [x.clone(), x.clone()], AugmentConfig(blur_p=0, noise_p=0, jpeg_p=0))
     assert torch.equal(photo, t1) and torch.equal(t1, t2)
     assert not torch.equal(t1, x)  # something did change
     assert not torch.equal(t1[0], t1[1])  # per-sample parameters
@@ -24,7 +24,7 @@ def test_degradations_touch_the_photo_only(astronaut_crop):
     torch.manual_seed(1)
     cfg = AugmentConfig(flip=0, rotate_deg=0, scale=0, translate=0, brightness=0, contrast=0, saturation=0)
     cfg = AugmentConfig(**{**cfg.__dict__, "blur_p": 1.0, "noise_p": 1.0, "jpeg_p": 1.0})
-    photo, (target,) = augment_batch(x.clone(), [x.clone()], cfg)
+    photo, (target,), _ = augment_batch(x.clone(), [x.clone()], cfg)
     assert torch.allclose(target, x, atol=1e-5)
     assert (photo - x).abs().mean() > 0.01
 

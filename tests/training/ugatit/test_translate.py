@@ -1,4 +1,5 @@
-"""U-GAT-IT as a pair teacher: the ``ugatit`` → ``ugatit-pairs`` CLI path, the pairs folder the student reads."""
+"""U-GAT-IT as a pair teacher: the ``ugatit`` → ``pairs --teacher ugatit:RUN`` CLI path, the pairs folder the
+student reads."""
 
 import json
 
@@ -9,10 +10,10 @@ import torch
 
 from engine.bundle import sha256_file
 from training.cli import main
-from training.pairs import FolderPairs
+from training.pairs import FolderPairs, TeacherPairs
 from training.runs import TrainingError
 from training.stylegan.images import from_uint8, to_uint8
-from training.ugatit.translate import UgatitTeacher, load_translator, ugatit_pair_source
+from training.ugatit.translate import UgatitTeacher, load_translator
 
 
 def _train_cli(faces, styles, run, steps, *extra):
@@ -50,8 +51,8 @@ def test_teacher_translates_with_the_ema_generator_at_its_resolution(trained, to
 
 def test_pair_source_fits_the_student_protocol(trained, toy_domains):
     faces, _ = toy_domains
-    source = ugatit_pair_source(faces, UgatitTeacher(trained))
-    assert len(source) == 12 and source.name.startswith("ugatit-")
+    source = TeacherPairs(faces, UgatitTeacher(trained), "ugatit")
+    assert len(source) == 12
     pairs = source.pairs(source.names()[:3])
     assert [p.key for p in pairs] == ["000", "001", "002"]
     assert all(p.photo.shape == p.stylized.shape == (48, 48, 3) and p.split == "train" for p in pairs)
@@ -60,7 +61,7 @@ def test_pair_source_fits_the_student_protocol(trained, toy_domains):
 def test_pairs_stage_writes_a_folder_the_student_reads_and_resumes(trained, toy_domains, tmp_path):
     faces, styles = toy_domains
     out = tmp_path / "pairs"
-    args = ["ugatit-pairs", "--checkpoint", str(trained), "--photos", str(faces), "--out", str(out)]
+    args = ["pairs", "--teacher", f"ugatit:{trained}", "--photos", str(faces), "--out", str(out)]
     assert main([*args, "--batch", "5", "--progress", "none"]) == 0
     pairs = FolderPairs(out)  # the student stage's reader
     assert len(pairs) == 12
@@ -70,7 +71,7 @@ def test_pairs_stage_writes_a_folder_the_student_reads_and_resumes(trained, toy_
         photo = cv2.imread(str(faces / f"{key}.png"))
         assert np.array_equal(pair.photo, photo)
         assert np.array_equal(pair.stylized, teacher([photo])[0])
-    manifest = json.loads((out / "translation.json").read_text())
+    manifest = json.loads((out / "teacher.json").read_text())["teacher"]
     model_file = trained / "checkpoints" / "model.pt"
     assert manifest["sha256"] == sha256_file(model_file) and manifest["step"] == 3
     assert manifest["direction"] == "A2B" and manifest["weights"] == "ema"
@@ -88,8 +89,8 @@ def test_pairs_stage_writes_a_folder_the_student_reads_and_resumes(trained, toy_
         _train_cli(faces, styles, other, 2)
     assert _train_cli(faces, styles, other, 2, "--resume") == 0
     assert load_translator(other)[1]["step"] == 2
-    with pytest.raises(TrainingError, match="holds pairs made by"):
-        main(["ugatit-pairs", "--checkpoint", str(other), "--photos", str(faces), "--out", str(out)])
+    with pytest.raises(TrainingError, match="holds pairs made by teacher 'ugatit' with other settings"):
+        main(["pairs", "--teacher", f"ugatit:{other}", "--photos", str(faces), "--out", str(out)])
 
 
 def test_unusable_checkpoints_give_clear_errors(tmp_path):
