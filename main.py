@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     sty.set_defaults(func=_cmd_styles)
 
     be = sub.add_parser("bench", help="benchmarks; print JSON")
-    be.add_argument("what", choices=["engine", "students", "temporal", "all"])
+    be.add_argument("what", choices=["engine", "students", "temporal", "styles", "all"])
     be.add_argument("rest", nargs=argparse.REMAINDER)
     be.set_defaults(func=_cmd_bench)
 

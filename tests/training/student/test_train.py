@@ -1,6 +1,7 @@
 """The student stage end to end (tiny preset), its resume and abort paths, and its bad inputs."""
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -159,3 +160,27 @@ def test_fine_tuning_starts_from_another_runs_student(tmp_path, ink_pairs):
     assert max(float((after[k] - start[k]).abs().max()) for k in weights) < 1e-3
     with pytest.raises(Exception, match="not"):
         train_student(ink_pairs, config_from("tiny", tier="high"), _ctx(tmp_path / "x"), init_from=tmp_path / "base")
+
+
+def test_tiers_trained_side_by_side_learn_what_each_learns_alone_and_resume(tmp_path, ink_pairs):
+    from training.runs import load_model_file
+    from training.student.train import train_students
+
+    cfg = config_from("tiny", steps=8, ckpt_every=4, sample_every=4)
+    alone = train_student(ink_pairs, cfg, _ctx(tmp_path / "alone"))
+    assert alone["finished"]
+    cfgs = [cfg, replace(cfg, tier="standard")]
+    abort = AbortFlag()
+    ctxs = [_ctx(tmp_path / "joint" / c.tier, abort) for c in cfgs]
+    ctxs[0].on_sample = lambda _path: abort.request()  # stop at the first sample grid (step 4)
+    cut = train_students(ink_pairs, cfgs, ctxs)
+    assert [s["steps"] for s in cut] == [4, 4] and not cut[0]["finished"]
+    resumed = train_students(ink_pairs, cfgs, [_ctx(tmp_path / "joint" / c.tier) for c in cfgs])
+    assert [s["steps"] for s in resumed] == [8, 8] and all(s["finished"] for s in resumed)
+    solo = load_model_file(tmp_path / "alone" / "checkpoints" / "model.pt")["params_ema"]
+    joint = load_model_file(tmp_path / "joint" / "light" / "checkpoints" / "model.pt")["params_ema"]
+    # the lead tier sees exactly the batches it would see alone: sharing them changes nothing but float order
+    worst = max(float((solo[k].float() - joint[k].float()).abs().max()) for k in solo)
+    assert worst < 1e-4
+    with pytest.raises(Exception, match="share every option but the tier"):
+        train_students(ink_pairs, [cfg, replace(cfg, steps=9, tier="high")], ctxs)

@@ -1,0 +1,295 @@
+"""Per-style figures of teacher-distilled bundles, measured through the engine as the app runs them.
+
+``python main.py bench styles --style anime --teacher ../shared/teachers/anime_jp --faces runs/faces512
+[--runs runs/students_anime] [--gallery docs/styles]`` prints JSON:
+
+* identity (SFace) of each tier's output and of the teacher's, on the held-out faces of the prepared folder;
+* sharpness ÷ teacher of the raw networks (``--runs``: the trained students in torch, no post-filter) and
+  of the shipped graphs (with the sharpening layer), so what the filter adds is seen apart;
+* FID-EL0 / KID-EL0 of each tier to the teacher's outputs (EfficientNet-Lite0 features: not comparable
+  with Inception FIDs);
+* skin tone: the mean Lab L* and b* change inside the photo's / output's skin mask, on the held-out faces
+  (all, and their darkest quarter by photo L*) and on ../shared/data/identities split into the darker and
+  lighter people (by each person's median photo L*), for the teacher and for each tier;
+* flicker amplification on the still noisy demo, temporal smoothing on and off (``bench temporal``);
+* ms per inference: each tier and the teacher on onnxruntime (TFLite for a TFLite teacher), 2 threads, in
+  this one run, the teacher at its preferred input and at 256².
+
+Research data: this reads ../shared/data and ../shared/teachers. ``--gallery`` writes held-out faces and a
+clip frame × the style (research-derived: keep them out of the repository, e.g. under out/);
+``--public-gallery`` writes the public-domain astronaut only, for the docs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bench.machine import finish, machine_info
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+
+
+def _timed(fn, x, runs: int = 10) -> float:
+    fn(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn(x)
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(times), 2)
+
+
+def _skin_shift(photos, outputs, skin_model) -> dict:
+    """Mean ΔL*, Δb* (output − photo) inside each image's own skin mask; per image and summarised."""
+    from training.teachers.masks import skin_mean_lab
+
+    rows = []
+    for photo, out in zip(photos, outputs):
+        p = skin_mean_lab(photo, skin_model.probabilities(photo)["skin"])
+        o = skin_mean_lab(out, skin_model.probabilities(out)["skin"])
+        rows.append((p[0], o[0] - p[0], o[2] - p[2]))
+    return rows
+
+
+def _summary(rows, select=None) -> dict:
+    rows = [r for r in rows if select is None or select(r)]
+    return {
+        "n": len(rows),
+        "dL": round(float(np.mean([r[1] for r in rows])), 2),
+        "db": round(float(np.mean([r[2] for r in rows])), 2),
+    }
+
+
+def _identity_faces(size: int, per_person: int) -> list[tuple[str, np.ndarray]]:
+    """(person, aligned crop) for up to ``per_person`` photos with a face of each person in
+    ../shared/data/identities."""
+    from engine.align import similarity_from_landmarks, warp_crop
+    from engine.tracking import FaceMeshDetector
+
+    detector = FaceMeshDetector(max_faces=1, static=True)
+    out = []
+    try:
+        for path in sorted((SHARED / "data" / "identities").glob("*/*/*.jpg")):
+            if sum(person == path.parent.name for person, _ in out) >= per_person:
+                continue
+            image = cv2.imread(str(path))
+            faces = detector(image) if image is not None else []
+            if faces:
+                out.append((path.parent.name, warp_crop(image, similarity_from_landmarks(faces[0]), size)))
+    finally:
+        detector.close()
+    return out
+
+
+def measure(args: argparse.Namespace) -> dict:
+    import torch
+
+    from engine.backends import load_tier
+    from engine.bundle import load_bundle
+    from training import metrics
+    from training.evaluate import run_stylizers
+    from training.prepare import load_crops
+    from training.teachers.network import NetworkTeacher, load_teacher_spec, open_teacher
+
+    torch.set_num_threads(2)
+    bundle = load_bundle(args.bundle or Path("models") / args.style)
+    spec = load_teacher_spec(args.teacher)
+    teacher = NetworkTeacher(spec, threads=2)
+    skin_model = open_teacher(SHARED / "teachers" / "masks" / "skin_clothes_hair.json", threads=2)
+    tiers = {t.id: load_tier(bundle, t, "onnx", threads=2) for t in bundle.manifest.tiers}
+
+    def small(image):
+        return cv2.resize(image, (256, 256), interpolation=cv2.INTER_AREA)
+
+    crops = [cv2.imread(str(p)) for p in load_crops(args.faces, "heldout")][: args.limit]
+    photos = [small(c) for c in crops]
+    teacher_out = [small(o) for o in teacher(crops)]  # the raw teacher: no skin-tone treatment
+    outputs = {tid: [m.stylize(p) for p in photos] for tid, m in tiers.items()}
+    colour = {tid: [o[:, :, :3].copy() for o in outs] for tid, outs in outputs.items()}
+    result: dict = {"machine": machine_info(), "style": bundle.id, "teacher": spec.id, "heldout_faces": len(photos)}
+
+    ident_teacher = metrics.identity_similarity(photos, teacher_out)
+    teacher_sharp = metrics.mean_sharpness(teacher_out)
+    el0_teacher = metrics.features(teacher_out, "el0")
+    per_tier = {}
+    for tid, outs in colour.items():
+        el0 = metrics.features(outs, "el0")
+        per_tier[tid] = {
+            "identity": round(float(metrics.identity_similarity(photos, outs).mean()), 3),
+            "sharpness_vs_teacher_shipped": round(metrics.mean_sharpness(outs) / teacher_sharp, 3),
+            "fid_el0_to_teacher": round(metrics.fid(el0, el0_teacher), 2),
+            "kid_el0_to_teacher": round(metrics.kid(el0, el0_teacher), 4),
+        }
+    if args.runs:
+        runs = [args.runs / tid for tid in tiers]
+        for tid, stylize in zip(tiers, run_stylizers(runs).values()):
+            raw = [stylize(p) for p in photos]
+            per_tier[tid]["sharpness_vs_teacher_raw"] = round(metrics.mean_sharpness(raw) / teacher_sharp, 3)
+    result["teacher_identity"] = round(float(ident_teacher.mean()), 3)
+    result["tiers"] = per_tier
+
+    # skin tone on the held-out faces: all, and the darkest quarter by the photo's skin L*
+    teacher_rows = _skin_shift(photos, teacher_out, skin_model)
+    cut = float(np.quantile([r[0] for r in teacher_rows], 0.25))
+    dark = lambda r: r[0] <= cut  # noqa: E731
+    skin = {"teacher": {"all": _summary(teacher_rows), "darkest_quarter": _summary(teacher_rows, dark)}}
+    for tid, outs in colour.items():
+        rows = _skin_shift(photos, outs, skin_model)
+        skin[tid] = {"all": _summary(rows), "darkest_quarter": _summary(rows, dark)}
+    result["skin_tone_heldout"] = {"darkest_quarter_photo_L_at_most": round(cut, 1), **skin}
+
+    # skin tone on the identity sets: the darker and the lighter people
+    people = _identity_faces(512, args.per_person)
+    id_photos = [small(c) for _, c in people]
+    id_teacher = [small(o) for o in teacher([c for _, c in people])]
+    rows = _skin_shift(id_photos, id_teacher, skin_model)
+    by_person: dict[str, list[float]] = {}
+    for (person, _), r in zip(people, rows):
+        by_person.setdefault(person, []).append(r[0])
+    medians = {p: float(np.median(v)) for p, v in by_person.items()}
+    threshold = float(np.quantile(list(medians.values()), 0.25))
+    darker = {p for p, v in medians.items() if v <= threshold}
+    groups = {"darker": lambda i: people[i][0] in darker, "lighter": lambda i: people[i][0] not in darker}
+    ident: dict = {"darker_people": sorted(darker), "teacher": {}}
+    for name, pick in groups.items():
+        ident["teacher"][name] = _summary([r for i, r in enumerate(rows) if pick(i)])
+    light_model = next(iter(tiers.values()))
+    tier_rows = _skin_shift(id_photos, [light_model.stylize(p)[:, :, :3].copy() for p in id_photos], skin_model)
+    ident[light_model.tier.id] = {
+        n: _summary([r for i, r in enumerate(tier_rows) if pick(i)]) for n, pick in groups.items()
+    }
+    result["skin_tone_identities"] = ident
+
+    # flicker amplification, smoothing on and off
+    from bench.temporal import measure_temporal
+
+    result["flicker_amplification"] = {
+        "on": measure_temporal(bundle, True, 90, tier=light_model.tier.id)["flicker_amplification"],
+        "off": measure_temporal(bundle, False, 90, tier=light_model.tier.id)["flicker_amplification"],
+    }
+
+    # speed, one run: tiers and the teacher on the same runtime
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 256, 256)).astype(np.float32)
+    speed = {tid: _timed(m.stylizer, x) for tid, m in tiers.items()}
+    face = photos[0]
+    speed[f"teacher_{spec.runtime}_{spec.input.size[0]}"] = _timed(lambda c: teacher([c]), crops[0], runs=5)
+    if spec.input.multiple < spec.input.size[0]:  # the teacher also takes 256² input
+        at256 = NetworkTeacher(replace(spec, input=replace(spec.input, size=(256, 256))), threads=2)
+        speed[f"teacher_{spec.runtime}_256"] = _timed(lambda c: at256([c]), face, runs=5)
+    result["ms_2_threads"] = speed
+    first = speed[next(iter(tiers))]
+    result["light_speedup_vs_teacher"] = {k: round(v / first, 1) for k, v in speed.items() if k.startswith("teacher")}
+    finish(result["machine"])
+
+    if args.gallery:
+        write_gallery(args.gallery, bundle.id, photos, teacher_out, outputs)
+        clip_frame(args.gallery / f"{bundle.id}_clip.jpg", bundle, SHARED / "data" / "videos" / args.clip)
+    if args.public_gallery:
+        public_frames(args.public_gallery, bundle, tiers[light_model.tier.id])
+    return result
+
+
+def _run_pipeline(bundle, frames, tier: str = "light") -> np.ndarray:
+    from engine.frames import Frame
+    from engine.pipeline import Pipeline, load_style
+    from engine.tracking import MeshFaceTracker
+
+    pipe = Pipeline(MeshFaceTracker(max_faces=4), load_style(bundle, tier, "onnx"))
+    try:
+        result = None
+        for i, image in enumerate(frames):
+            result = pipe.process(Frame(image, i / 30.0, i))
+        return result.image
+    finally:
+        pipe.close()
+
+
+def clip_frame(path: Path, bundle, clip: Path, at: int = 90) -> None:
+    """One frame of a real clip through the whole pipeline (tracking, alignment, smoothing, blend)."""
+    cap = cv2.VideoCapture(str(clip))
+    frames = []
+    while len(frames) < at and (ok_frame := cap.read())[0]:
+        frames.append(ok_frame[1])
+    cap.release()
+    cv2.imwrite(str(path), np.hstack([frames[-1], _run_pipeline(bundle, frames)]), [cv2.IMWRITE_JPEG_QUALITY, 85])
+
+
+def public_frames(folder: Path, bundle, model) -> None:
+    """Committed gallery from the public-domain astronaut only: the whole photo through the pipeline, and
+    the aligned crop blended with the fixed feather mask beside the learned alpha."""
+    from skimage import data
+
+    from training.export import public_domain_face
+
+    folder.mkdir(parents=True, exist_ok=True)
+    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    out = _run_pipeline(bundle, [photo] * 12)
+    cv2.imwrite(str(folder / f"{bundle.id}_astronaut.jpg"), cv2.resize(out, (320, 320)), [cv2.IMWRITE_JPEG_QUALITY, 88])
+    face = public_domain_face()
+    styl = model.stylize(face)
+    row = np.hstack(
+        [
+            face,
+            composite(face, styl, learned=False),
+            composite(face, styl),
+            cv2.cvtColor(styl[:, :, 3], cv2.COLOR_GRAY2BGR),
+        ]
+    )
+    cv2.imwrite(str(folder / f"{bundle.id}_mask_before_after.jpg"), row, [cv2.IMWRITE_JPEG_QUALITY, 88])
+
+
+def composite(photo: np.ndarray, stylized: np.ndarray, learned: bool = True) -> np.ndarray:
+    """The stylized crop blended over the photo as the engine blends it (learned alpha or fixed feather)."""
+    from engine.blend import feather_mask, learned_mask
+
+    mask = learned_mask(stylized[:, :, 3].copy()) if learned and stylized.shape[2] == 4 else feather_mask(256, 0.1)
+    out = photo.astype(np.float32) * (1 - mask[..., None]) + stylized[:, :, :3] * mask[..., None]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def write_gallery(folder: Path, style: str, photos, teacher_out, outputs, count: int = 6) -> None:
+    """Rows: photo, teacher, then each tier blended as the app shows it; plus fixed-mask vs learned alpha."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pick = np.linspace(0, len(photos) - 1, count).round().astype(int)
+    rows = [[photos[i] for i in pick], [teacher_out[i] for i in pick]]
+    rows += [[composite(photos[i], outs[i]) for i in pick] for outs in outputs.values()]
+    thumb = lambda im: cv2.resize(im, (160, 160), interpolation=cv2.INTER_AREA)  # noqa: E731
+    grid = np.vstack([np.hstack([thumb(im) for im in row]) for row in rows])
+    cv2.imwrite(str(folder / f"{style}_gallery.jpg"), grid, [cv2.IMWRITE_JPEG_QUALITY, 88])
+    light = next(iter(outputs.values()))
+    pairs = [
+        np.hstack([composite(photos[i], light[i], learned=False), composite(photos[i], light[i])]) for i in pick[:3]
+    ]
+    cv2.imwrite(
+        str(folder / f"{style}_heldout_mask_before_after.jpg"), np.vstack(pairs), [cv2.IMWRITE_JPEG_QUALITY, 88]
+    )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="stylecast bench styles", description=__doc__)
+    parser.add_argument("--style", required=True, help="installed style id (models/<id>)")
+    parser.add_argument("--bundle", type=Path, help="bundle folder (default models/<style>)")
+    parser.add_argument("--teacher", type=Path, required=True, help="the teacher folder it was distilled from")
+    parser.add_argument("--faces", type=Path, required=True, help="the `train prepare` folder (512² crops) it used")
+    parser.add_argument("--runs", type=Path, help="its student runs (one folder per tier), for raw sharpness")
+    parser.add_argument("--limit", type=int, default=109, help="held-out faces to use")
+    parser.add_argument("--per-person", type=int, default=6, help="identity photos per person for skin tone")
+    parser.add_argument("--gallery", type=Path, help="write the research-data gallery here (never commit it)")
+    parser.add_argument("--clip", default="deepfacelive_Twitch1.mp4", help="clip of ../shared/data/videos")
+    parser.add_argument("--public-gallery", type=Path, help="write the public-domain (astronaut) gallery here")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    result = measure(args)
+    text = json.dumps(result, indent=1, default=float)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
