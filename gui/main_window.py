@@ -6,8 +6,8 @@ import logging
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Slot
-from PySide6.QtGui import QAction, QImage, QPixmap
+from PySide6.QtCore import QSize, Qt, Slot
+from PySide6.QtGui import QAction, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -62,6 +62,7 @@ class MainWindow(QMainWindow):
         open_file.clicked.connect(self._open_file)
 
         self.style_box = QComboBox()
+        self.style_box.setIconSize(QSize(96, 24))  # previews are strips: the face, then each tier
         self.style_box.activated.connect(lambda _i: self._apply_style())
         self.tier_box = QComboBox()
         self.tier_box.activated.connect(lambda _i: self._apply_style())
@@ -141,7 +142,9 @@ class MainWindow(QMainWindow):
         current = self.style_box.currentData()
         self.style_box.clear()
         for b in bundles:
-            self.style_box.addItem(b.manifest.name, b.id)
+            preview = b.root / b.manifest.preview if b.manifest.preview else None
+            icon = QIcon(str(preview)) if preview and preview.is_file() else QIcon()
+            self.style_box.addItem(icon, b.manifest.name, b.id)
         self.style_box.addItem(PASSTHROUGH, None)
         index = self.style_box.findData(current) if current else 0
         self.style_box.setCurrentIndex(max(index, 0))
@@ -157,7 +160,9 @@ class MainWindow(QMainWindow):
         bundle = self.controller.bundles[style_id]
         for tier in bundle.manifest.tiers:
             self.tier_box.addItem(tier.id)
-        self.card.setText(f"<b>{bundle.manifest.name}</b> {bundle.manifest.version}<br>{bundle.manifest.description}")
+        m = bundle.manifest
+        image = f"<br><img src='{(bundle.root / m.preview).as_uri()}' width='288'>" if m.preview else ""
+        self.card.setText(f"<b>{m.name}</b> {m.version}<br>{m.description}{image}")
 
     def _apply_style(self) -> None:
         style_id = self.style_box.currentData()

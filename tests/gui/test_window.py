@@ -105,3 +105,26 @@ def test_wizard_trains_installs_and_switches_to_a_new_style(qapp, window, tmp_pa
     assert wait_until(qapp, page.isComplete, timeout=400), page.log.toPlainText()[-3000:]
     wizard.accept()
     assert wait_until(qapp, lambda: window.style_box.currentData() == "wiz")
+
+
+def test_the_style_picker_shows_each_styles_preview(qapp, tmp_path, fixture_bundle_root):
+    import shutil
+
+    import cv2
+
+    from gui.controller import StreamController
+    from gui.main_window import MainWindow
+
+    folder = tmp_path / "fixture"
+    shutil.copytree(fixture_bundle_root / "fixture", folder)
+    cv2.imwrite(str(folder / "preview.png"), np.full((48, 192, 3), 200, np.uint8))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "preview": "preview.png"}))
+    win = MainWindow(StreamController(BundleRegistry([tmp_path])), "demo")
+    try:
+        assert not win.style_box.itemIcon(0).isNull()
+        win.style_box.setCurrentIndex(0)
+        win._fill_tiers()
+        assert "preview.png" in win.card.text()
+    finally:
+        win.close()
