@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.align import TEMPLATES
 from engine.errors import BundleError
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,11 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
         template=r.get(align_raw, "template", str, "align.", default="ffhq"),
         crop_size=r.get(align_raw, "crop_size", int, "align.", default=256),
     )
+    # fields the engine uses on every frame are checked here, so a bad one fails the load, not a frame
+    if align.template not in TEMPLATES:
+        raise r.fail(f"field 'align.template' is '{align.template}', known templates: {sorted(TEMPLATES)}")
+    if not 16 <= align.crop_size <= 2048:
+        raise r.fail(f"field 'align.crop_size' = {align.crop_size} is out of range 16..2048")
     blend_raw = r.get(data, "blend", dict, default={})
     blend = BlendDefaults(
         **{k: r.get(blend_raw, k, float, "blend.", default=v) for k, v in asdict(BlendDefaults()).items()}

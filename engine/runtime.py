@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+import numpy as np
+
 from engine.allocator import keep_frame_buffers_in_heap
 from engine.errors import SinkError, SourceError
 from engine.frames import Frame
@@ -117,71 +119,98 @@ class Runtime:
     # ----- threads ----------------------------------------------------------------------------
 
     def _capture(self) -> None:
-        while not self._stop.is_set():
-            t0 = time.perf_counter()
-            try:
-                frame = self.source.read()
-            except SourceError as exc:
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    frame = self.source.read()
+                except Exception as exc:  # SourceError, or a decoder's own error: count it, retry
+                    if not isinstance(exc, SourceError):
+                        log.exception("frame source failed")
+                    with self._lock:
+                        self.status.source_errors += 1
+                        self.status.last_error = str(exc)
+                    self._stop.wait(self.retry_delay)
+                    continue
+                if frame is None:
+                    break
                 with self._lock:
-                    self.status.source_errors += 1
-                    self.status.last_error = str(exc)
-                self._stop.wait(self.retry_delay)
-                continue
-            if frame is None:
-                break
-            with self._lock:
-                self.status.captured += 1
-            if not self._frames.put((frame, (time.perf_counter() - t0) * 1000)):
-                break
-        self._frames.close()
+                    self.status.captured += 1
+                if not self._frames.put((frame, (time.perf_counter() - t0) * 1000)):
+                    break
+        finally:  # whatever happened, the processing thread must learn that no more frames come
+            self._frames.close()
+
+    def _process_one(self, frame: Frame) -> FrameResult:
+        """One frame; an unexpected exception becomes the frame's error, with the frame passed through."""
+        try:
+            return self.pipeline.process(frame)
+        except Exception as exc:
+            log.exception("frame %d failed", frame.index)
+            image = frame.image if isinstance(frame.image, np.ndarray) else None
+            return FrameResult(image, frame.index, frame.timestamp, (), {}, None, None, None, f"frame failed: {exc}")
 
     def _process(self) -> None:
-        while True:
-            item = self._frames.get()
-            if item is None:
-                break
-            frame, decode_ms = item
-            result = self.pipeline.process(frame)
-            self.times.add("decode", decode_ms)
-            self.times.add_all(result.timings)
-            with self._lock:
-                self.status.processed += 1
-                if result.error:
-                    self.status.last_error = result.error
-            if self.on_result is not None:
-                self.on_result(result)
+        try:
+            while True:
+                item = self._frames.get()
+                if item is None:
+                    break
+                frame, decode_ms = item
+                result = self._process_one(frame)
+                self.times.add("decode", decode_ms)
+                self.times.add_all(result.timings)
+                with self._lock:
+                    self.status.processed += 1
+                    if result.error:
+                        self.status.last_error = result.error
+                if self.on_result is not None:
+                    try:
+                        self.on_result(result)
+                    except Exception:
+                        log.exception("result callback failed")
+                for box in self._sink_boxes:
+                    box.put(result)
+        finally:  # sinks finish and close even when processing died
+            self._frames.close()
             for box in self._sink_boxes:
-                box.put(result)
-        for box in self._sink_boxes:
-            box.close()
-        self._finished_at = time.perf_counter()
+                box.close()
+            self._finished_at = time.perf_counter()
+
+    def _sink_failed(self, sink: Sink, exc: Exception) -> None:
+        with self._lock:
+            self.status.sink_errors[sink.name] = str(exc)
+            self.status.last_error = str(exc)
+        if isinstance(exc, SinkError):
+            log.error("%s", exc)
+        else:
+            log.exception("sink %s failed", sink.name)
 
     def _drain(self, sink: Sink, box: Mailbox[FrameResult]) -> None:
         failed = False
-        while True:
-            result = box.get()
-            if result is None:
-                break
-            if failed:
-                continue
-            t0 = time.perf_counter()
-            try:
-                sink.write(result)
-            except SinkError as exc:
-                failed = True
-                with self._lock:
-                    self.status.sink_errors[sink.name] = str(exc)
-                    self.status.last_error = str(exc)
-                log.error("%s", exc)
-                continue
-            self.times.add(f"sink:{sink.name}", (time.perf_counter() - t0) * 1000)
-            with self._lock:
-                self.status.sink_written[sink.name] += 1
         try:
-            sink.close()
-        except SinkError as exc:
-            with self._lock:
-                self.status.sink_errors[sink.name] = str(exc)
+            while True:
+                result = box.get()
+                if result is None:
+                    break
+                if failed:
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    sink.write(result)
+                except Exception as exc:  # one sink failing never stops the stream or the others
+                    failed = True
+                    self._sink_failed(sink, exc)
+                    continue
+                self.times.add(f"sink:{sink.name}", (time.perf_counter() - t0) * 1000)
+                with self._lock:
+                    self.status.sink_written[sink.name] += 1
+        finally:
+            box.close()  # a lockstep writer must not wait on a reader that is gone
+            try:
+                sink.close()
+            except Exception as exc:
+                self._sink_failed(sink, exc)
 
     # ----- control ----------------------------------------------------------------------------
 

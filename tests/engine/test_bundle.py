@@ -89,3 +89,19 @@ def test_manifest_roundtrip(fixture_bundle):
     from engine.bundle import manifest_to_dict
 
     assert parse_manifest(manifest_to_dict(fixture_bundle.manifest)) == fixture_bundle.manifest
+
+
+def test_per_frame_fields_are_checked_when_the_bundle_loads(fixture_bundle_root, tmp_path):
+    import json
+    import shutil
+
+    from engine.bundle import load_bundle
+    from engine.errors import BundleError
+
+    folder = tmp_path / "fixture"
+    shutil.copytree(fixture_bundle_root / "fixture", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for align, message in (({"template": "celeba"}, "align.template' is 'celeba'"), ({"crop_size": 4}, "crop_size")):
+        (folder / "manifest.json").write_text(json.dumps({**manifest, "align": {**manifest["align"], **align}}))
+        with pytest.raises(BundleError, match=message):
+            load_bundle(folder)

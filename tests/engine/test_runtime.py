@@ -120,3 +120,69 @@ def test_clean_shutdown_within_one_second_and_no_thread_leak(lockstep):
     assert rt.stop(timeout=1.0)
     assert time.perf_counter() - t0 < 1.0
     assert not rt.running and threading.active_count() == before
+
+
+class Exploding:
+    """A tracker that fails with an unexpected error on some frames (a library bug, not a typed error)."""
+
+    def __init__(self, at):
+        self.at, self.calls = set(at), 0
+
+    def __call__(self, image, t):
+        self.calls += 1
+        if self.calls in self.at:
+            raise ZeroDivisionError("bug inside the tracker")
+        return []
+
+    def reset(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class BrokenSource(ListSource):
+    failed = False
+
+    def read(self):
+        if self.i == 3 and not self.failed:
+            self.failed = True
+            raise ValueError("decoder bug")
+        return super().read()
+
+
+def test_unexpected_errors_become_frame_errors_and_lockstep_never_hangs(monkeypatch):
+    seen = []
+    pipe = Pipeline(Exploding(at=[4, 9]))
+    monkeypatch.setattr(pipe, "process", _raising_on(pipe.process, {2}))
+    rt = Runtime(BrokenSource(20), pipe, [CallbackSink(seen.append)], lockstep=True)
+    rt.start()
+    assert rt.wait(10)  # no thread died silently: the stream reached its end
+    assert len(seen) == 20
+    errors = {r.index: r.error for r in seen if r.error}
+    assert "frame failed: 'boom'" in errors[2] and seen[2].image is not None
+    assert any("tracking failed: bug inside the tracker" in e for e in errors.values())
+    assert rt.report()["source_errors"] == 1
+
+
+def _raising_on(process, indices):
+    def wrapped(frame):
+        if frame.index in indices:
+            raise KeyError("boom")
+        return process(frame)
+
+    return wrapped
+
+
+def test_a_sink_raising_an_unexpected_error_is_isolated_and_still_closed():
+    good, closed = [], []
+
+    class Buggy(CallbackSink):
+        def close(self):
+            closed.append(True)
+
+    sinks = [Buggy(lambda r: 1 / 0, "buggy"), CallbackSink(good.append, "good")]
+    rt = Runtime(ListSource(15), Pipeline(NoFaces()), sinks, lockstep=True)
+    rt.start()
+    assert rt.wait(10)
+    assert "division by zero" in rt.report()["sink_errors"]["buggy"] and len(good) == 15 and closed == [True]
