@@ -243,8 +243,9 @@ class SinkSlot:
     """A sink position whose target can be attached and detached while the stream runs.
 
     The runtime's sink list is fixed when it starts; the GUI starts and stops recordings and the
-    virtual camera at any time, so each gets a slot (with its own thread and mailbox) up front.
-    Detaching closes the old target on the sink thread's next write, never mid-frame.
+    virtual camera at any time, so each gets a slot (with its own thread and mailbox) up front. A slot
+    outlives streams: its target survives a source switch. Detaching closes the old target on the sink
+    thread's next write, never mid-frame, or at the end of the stream.
     """
 
     def __init__(self, name: str) -> None:
@@ -289,5 +290,11 @@ class SinkSlot:
             log.error("%s", exc)
 
     def close(self) -> None:
+        """End of one stream (the runtime calls this): targets already detached are closed, the attached
+        one stays, so a recording goes on into the next stream (a source switch). :meth:`release` ends it."""
+        self._close_retired()
+
+    def release(self) -> None:
+        """Detach and finalise the target (stop recording, app shutdown). Call when no stream writes to it."""
         self.attach(None)
         self._close_retired()

@@ -96,9 +96,10 @@ class StreamController(QObject):
             runtime.source.close()
 
     def shutdown(self) -> None:
+        """Stop the stream, then finalise a recording in progress (its file stays playable) and the camera."""
         self.stop()
-        self.recorder.close()
-        self.virtual_camera.close()
+        self.recorder.release()
+        self.virtual_camera.release()
         self.pipeline.close()
 
     def _on_result(self, result: FrameResult) -> None:
@@ -112,7 +113,10 @@ class StreamController(QObject):
         self.status.emit(f"recording to {path}")
 
     def stop_recording(self) -> None:
-        self.recorder.attach(None)
+        if self.runtime is None or not self.runtime.running:
+            self.recorder.release()  # no stream: no sink thread will close it on its next write
+        else:
+            self.recorder.attach(None)
         self.status.emit("recording stopped")
 
     def set_virtual_camera(self, enabled: bool, backend: str | None = None) -> None:

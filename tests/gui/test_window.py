@@ -128,3 +128,28 @@ def test_the_style_picker_shows_each_styles_preview(qapp, tmp_path, fixture_bund
         assert "preview.png" in win.card.text()
     finally:
         win.close()
+
+
+def _decoded_frames(path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def test_recording_survives_a_source_switch_and_closing_the_window_finalises_it(qapp, fixture_bundle_root, tmp_path):
+    from gui.controller import StreamController
+    from gui.main_window import MainWindow
+
+    win = MainWindow(StreamController(BundleRegistry([fixture_bundle_root])), "demo")
+    win.show()
+    c = win.controller
+    assert c.start("demo") and wait_until(qapp, lambda: win.frames_shown > 2)
+    rec = tmp_path / "rec.mp4"
+    c.start_recording(rec)
+    assert wait_until(qapp, lambda: c.runtime.report()["sink_written"]["recorder"] > 10)
+    assert c.start("demo")  # switching the source keeps the recording going
+    assert c.recorder.attached
+    assert wait_until(qapp, lambda: c.runtime.report()["sink_written"]["recorder"] > 10)
+    win.close()  # mid-recording: the file must be finalised, every frame decodable
+    assert _decoded_frames(rec) > 20
