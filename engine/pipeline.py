@@ -165,6 +165,13 @@ class Pipeline:
             self._swap = req
         threading.Thread(target=work, args=(req,), name=f"load-{bundle.id}", daemon=True).start()
 
+    def request_passthrough(self) -> None:
+        """Drop the active style at the next frame boundary (never while a frame is being stylized)."""
+        req = _SwapRequest()
+        req.done.set()
+        with self._lock:
+            self._swap = req
+
     def wait_for_swap(self, timeout: float = 30.0) -> bool:
         """Block until a requested load has finished (tests, CLI start-up). True when one finished."""
         req = self._swap

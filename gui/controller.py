@@ -1,12 +1,14 @@
 """The window's controller: owns the engine's pipeline and runtime, and turns results into Qt signals.
 
 All engine work runs on the runtime's threads; results cross into the GUI thread through a queued
-signal carrying the newest frame only (the preview never builds a backlog).
+signal. At most one such signal is in flight: a result that arrives while the GUI has not yet taken the
+previous one replaces it, so the preview shows the newest frame and never builds a backlog.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -42,6 +44,8 @@ class StreamController(QObject):
         self.source_spec: str | None = None
         self.bundles: dict[str, Bundle] = {}
         self.last_result: FrameResult | None = None
+        self._newest: FrameResult | None = None
+        self._newest_lock = threading.Lock()
         self._rate_mark: tuple[float, int] = (time.monotonic(), 0)
         self._status_timer = QTimer(self)
         self._status_timer.timeout.connect(self._report_status)
@@ -61,9 +65,7 @@ class StreamController(QObject):
     def set_style(self, style_id: str | None, tier: str = "auto", backend: str = "auto") -> None:
         """Hot-swap to a style (None: pass-through). Loads in the background; the stream keeps running."""
         if style_id is None:
-            old, self.pipeline.style = self.pipeline.style, None
-            if old is not None:
-                old.close()
+            self.pipeline.request_passthrough()  # the model closes at a frame boundary, never mid-inference
             return
         self.pipeline.request_style(self.bundles[style_id], tier, backend)
         self.status.emit(f"loading style {style_id}…")
@@ -92,7 +94,9 @@ class StreamController(QObject):
     def stop(self) -> None:
         if self.runtime is not None:
             runtime, self.runtime = self.runtime, None
-            runtime.stop(timeout=2.0)
+            if not runtime.stop(timeout=2.0) and not runtime.wait(timeout=10.0):
+                log.error("the stream did not stop in 12 s; its source is left open rather than closed under it")
+                return
             runtime.source.close()
 
     def shutdown(self) -> None:
@@ -103,8 +107,18 @@ class StreamController(QObject):
         self.pipeline.close()
 
     def _on_result(self, result: FrameResult) -> None:
+        """Runtime thread: keep the newest result; signal the GUI only when it has taken the last one."""
         self.last_result = result
-        self.frame_ready.emit(result)
+        with self._newest_lock:
+            pending, self._newest = self._newest is not None, result
+        if not pending:
+            self.frame_ready.emit(result)
+
+    def take_newest(self) -> FrameResult | None:
+        """GUI thread: the newest result not yet shown (None when it was already taken)."""
+        with self._newest_lock:
+            result, self._newest = self._newest, None
+        return result
 
     # ----- outputs ----------------------------------------------------------------------------
 

@@ -181,6 +181,8 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def show_frame(self, result: FrameResult) -> None:
+        """Show the newest result (the signal's own may already be stale: a newer one replaced it)."""
+        result = self.controller.take_newest() or result
         if result.image is None:
             return
         pixmap = QPixmap.fromImage(to_qimage(result.image))

@@ -190,3 +190,16 @@ def test_a_manifest_that_promises_alpha_needs_a_four_channel_model(tmp_path):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="the manifest expects 4 channels"):
         load_style(load_bundle(folder), "light", "onnx")
+
+
+def test_passthrough_drops_the_style_at_a_frame_boundary_only(fixture_bundle):
+    style = load_style(fixture_bundle, "light", "onnx")
+    closed = []
+    original_close = style.close
+    style.close = lambda: (closed.append(True), original_close())
+    pipe = Pipeline(MeshFaceTracker(), style)
+    pipe.request_passthrough()
+    assert pipe.style is style and not closed  # a frame may be inside stylize right now: nothing is closed
+    result = pipe.process(_demo_frames(1)[0])
+    assert result.style is None and pipe.style is None and closed == [True]
+    pipe.close()

@@ -153,3 +153,25 @@ def test_recording_survives_a_source_switch_and_closing_the_window_finalises_it(
     assert wait_until(qapp, lambda: c.runtime.report()["sink_written"]["recorder"] > 10)
     win.close()  # mid-recording: the file must be finalised, every frame decodable
     assert _decoded_frames(rec) > 20
+
+
+def test_the_preview_takes_only_the_newest_frame_however_many_arrive(qapp, window):
+    import threading
+
+    from engine.pipeline import FrameResult
+
+    shown = []
+    window.controller.frame_ready.connect(lambda _r: shown.append(window.controller.last_result.index))
+
+    def flood():
+        for i in range(500):
+            image = np.zeros((8, 8, 3), np.uint8)
+            window.controller._on_result(FrameResult(image, i, i / 30, (), {}, None, None, None))
+
+    worker = threading.Thread(target=flood)
+    worker.start()
+    worker.join()
+    before = window.frames_shown
+    qapp.processEvents()
+    assert window.frames_shown - before == 1  # one queued event for 500 results
+    assert window.controller.take_newest() is None  # the window took the newest (index 499)
