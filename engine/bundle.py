@@ -134,6 +134,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+_VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 already computed
+
+
+def verified_sha256(path: Path) -> str:
+    """sha256 of a model file, hashed once per (path, size, modification time).
+
+    The window rescans the model folders on every refresh; hashing every file each time blocked it. A
+    replaced or rewritten file has a new size or time, so it is hashed again.
+    """
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = sha256_file(path)
+    return _VERIFIED[key]
+
+
 class FieldReader:
     """Typed field access that names the JSON file and the field in every error.
 
@@ -323,7 +339,7 @@ def verify_file(bundle: Bundle, tier_file: TierFile) -> None:
     path = bundle.path(tier_file)
     if not path.is_file():
         raise BundleError(f"{path}: model file listed in the manifest is missing")
-    actual = sha256_file(path)
+    actual = verified_sha256(path)
     if actual != tier_file.sha256:
         raise BundleError(
             f"{path}: sha256 mismatch (manifest {tier_file.sha256[:12]}…, file {actual[:12]}…);"

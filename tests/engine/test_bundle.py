@@ -105,3 +105,23 @@ def test_per_frame_fields_are_checked_when_the_bundle_loads(fixture_bundle_root,
         (folder / "manifest.json").write_text(json.dumps({**manifest, "align": {**manifest["align"], **align}}))
         with pytest.raises(BundleError, match=message):
             load_bundle(folder)
+
+
+def test_a_rescan_hashes_each_model_file_once_and_a_changed_file_again(fixture_bundle_root, tmp_path, monkeypatch):
+    import os
+
+    from engine import bundle as bundle_module
+
+    shutil.copytree(fixture_bundle_root / "fixture", tmp_path / "fixture")
+    hashed = []
+    real = bundle_module.sha256_file
+    monkeypatch.setattr(bundle_module, "sha256_file", lambda p: (hashed.append(p), real(p))[1])
+    registry = BundleRegistry([tmp_path])
+    assert "fixture" in registry.scan().bundles
+    first = len(hashed)
+    assert first > 0 and "fixture" in registry.scan().bundles and len(hashed) == first
+    model = tmp_path / "fixture" / "light.onnx"
+    model.write_bytes(model.read_bytes()[:-1] + b"\0")  # corrupted in place: new content, new mtime
+    os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 1))
+    scan = registry.scan()
+    assert "fixture" not in scan.bundles and "sha256 mismatch" in next(iter(scan.errors.values()))
