@@ -149,8 +149,8 @@ def _student_graphs(folder: Path, bundle: Path | None) -> dict[str, dict]:
             if f is not None:
                 out[t.id] = {"onnx": b.path(f), "gmacs": t.gmacs, "params": t.params, "source": str(bundle)}
         return out
-    from training.export import export_onnx
     from training.modules import count_params
+    from training.student.export import export_onnx
     from training.student.networks import TIERS, build_student, count_macs
 
     out = {}
@@ -196,8 +196,8 @@ def bench(runs: int, warmup: int, bundle: Path | None, teacher_runs: int) -> dic
     import torch
 
     from engine.backends import convert_onnx_to_mnn
-    from training.export import export_onnx
     from training.modules import count_params
+    from training.student.export import export_onnx
     from training.student.networks import count_macs
 
     torch.set_num_threads(1)

@@ -227,7 +227,7 @@ def public_frames(folder: Path, bundle, model) -> None:
     the aligned crop blended with the fixed feather mask beside the learned alpha."""
     from skimage import data
 
-    from training.export import public_domain_face
+    from training.student.export import public_domain_face
 
     folder.mkdir(parents=True, exist_ok=True)
     photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)

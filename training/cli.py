@@ -14,7 +14,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("training.prepare", "align real faces from photo folders or videos into 256² crops"),
     "pairs": ("training.pairs", "stylize aligned photos with a teacher (ink, ugatit:RUN, a teacher folder) into pairs"),
     "student": ("training.student.train", "distil a pairs folder into a real-time student of one compute tier"),
-    "export": ("training.export", "export student runs to ONNX + MNN and write a validated model bundle"),
+    "export": ("training.student.export", "export student runs to ONNX + MNN and write a validated model bundle"),
     "stylegan": ("training.stylegan.train", "train or fine-tune a StyleGAN2-ADA generator on a style folder"),
     "fuse": ("training.stylegan.fusion", "fuse two StyleGAN generators (layer swap / per-resolution blend), chain"),
     "invert": ("training.stylegan.invert", "invert aligned faces into a StyleGAN generator's W+ space"),

@@ -30,26 +30,13 @@ import torch
 
 from engine.errors import DatasetError
 from training import metrics
-from training.pairs import FolderPairs, Pair
+from training.images import preview_grid
+from training.pairs import Pair, split_pairs
+from training.student.networks import load_student
 
 log = logging.getLogger(__name__)
 
 Stylize = Callable[[np.ndarray], np.ndarray]  # (S, S, 3) uint8 BGR crop -> same
-
-
-def split_pairs(pairs: Path | str, limit: int | None = None, split: str = "heldout") -> list[Pair]:
-    """The pairs of one split ("heldout" unless told) of a pairs folder; DatasetError when it has none.
-
-    With ``limit``, pairs evenly spaced over the split (names are grouped by source, so the first ones
-    would all come from one).
-    """
-    source = FolderPairs(pairs)
-    keys = [k for k in source.names() if source.split(k) == split]
-    if limit and len(keys) > limit:
-        keys = [keys[i * len(keys) // limit] for i in range(limit)]
-    if not keys:
-        raise DatasetError(f"{pairs}: no '{split}' pairs (pairs.json marks none '{split}')")
-    return source.pairs(keys)
 
 
 def reference_metrics(held: list[Pair]) -> dict:
@@ -116,7 +103,7 @@ def evaluate(
 
 
 def exported_tier_stylizer(tier) -> Stylize:
-    """A freshly exported tier (:class:`training.export.ExportedTier`) as a crop stylizer on onnxruntime."""
+    """A freshly exported tier (:class:`training.student.export.ExportedTier`) as a crop stylizer on onnxruntime."""
     from engine.backends import OnnxStylizer
     from engine.bundle import IOSpec
 
@@ -157,8 +144,6 @@ def bundle_stylizers(bundle_dir: Path, backend: str, threads: int) -> dict[str, 
 
 
 def run_stylizers(runs: list[Path]) -> dict[str, Stylize]:
-    from training.export import load_student
-
     out = {}
     for run in runs:
         net, _ = load_student(run)
@@ -259,8 +244,6 @@ def ablation_markdown(report: dict) -> str:
 
 
 def write_grid(path: Path, held: list[Pair], outputs: dict[str, list[np.ndarray]], count: int = 8) -> None:
-    from training.export import preview_grid
-
     show = list(range(min(count, len(held))))
     grid = preview_grid(
         [held[i].photo for i in show],

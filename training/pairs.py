@@ -223,6 +223,21 @@ def check_source(out: Path, record: dict) -> None:
         raise TrainingError(f"{out}: already holds stylized images from another teacher; write to a new --out")
 
 
+def split_pairs(pairs: Path | str, limit: int | None = None, split: str = "heldout") -> list[Pair]:
+    """The pairs of one split ("heldout" unless told) of a pairs folder; DatasetError when it has none.
+
+    With ``limit``, pairs evenly spaced over the split (names are grouped by source, so the first ones
+    would all come from one).
+    """
+    source = FolderPairs(pairs)
+    keys = [k for k in source.names() if source.split(k) == split]
+    if limit and len(keys) > limit:
+        keys = [keys[i * len(keys) // limit] for i in range(limit)]
+    if not keys:
+        raise DatasetError(f"{pairs}: no '{split}' pairs (pairs.json marks none '{split}')")
+    return source.pairs(keys)
+
+
 def write_pairs(
     source: PairSource, out: Path, batch: int = 8, progress: Progress | None = None, abort: AbortFlag | None = None
 ) -> int:

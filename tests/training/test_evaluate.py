@@ -7,7 +7,8 @@ import pytest
 from engine.errors import DatasetError
 from tests.training.conftest import make_student_run
 from training import evaluate
-from training.evaluate import PUBLISHED_ABLATION, split_pairs
+from training.evaluate import PUBLISHED_ABLATION
+from training.pairs import split_pairs
 
 
 def test_a_teacher_copy_scores_perfectly_and_blurred_or_blocky_copies_are_exposed(ink_pairs):

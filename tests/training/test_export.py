@@ -8,8 +8,9 @@ from engine.backends import OnnxStylizer
 from engine.bundle import load_bundle
 from engine.errors import BundleError
 from tests.training.conftest import make_student_run
-from training.export import ExportedTier, export_bundle, export_tier, load_student, write_bundle
 from training.runs import TrainingError
+from training.student.export import ExportedTier, export_bundle, export_tier, write_bundle
+from training.student.networks import load_student
 
 
 def test_export_tier_writes_checked_static_graphs_that_match_torch(tmp_path):
@@ -65,7 +66,7 @@ def test_bad_runs_and_duplicate_tiers_are_refused(tmp_path):
 
 def test_parity_failure_is_reported(tmp_path, monkeypatch):
     run, _ = make_student_run(tmp_path / "run")
-    import training.export as export
+    import training.student.export as export
 
     monkeypatch.setattr(export, "max_parity_error", lambda runtime, *a: 0.5 if runtime == "mnn" else 0.0)
     with pytest.raises(TrainingError, match=r"MNN \(fp32 weights\) differs from torch by 5.00e-01"):
@@ -74,7 +75,7 @@ def test_parity_failure_is_reported(tmp_path, monkeypatch):
 
 def test_mnn_falls_back_to_fp32_weights_when_fp16_misses_the_tolerance(tmp_path, monkeypatch):
     run, _ = make_student_run(tmp_path / "run")
-    import training.export as export
+    import training.student.export as export
 
     errors = iter([1e-7, 8e-3, 2e-6])  # onnx, mnn fp16, mnn fp32
     monkeypatch.setattr(export, "max_parity_error", lambda *a: next(errors))

@@ -17,11 +17,14 @@ detail past the bottleneck, which keeps ink lines sharp and faces recognisable.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from training.runs import MODEL_FILE, TrainingError, load_model_file
 
 
 @dataclass(frozen=True)
@@ -193,3 +196,18 @@ def count_macs(model: nn.Module, size: int = 256) -> int:
         for h in handles:
             h.remove()
     return total
+
+
+ARCHS = {"student": build_student}  # literal registry of exportable architectures
+
+
+def load_student(path: Path) -> tuple[StudentNet, dict]:
+    """EMA student from a run directory or a model.pt, in eval mode on the CPU."""
+    path = Path(path)
+    file = path / "checkpoints" / MODEL_FILE if path.is_dir() else path
+    record = load_model_file(file)
+    if record["arch"] not in ARCHS:
+        raise TrainingError(f"{file}: architecture '{record['arch']}' cannot be exported (known: {list(ARCHS)})")
+    net = ARCHS[record["arch"]](**record["init_kwargs"])
+    net.load_state_dict(record.get("params_ema") or record["params"])
+    return net.eval(), record

@@ -500,7 +500,7 @@ def run(args: argparse.Namespace) -> int:
             summaries = train_students(args.pairs, cfgs, ctxs, parents)
         finished = all(s["finished"] for s in summaries)
         if finished and args.export_to:
-            from training.export import export_bundle
+            from training.student.export import export_bundle
 
             export_bundle(runs, args.export_to, style_id=args.style_id, pairs=args.pairs)
     finally:

@@ -42,11 +42,12 @@ from engine.bundle import (
     manifest_to_dict,
     sha256_file,
 )
+from training.images import preview_grid
 from training.metrics import to_tensor
 from training.modules import count_params
-from training.pairs import Pair
-from training.runs import MODEL_FILE, TrainingError, git_commit, load_model_file, options_hash
-from training.student.networks import TIERS, InferenceStudent, StudentNet, build_student, count_macs
+from training.pairs import Pair, split_pairs
+from training.runs import TrainingError, git_commit, options_hash
+from training.student.networks import TIERS, InferenceStudent, count_macs, load_student
 from training.student.sharpen import calibrate, sharpened
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 ONNX_TOLERANCE = 1e-3
 MNN_TOLERANCE = 3e-3
 OPSET = 17
-ARCHS = {"student": build_student}  # literal registry of exportable architectures
 
 DEFAULT_LICENSE = (
     "Research and non-commercial use only: trained on face photos and videos licensed for research /"
@@ -84,18 +84,6 @@ class ExportedTier:
             "mnn_weights": self.mnn_weights,
             "mnn_fp16_max_abs": self.mnn_fp16_max_abs,
         }
-
-
-def load_student(path: Path) -> tuple[StudentNet, dict]:
-    """EMA student from a run directory or a model.pt, in eval mode on the CPU."""
-    path = Path(path)
-    file = path / "checkpoints" / MODEL_FILE if path.is_dir() else path
-    record = load_model_file(file)
-    if record["arch"] not in ARCHS:
-        raise TrainingError(f"{file}: architecture '{record['arch']}' cannot be exported (known: {list(ARCHS)})")
-    net = ARCHS[record["arch"]](**record["init_kwargs"])
-    net.load_state_dict(record.get("params_ema") or record["params"])
-    return net.eval(), record
 
 
 def export_onnx(net: torch.nn.Module, path: Path, size: int) -> None:
@@ -207,15 +195,6 @@ def export_tier(
         sharpen,
         io_spec.alpha,
     )
-
-
-def preview_grid(photos: list[np.ndarray], rows: list[list[np.ndarray]], thumb: int = 160) -> np.ndarray:
-    """Before/after grid: the photos on top, one row per stylized version (BGR uint8)."""
-
-    def row(images: list[np.ndarray]) -> np.ndarray:
-        return np.hstack([cv2.resize(im, (thumb, thumb), interpolation=cv2.INTER_AREA) for im in images])
-
-    return np.vstack([row(photos)] + [row(r) for r in rows])
 
 
 def public_domain_face(size: int = 256) -> np.ndarray | None:
@@ -377,7 +356,7 @@ def export_bundle(
 
     With ``pairs`` and ``sharpen``, each tier gets the sharpening layer calibrated on training pairs.
     """
-    from training.evaluate import evaluate_bundle_tiers, split_pairs
+    from training.evaluate import evaluate_bundle_tiers
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
