@@ -1,8 +1,8 @@
 """Training wizard: pick data and a preset, run the training pipeline, install and switch to the new style.
 
 Training runs as a separate process (``main.py train all --progress json``) so the window never loads
-torch and stays responsive; its JSON-line progress drives the progress page. Cancelling sends an
-abort (SIGINT) and the stage checkpoints before it exits, so a later run resumes.
+torch and stays responsive; its JSON-line progress drives the progress page. Cancelling sends SIGTERM
+without waiting; the stage checkpoints before it exits, so a later run resumes.
 """
 
 from __future__ import annotations
@@ -33,13 +33,15 @@ from PySide6.QtWidgets import (
 
 MAIN = Path(__file__).resolve().parent.parent / "main.py"
 SOURCES = {
-    "styles": "A folder of style images (StyleGAN fine-tuning → pairs → students)",
+    "teacher": "A pretrained teacher (a folder with teacher.json) and your face photos or videos — recommended",
+    "styles": "A folder of style images (StyleGAN fine-tuning → pairs → students; needs a GPU for a usable style)",
     "pairs": "A folder of (photo, stylized) pairs",
     "ink": "Real face photos with the procedural ink teacher",
 }
 PRESETS = {
     "tiny": "seconds, for a smoke test",
-    "cpu": "about an hour on a laptop CPU",
+    "cpu": "laptop CPU: under an hour for the teacher route on a 2-core AVX-512 machine; the style-image route"
+    " takes hours and gives no usable style without a GPU",
     "gpu": "full quality, needs CUDA",
 }
 
@@ -49,25 +51,45 @@ def training_available() -> bool:
     return importlib.util.find_spec("torch") is not None and MAIN.is_file()
 
 
-def build_command(source: str, data: str, faces: str, preset: str, style_id: str, models_dir: Path) -> list[str]:
-    """The ``main.py train all`` command line for the wizard's choices."""
+def build_command(
+    source: str, data: str, faces: str, preset: str, style_id: str, models_dir: Path, teacher: str = ""
+) -> list[str]:
+    """The ``main.py train all`` command line for the wizard's choices (teacher route: ``data`` holds faces)."""
     args = [str(MAIN), "train", "all", "--source", source, "--data", data, "--preset", preset]
     args += ["--style-id", style_id, "--install-to", str(models_dir), "--progress", "json"]
     if faces:
         args += ["--faces", faces]
+    if source == "teacher":
+        args += ["--teacher", teacher]
     return args
 
 
-def validate(source: str, data: str, faces: str, style_id: str) -> str | None:
+def validate(source: str, data: str, faces: str, style_id: str, teacher: str = "") -> str | None:
     """A message for what is wrong with the choices, or None when they can run."""
     if not re.fullmatch(r"[A-Za-z0-9_-]+", style_id or ""):
         return "The style name may use letters, digits, '-' and '_' only."
     if not data or not Path(data).is_dir():
         return "Choose an existing data folder."
-    if not any(p.is_file() for p in Path(data).iterdir()):
+    if not any(p.is_file() for p in Path(data).rglob("*")):
         return f"{data} is empty."
-    if source == "styles" and faces and not Path(faces).is_dir():
-        return "The real-face folder does not exist."
+    if source == "styles" and not (faces and Path(faces).is_dir()):
+        return "Training from style images needs a folder of real face photos or videos to translate."
+    if source == "teacher":
+        return _teacher_problem(teacher)
+    return None
+
+
+def _teacher_problem(teacher: str) -> str | None:
+    """A first check of a teacher folder (the training process validates it fully before any work)."""
+    path = Path(teacher) / "teacher.json" if teacher else None
+    if path is None or not path.is_file():
+        return "Choose a teacher folder: it holds a teacher.json beside the model file."
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        return f"{path} is not readable JSON: {exc}"
+    if not isinstance(spec, dict) or spec.get("schema") != 1 or spec.get("kind") != "stylizer":
+        return f"{path} does not describe a stylizer teacher of schema 1."
     return None
 
 
@@ -115,6 +137,7 @@ class DataPage(QWizardPage):
         form = QFormLayout(self)
         self.data = QLineEdit()
         self.faces = QLineEdit()
+        self.teacher = QLineEdit()
         self.style_id = QLineEdit("my_style")
         self.preset = QComboBox()
         for key, text in PRESETS.items():
@@ -122,15 +145,16 @@ class DataPage(QWizardPage):
         self.preset.setCurrentIndex(1)
         self.error = QLabel()
         self.error.setStyleSheet("color: #c33;")
-        form.addRow("Data folder", _folder_row(self.data, self))
-        form.addRow("Real faces (optional)", _folder_row(self.faces, self))
+        form.addRow("Data folder (faces for the teacher route)", _folder_row(self.data, self))
+        form.addRow("Real faces (style-image route)", _folder_row(self.faces, self))
+        form.addRow("Teacher folder (teacher route)", _folder_row(self.teacher, self))
         form.addRow("Style name", self.style_id)
         form.addRow("Preset", self.preset)
         form.addRow(self.error)
 
     def validatePage(self) -> bool:  # noqa: N802
         choice = self.wizard().choice_page.choice()
-        message = validate(choice, self.data.text(), self.faces.text(), self.style_id.text())
+        message = validate(choice, self.data.text(), self.faces.text(), self.style_id.text(), self.teacher.text())
         self.error.setText(message or "")
         return message is None
 
@@ -166,8 +190,16 @@ class RunPage(QWizardPage):
             data.preset.currentData(),
             data.style_id.text(),
             w.models_dir,
+            data.teacher.text(),
         )
+        if self.running:  # Back then Next: the run in progress goes on, no second one on the same folder
+            self.log.appendPlainText("training is still running; stop it before starting another")
+            return
         self.start(args)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
 
     def start(self, args: list[str]) -> None:
         self.installed = None
@@ -213,12 +245,13 @@ class RunPage(QWizardPage):
         self.completeChanged.emit()
 
     def stop(self) -> None:
-        """Let a finished run exit by itself; ask a running one to checkpoint and stop (SIGTERM)."""
-        if self.process is None or self.process.state() == QProcess.ProcessState.NotRunning:
+        """Ask a running training process to checkpoint and stop (SIGTERM), without waiting for it: the
+        window stays responsive and ``finished`` reports the exit. A run that already installed its style
+        is left to exit by itself."""
+        if not self.running or self.installed is not None:
             return
-        if self.installed is None:
-            self.process.terminate()
-        self.process.waitForFinished(30_000)
+        self.stage.setText("stopping: saving a checkpoint…")
+        self.process.terminate()
 
     def isComplete(self) -> bool:  # noqa: N802
         return self.installed is not None

@@ -66,7 +66,16 @@ def test_wizard_validation_and_progress_parsing(qapp, window, tmp_path):
     assert "existing" in validate("styles", str(tmp_path / "nope"), "", "ok")
     assert "empty" in validate("styles", str(tmp_path), "", "ok")
     (tmp_path / "a.png").write_bytes(b"x")
-    assert validate("styles", str(tmp_path), "", "ok") is None
+    assert "needs a folder of real face photos" in validate("styles", str(tmp_path), "", "ok")
+    assert validate("styles", str(tmp_path), str(tmp_path), "ok") is None
+    assert validate("ink", str(tmp_path), "", "ok") is None
+    assert "teacher.json" in validate("teacher", str(tmp_path), "", "ok", str(tmp_path))
+    (tmp_path / "teacher.json").write_text(json.dumps({"schema": 1, "kind": "mask"}))
+    assert "stylizer teacher" in validate("teacher", str(tmp_path), "", "ok", str(tmp_path))
+    (tmp_path / "teacher.json").write_text(json.dumps({"schema": 1, "kind": "stylizer"}))
+    assert validate("teacher", str(tmp_path), "", "ok", str(tmp_path)) is None
+    cmd = build_command("teacher", str(tmp_path), "", "cpu", "ok", tmp_path / "models", str(tmp_path))
+    assert cmd[cmd.index("--teacher") + 1] == str(tmp_path) and cmd[cmd.index("--source") + 1] == "teacher"
     cmd = build_command("ink", str(tmp_path), "", "tiny", "ok", tmp_path / "models")
     assert cmd[1:4] == ["train", "all", "--source"] and "--progress" in cmd
 
@@ -175,3 +184,26 @@ def test_the_preview_takes_only_the_newest_frame_however_many_arrive(qapp, windo
     qapp.processEvents()
     assert window.frames_shown - before == 1  # one queued event for 500 results
     assert window.controller.take_newest() is None  # the window took the newest (index 499)
+
+
+def test_wizard_back_and_next_never_starts_a_second_run_and_stop_does_not_block(qapp, window):
+    import time
+
+    wizard = window.open_wizard()
+    page = wizard.run_page
+    page.start(
+        [
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, lambda *a: (time.sleep(3), exit(1))); time.sleep(60)",
+        ]
+    )
+    assert page.process.waitForStarted(5000)
+    first = page.process
+    page.initializePage()  # what Back then Next does
+    assert page.process is first and page.running
+    t0 = time.monotonic()
+    page.stop()
+    assert time.monotonic() - t0 < 1.0  # the window does not wait for the checkpoint
+    assert wait_until(qapp, lambda: not page.running, timeout=15)
+    assert "stopped" in page.stage.text()
+    wizard.close()
