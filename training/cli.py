@@ -21,7 +21,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "generate": ("training.stylegan.generate", "generate an image set + manifest from a StyleGAN generator"),
     "curate": ("training.stylegan.curate", "curation round: candidates, accept/reject, grow the style set"),
     "ugatit": ("training.ugatit.train", "train U-GAT-IT between aligned real faces and a style image set"),
-    "all": ("training.all", "the whole recipe: data folder -> pairs -> students -> installed bundle (resumable)"),
+    "all": ("training.recipe", "the whole recipe: data folder -> pairs -> students -> installed bundle (resumable)"),
 }
 
 

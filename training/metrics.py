@@ -1,4 +1,4 @@
-"""Evaluation metrics, defined once and reused by every stage (DESIGN.md, "Metrics").
+"""Evaluation metrics, defined once and reused by every stage (../shared/DESIGN.md, "Metrics").
 
 * FID-EL0 / KID-EL0: Fréchet / kernel inception-style distances on ImageNet EfficientNet-Lite0 pooled
   features (1280-d, images resized to 224²). **Not comparable with published Inception FIDs** — only
@@ -157,11 +157,6 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
 def fid_images(a: Images, b: Images, space: str = "el0", device: str = "cpu") -> float:
     """FID between two image sets in ``space`` (see the module docstring: FID-EL0 is not Inception FID)."""
     return fid(features(a, space, device), features(b, space, device))
-
-
-def kid_images(a: Images, b: Images, space: str = "el0", device: str = "cpu") -> float:
-    """KID between two image sets in ``space``."""
-    return kid(features(a, space, device), features(b, space, device))
 
 
 # ----- identity -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Training configuration and the ``tiny`` / ``cpu`` / ``gpu`` presets of the StyleGAN2-ADA stage.
 
-Presets are sized on the throughput measured in DESIGN.md: ``tiny`` runs a step in well under a
+Presets are sized on the throughput measured in ../shared/DESIGN.md: ``tiny`` runs a step in well under a
 second (tests), ``cpu`` trains 64² with channels ≤ 128 on one or two cores, ``gpu`` is the 256²
 configuration of the official "paper256" setup (channel base 16384, max 512).
 """

@@ -39,8 +39,6 @@ from training.stylegan.networks import Discriminator, Generator
 
 log = logging.getLogger(__name__)
 
-PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
-
 
 def _round_seed(seed: int, iteration: int, phase: int, round_idx: int) -> int:
     return (seed * 1_000_003 + iteration * 1_009 + phase * 101 + round_idx) % (2**62)

@@ -4,7 +4,7 @@ Loss weights, optimizer and schedule are the paper's: adversarial 1, cycle 10, i
 Adam(lr 1e-4, β 0.5/0.999, weight decay 1e-4); the learning rate decays linearly to 0 over the second
 half of the run's ``--steps``.
 
-Presets, sized on the throughput measured in DESIGN.md (U-GAT-IT 128², ngf 32, batch 4: 0.37 it/s on
+Presets, sized on the throughput measured in ../shared/DESIGN.md (U-GAT-IT 128², ngf 32, batch 4: 0.37 it/s on
 2 cores, i.e. ~1.3k iterations an hour — far from the ~100k a converged model needs, so ``cpu`` proves
 the stage and gives a first look, it does not train a usable translator):
 
