@@ -17,9 +17,5 @@ class BackendUnavailable(StylecastError):
     """An inference backend (onnxruntime, MNN) or optional library is not installed or cannot run a model."""
 
 
-class DatasetError(StylecastError):
-    """Training or evaluation data is missing, empty or unusable."""
-
-
 class SinkError(StylecastError):
     """An output (recorder, virtual camera) failed; the stream itself keeps running."""

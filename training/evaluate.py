@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 import torch
 
-from engine.errors import DatasetError
 from training import metrics
+from training.errors import DatasetError
 from training.images import preview_grid
 from training.pairs import Pair, split_pairs
 from training.student.networks import load_student

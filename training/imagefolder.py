@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.errors import DatasetError
+from training.errors import DatasetError
 
 log = logging.getLogger(__name__)
 

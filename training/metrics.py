@@ -28,7 +28,7 @@ import torch
 from engine.align import FFHQ_TEMPLATE
 from engine.metrics import block_ratio, sharpness
 from training import pretrained
-from training.runs import TrainingError
+from training.errors import TrainingError
 
 log = logging.getLogger(__name__)
 

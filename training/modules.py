@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.runs import TrainingError
+from training.errors import TrainingError
 
 
 def cpu_has_native_bf16() -> bool:

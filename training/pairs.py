@@ -28,9 +28,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from engine.errors import DatasetError
+from training.errors import DatasetError, TrainingError
 from training.prepare import IMAGE_EXTS, MANIFEST, Manifest
-from training.runs import AbortFlag, Progress, RunDir, TrainingError, abort_on_signals
+from training.runs import AbortFlag, Progress, RunDir, abort_on_signals
 from training.teachers.masks import BlendTargets, keep_skin_tone
 
 log = logging.getLogger(__name__)

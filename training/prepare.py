@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 
 from engine.align import FFHQ_TEMPLATE, similarity_from_landmarks, warp_crop
-from engine.errors import DatasetError
 from engine.tracking import landmarks_from_image
+from training.errors import DatasetError
 from training.runs import AbortFlag, Progress, RunDir, abort_on_signals
 
 log = logging.getLogger(__name__)

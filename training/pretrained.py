@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.runs import TrainingError
+from training.errors import TrainingError
 
 log = logging.getLogger(__name__)
 

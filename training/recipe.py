@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from engine.bundle import load_bundle
-from training.runs import TrainingError
+from training.errors import TrainingError
 
 log = logging.getLogger(__name__)
 

@@ -32,20 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.errors import StylecastError
+from training.errors import DiskFullError, TrainingError
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "state.pt"
-
-
-class TrainingError(StylecastError):
-    """A training stage cannot go on (bad options, incompatible resume, disk full)."""
-
-
-class DiskFullError(TrainingError):
-    """Not enough free space to write a checkpoint; earlier checkpoints are untouched."""
 
 
 def options_hash(options: dict[str, Any]) -> str:

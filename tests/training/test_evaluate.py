@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.errors import DatasetError
 from tests.training.conftest import make_student_run
 from training import evaluate
+from training.errors import DatasetError
 from training.evaluate import PUBLISHED_ABLATION
 from training.pairs import split_pairs
 

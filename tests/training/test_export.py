@@ -8,7 +8,7 @@ from engine.backends import OnnxStylizer
 from engine.bundle import load_bundle
 from engine.errors import BundleError
 from tests.training.conftest import make_student_run
-from training.runs import TrainingError
+from training.errors import TrainingError
 from training.student.export import ExportedTier, export_bundle, export_tier, write_bundle
 from training.student.networks import load_student
 

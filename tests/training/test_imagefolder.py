@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.errors import DatasetError
+from training.errors import DatasetError
 from training.imagefolder import load_image_folder
 
 

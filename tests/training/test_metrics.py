@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from training import metrics
-from training.runs import TrainingError
+from training.errors import TrainingError
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.errors import DatasetError
+from training.errors import DatasetError
 from training.pairs import FolderPairs, TeacherPairs, write_pairs
 
 

@@ -6,9 +6,9 @@ import pytest
 from skimage import data
 
 from engine.align import similarity_from_landmarks, warp_crop
-from engine.errors import DatasetError
 from engine.tracking import landmarks_from_image
 from training import prepare
+from training.errors import DatasetError
 from training.prepare import PrepareConfig, load_crops, split_of
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from training import pretrained
+from training.errors import TrainingError
 from training.metrics import to_tensor
-from training.runs import TrainingError
 
 
 @pytest.fixture(scope="module")

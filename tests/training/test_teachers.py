@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from tests.training.conftest import write_onnx_teacher
+from training.errors import TeacherError
 from training.pairs import FolderPairs
 from training.teachers.masks import BlendTargets, fill_holes, keep_skin_tone, skin_mean_lab
-from training.teachers.network import TeacherError, load_teacher_spec, open_teacher
+from training.teachers.network import load_teacher_spec, open_teacher
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 SHARED_TEACHERS = REPO.parent / "shared" / "teachers"

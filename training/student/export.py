@@ -42,11 +42,12 @@ from engine.bundle import (
     manifest_to_dict,
     sha256_file,
 )
+from training.errors import TrainingError
 from training.images import preview_grid
 from training.metrics import to_tensor
 from training.modules import count_params
 from training.pairs import Pair, split_pairs
-from training.runs import TrainingError, git_commit, options_hash
+from training.runs import git_commit, options_hash
 from training.student.networks import TIERS, InferenceStudent, count_macs, load_student
 from training.student.sharpen import calibrate, sharpened
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training import metrics, pretrained
-from training.runs import TrainingError
+from training.errors import TrainingError
 
 COMPUTE_OPS = {"Sub", "Mul", "Conv", "BatchNormalization", "PRelu", "Dropout", "Flatten", "Gemm"}
 

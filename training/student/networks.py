@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from training.runs import MODEL_FILE, TrainingError, load_model_file
+from training.errors import TrainingError
+from training.runs import MODEL_FILE, load_model_file
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine.errors import DatasetError
+from training.errors import DatasetError, TrainingError
 from training.metrics import to_images
 from training.modules import count_params, cpu_has_native_bf16, load_strict
 from training.pairs import FolderPairs
@@ -33,7 +33,6 @@ from training.runs import (
     Progress,
     RunDir,
     StageContext,
-    TrainingError,
     abort_on_signals,
     load_model_file,
     seed_everything,

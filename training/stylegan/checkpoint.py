@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
+from training.errors import TrainingError
 from training.modules import load_strict
-from training.runs import MODEL_FILE, TrainingError, _atomic_torch_save
+from training.runs import MODEL_FILE, _atomic_torch_save
 from training.stylegan import official
 from training.stylegan.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from training.runs import TrainingError
+from training.errors import TrainingError
 from training.stylegan.networks import DiscriminatorConfig, GeneratorConfig
 
 AUGMENT_MODES = ("ada", "fixed", "none")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from training.runs import TrainingError
+from training.errors import TrainingError
 
 log = logging.getLogger(__name__)
 

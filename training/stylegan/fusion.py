@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from training.runs import TrainingError
+from training.errors import TrainingError
 from training.stylegan.networks import Generator
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.runs import Progress, TrainingError
+from training.errors import TrainingError
+from training.runs import Progress
 from training.stylegan.images import save_grid, save_rgb, to_uint8, write_video
 from training.stylegan.networks import Generator
 

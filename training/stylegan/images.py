@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from training.runs import TrainingError
+from training.errors import TrainingError
 
 log = logging.getLogger(__name__)
 

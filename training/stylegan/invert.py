@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.runs import Progress, TrainingError
+from training.errors import TrainingError
+from training.runs import Progress
 from training.stylegan.images import from_uint8, to_uint8
 from training.stylegan.networks import Generator
 

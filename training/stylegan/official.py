@@ -38,8 +38,8 @@ from typing import Any
 
 import torch
 
+from training.errors import TrainingError
 from training.modules import load_strict
-from training.runs import TrainingError
 from training.stylegan.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from training.errors import TrainingError
 from training.modules import cpu_state_dict, load_strict
-from training.runs import AbortFlag, Progress, RunDir, TrainingError
+from training.runs import AbortFlag, Progress, RunDir
 from training.stylegan import loss as L
 from training.stylegan.augment import AdaController, AugmentPipe
 from training.stylegan.checkpoint import RUN_ARCH, LoadedNetworks, save_generator

@@ -27,7 +27,8 @@ import cv2
 import numpy as np
 
 from engine.blend import crop_edge_window, feather_mask
-from training.teachers.network import NetworkTeacher, TeacherError, open_teacher
+from training.errors import TeacherError
+from training.teachers.network import NetworkTeacher, open_teacher
 
 MASK_MODELS = ("skin_clothes_hair", "hair")  # <masks folder>/<id>.json
 

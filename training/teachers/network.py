@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from engine.bundle import FieldReader, sha256_file
-from engine.errors import DatasetError
+from training.errors import TeacherError
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,6 @@ RUNTIMES = ("onnx", "tflite")
 LAYOUTS = ("NHWC", "NCHW")
 DTYPES = {"float32": np.float32, "float16": np.float16}
 COLORS = ("RGB", "BGR")
-
-
-class TeacherError(DatasetError):
-    """A teacher folder or model is unusable: bad json, missing or corrupt file, wrong conventions or output."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from training.runs import TrainingError
+from training.errors import TrainingError
 from training.ugatit.networks import DiscriminatorConfig, GeneratorConfig
 
 PRECISIONS = ("fp32", "bf16")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.errors import DatasetError
+from training.errors import DatasetError
 from training.imagefolder import MIN_IMAGES, ImageSet, load_image_folder
 from training.prepare import MANIFEST, load_crops
 from training.stylegan.images import from_uint8

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from training.runs import TrainingError
+from training.errors import TrainingError
 
 N_DOWN = 2  # generator down/up-sampling steps: features at S/4
 

@@ -32,8 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from training.errors import TrainingError
 from training.modules import cpu_state_dict, load_strict
-from training.runs import AbortFlag, Progress, RunDir, TrainingError, abort_on_signals
+from training.runs import AbortFlag, Progress, RunDir, abort_on_signals
 from training.stylegan.images import grid, save_rgb, to_uint8
 from training.ugatit.config import PRECISIONS, PRESETS, TrainConfig
 from training.ugatit.data import DomainSampler

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from engine.bundle import sha256_file
+from training.errors import TrainingError
 from training.modules import load_strict
-from training.runs import MODEL_FILE, TrainingError, load_model_file
+from training.runs import MODEL_FILE, load_model_file
 from training.stylegan.images import from_uint8, to_uint8
 from training.ugatit.networks import Generator, GeneratorConfig
 from training.ugatit.train import ARCH

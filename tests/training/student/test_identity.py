@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from training import metrics, pretrained
-from training.runs import TrainingError
+from training.errors import TrainingError
 from training.student.identity import IdentityLoss, SFaceTorch
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.errors import DatasetError
 from training import runs as runs_module
 from training.cli import main as train_main
-from training.runs import AbortFlag, DiskFullError, Progress, RunDir, StageContext
+from training.errors import DatasetError, DiskFullError
+from training.runs import AbortFlag, Progress, RunDir, StageContext
 from training.student.train import StudentConfig, config_from, train_student
 
 

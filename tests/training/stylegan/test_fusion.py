@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from training.runs import TrainingError
+from training.errors import TrainingError
 from training.stylegan.checkpoint import load_generator, save_generator
 from training.stylegan.fusion import FusionSpec, fuse, parse_spec, write_fusion_grid
 from training.stylegan.networks import Generator, GeneratorConfig

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from training.cli import main as train_main
-from training.runs import TrainingError
+from training.errors import TrainingError
 from training.stylegan.checkpoint import save_generator
 from training.stylegan.curate import apply_decisions, parse_accept_list, prompt_decisions
 from training.stylegan.images import to_uint8

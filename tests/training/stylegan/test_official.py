@@ -13,7 +13,7 @@ import types
 import pytest
 import torch
 
-from training.runs import TrainingError
+from training.errors import TrainingError
 from training.stylegan import official
 from training.stylegan.checkpoint import load_generator, load_networks
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.runs import AbortFlag, RunDir, TrainingError
+from training.errors import TrainingError
+from training.runs import AbortFlag, RunDir
 from training.stylegan.checkpoint import load_networks
 from training.stylegan.config import PRESETS, Budget
 from training.stylegan.train import LoopOptions, Trainer, train_loop

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from training.errors import TrainingError
 from training.modules import count_params
-from training.runs import TrainingError
 from training.ugatit.networks import (
     LIN,
     AdaLIN,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.errors import DatasetError
-from training.runs import AbortFlag, RunDir, TrainingError
+from training.errors import DatasetError, TrainingError
+from training.runs import AbortFlag, RunDir
 from training.ugatit.config import PRESETS, TrainConfig
 from training.ugatit.data import DomainSampler, load_domain
 from training.ugatit.networks import LIN, AdaLIN

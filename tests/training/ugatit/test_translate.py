@@ -10,8 +10,8 @@ import torch
 
 from engine.bundle import sha256_file
 from training.cli import main
+from training.errors import TrainingError
 from training.pairs import FolderPairs, TeacherPairs
-from training.runs import TrainingError
 from training.stylegan.images import from_uint8, to_uint8
 from training.ugatit.translate import UgatitTeacher, load_translator
 
