@@ -8,10 +8,14 @@ sink threads keep running while a face is being stylized.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import logging
 import os
+import platform
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,11 +216,92 @@ class TierModel:
         self.stylizer.close()
 
 
-def load_tier(bundle: Bundle, tier: Tier, backend: str = "auto", threads: int = 2, bench_runs: int = 5) -> TierModel:
+class WarmupCache:
+    """Warm-up timings per machine, so a second start skips the benchmark (seconds on a slow CPU).
+
+    Keyed by the CPU model, the runtime's version, the thread count and the model file's sha256: another
+    machine, runtime release or model is measured afresh. One small JSON file in the user's cache folder
+    (``STYLECAST_CACHE`` overrides it); an unreadable file is ignored and rewritten.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_cache_dir() / "warmup.json"
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(tier_file, runtime: str, threads: int) -> str:
+        return f"{cpu_model()}|{runtime}-{runtime_version(runtime)}|{threads}t|{tier_file.sha256}"
+
+    def _read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def get(self, key: str) -> float | None:
+        value = self._read().get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    def put(self, key: str, ms: float) -> None:
+        with self._lock:
+            data = self._read()
+            data[key] = round(ms, 3)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(data, indent=1))
+                os.replace(tmp, self.path)
+            except OSError as exc:  # a read-only home only costs the next start its benchmark
+                log.warning("could not write the warm-up cache %s: %s", self.path, exc)
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("STYLECAST_CACHE"):
+        return Path(os.environ["STYLECAST_CACHE"])
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "Stylecast" / "cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "Stylecast"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stylecast"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=4)
+def runtime_version(runtime: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version({"onnx": "onnxruntime", "mnn": "MNN"}[runtime])
+    except (PackageNotFoundError, KeyError):
+        return "unknown"
+
+
+def load_tier(
+    bundle: Bundle,
+    tier: Tier,
+    backend: str = "auto",
+    threads: int = 2,
+    bench_runs: int = 5,
+    cache: WarmupCache | None = None,
+) -> TierModel:
     """Open ``tier`` of ``bundle`` on ``backend`` ('onnx', 'mnn' or 'auto').
 
     With 'auto', every runtime the tier ships that can load is timed on a warm-up benchmark and the
     fastest wins; a runtime that fails to load is skipped with a warning (the others can still serve).
+    With a ``cache``, the timing is always taken (the compute-tier controller needs it) and remembered;
+    when the cache holds this machine's timings of every candidate, only the fastest is opened and
+    nothing is timed.
     """
     if tier.input_size != bundle.manifest.align.crop_size:
         log.debug("tier %s runs at %d, crops are %d", tier.id, tier.input_size, bundle.manifest.align.crop_size)
@@ -224,6 +309,18 @@ def load_tier(bundle: Bundle, tier: Tier, backend: str = "auto", threads: int = 
     if not candidates:
         have = ", ".join(f.runtime for f in tier.files)
         raise BackendUnavailable(f"tier '{tier.id}' of '{bundle.id}' has no {backend} model (has: {have})")
+    timed = len(candidates) > 1 or cache is not None  # a caller with a cache wants the timing too
+    if cache is not None:
+        known = {f.runtime: cache.get(cache.key(f, f.runtime, threads)) for f in candidates}
+        if all(ms is not None for ms in known.values()):
+            best = min(candidates, key=lambda f: known[f.runtime])
+            try:
+                stylizer = open_stylizer(bundle.path(best), best.runtime, threads, bundle.manifest.io)
+            except (BackendUnavailable, BundleError) as exc:
+                log.warning("cached choice failed (%s); measuring again", exc)
+            else:
+                log.info("tier %s: %s from the warm-up cache (%.1f ms)", tier.id, best.runtime, known[best.runtime])
+                return TierModel(bundle, tier, stylizer, known[best.runtime])
     loaded: list[TierModel] = []
     errors = []
     for f in candidates:
@@ -237,7 +334,9 @@ def load_tier(bundle: Bundle, tier: Tier, backend: str = "auto", threads: int = 
             stylizer.close()
             errors.append(f"{bundle.path(f)}: input size {stylizer.input_size}, manifest says {tier.input_size}")
             continue
-        ms = time_stylizer(stylizer, runs=bench_runs) if len(candidates) > 1 else float("nan")
+        ms = time_stylizer(stylizer, runs=bench_runs) if timed else float("nan")
+        if timed and cache is not None:
+            cache.put(cache.key(f, f.runtime, threads), ms)
         loaded.append(TierModel(bundle, tier, stylizer, ms))
     if not loaded:
         raise BundleError("; ".join(errors))

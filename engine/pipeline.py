@@ -27,7 +27,7 @@ from engine.align import (
     similarity_from_landmarks,
     warp_crop,
 )
-from engine.backends import TierModel, load_tier, time_stylizer
+from engine.backends import TierModel, WarmupCache, load_tier, time_stylizer
 from engine.blend import ColorMatcher, feather_mask, learned_mask, paste_back
 from engine.bundle import Bundle
 from engine.errors import StylecastError
@@ -103,12 +103,17 @@ def load_style(
     backend: str = "auto",
     threads: int = 2,
     policy: TierPolicy = TierPolicy(),
+    cache: WarmupCache | None = None,
 ) -> LoadedStyle:
-    """Load one tier, or with ``tier='auto'`` every tier plus a controller starting at the best that fits."""
+    """Load one tier, or with ``tier='auto'`` every tier plus a controller starting at the best that fits.
+
+    ``cache``: this machine's warm-up timings (see :class:`engine.backends.WarmupCache`); a second start
+    with the same bundle, runtimes and CPU then measures nothing.
+    """
     if tier != "auto":
         return LoadedStyle(bundle, [load_tier(bundle, bundle.tier(tier), backend, threads)], None)
     tiers = sorted(bundle.manifest.tiers, key=lambda t: t.gmacs)
-    models = [load_tier(bundle, t, backend, threads, bench_runs=5) for t in tiers]
+    models = [load_tier(bundle, t, backend, threads, bench_runs=5, cache=cache) for t in tiers]
     times = [m.ms if math.isfinite(m.ms) else time_stylizer(m.stylizer, runs=5) for m in models]
     fitting = [i for i, ms in enumerate(times) if ms <= policy.budget_ms]
     start = fitting[-1] if fitting else 0
@@ -153,7 +158,7 @@ class Pipeline:
 
         def work(req: _SwapRequest) -> None:
             try:
-                req.result = load_style(bundle, tier, backend, threads)
+                req.result = load_style(bundle, tier, backend, threads, cache=WarmupCache())
             except (StylecastError, OSError, ValueError) as exc:
                 req.error = f"could not load style '{bundle.id}': {exc}"
                 log.error("%s", req.error)

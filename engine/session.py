@@ -8,6 +8,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from engine.backends import WarmupCache
 from engine.bundle import Bundle, BundleRegistry
 from engine.pipeline import PASSTHROUGH_LABEL, FrameResult, LoadedStyle, Pipeline, PipelineConfig, load_style
 from engine.runtime import Runtime
@@ -73,7 +74,7 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
     style: LoadedStyle | None = None
     if bundle is not None:
         policy = TierPolicy()
-        style = load_style(bundle, options.tier, options.backend, options.threads, policy)
+        style = load_style(bundle, options.tier, options.backend, options.threads, policy, WarmupCache())
     lockstep = not options.paced and not options.source.startswith("camera:")
     frames = options.frames
     if frames is None and options.source.startswith("demo"):

@@ -35,6 +35,14 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_warmup_cache(tmp_path_factory):
+    """Tests never read or write the user's warm-up cache (a stale entry would skip a benchmark)."""
+    import os
+
+    os.environ["STYLECAST_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog):
     caplog.set_level(logging.INFO)

@@ -1,3 +1,4 @@
+import json
 import threading
 import time
 
@@ -109,3 +110,25 @@ def test_missing_libraries_raise_typed_errors(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "mediapipe.python.solutions.face_mesh", None)
     with pytest.raises(BackendUnavailable, match="face_mesh"):
         FaceMeshDetector()
+
+
+def test_a_second_start_takes_the_runtimes_from_the_warmup_cache(fixture_bundle, tmp_path, monkeypatch):
+    from engine import backends
+    from engine.backends import WarmupCache
+    from engine.pipeline import load_style
+
+    cache = WarmupCache(tmp_path / "warmup.json")
+    first = load_style(fixture_bundle, "auto", "auto", 1, cache=cache)
+    chosen = [m.stylizer.runtime for m in first.models]
+    first.close()
+    entries = json.loads((tmp_path / "warmup.json").read_text())
+    assert len(entries) == 4 and all(backends.cpu_model() in k for k in entries)  # 2 tiers x 2 runtimes
+    timed = []
+    monkeypatch.setattr(backends, "time_stylizer", lambda *a, **k: timed.append(1) or 1.0)
+    second = load_style(fixture_bundle, "auto", "auto", 1, cache=cache)
+    assert not timed and [m.stylizer.runtime for m in second.models] == chosen
+    second.close()
+    (tmp_path / "warmup.json").write_text("{broken")  # a damaged cache is measured again, not an error
+    third = load_style(fixture_bundle, "auto", "auto", 1, cache=cache)
+    assert timed and len(json.loads((tmp_path / "warmup.json").read_text())) == 4
+    third.close()
