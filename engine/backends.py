@@ -232,6 +232,11 @@ class WarmupCache:
     def key(tier_file, runtime: str, threads: int) -> str:
         return f"{cpu_model()}|{runtime}-{runtime_version(runtime)}|{threads}t|{tier_file.sha256}"
 
+    def knows(self, bundle: Bundle, backend: str, threads: int) -> bool:
+        """True when every file of every tier that ``backend`` would time has a cached timing."""
+        files = [f for t in bundle.manifest.tiers for f in t.files if backend in ("auto", f.runtime)]
+        return all(self.get(self.key(f, f.runtime, threads)) is not None for f in files)
+
     def _read(self) -> dict:
         try:
             data = json.loads(self.path.read_text())

@@ -147,39 +147,75 @@ class Pipeline:
         self.config = config
         self._faces: dict[int, _FaceState] = {}
         self._frame_shape: tuple[int, ...] | None = None
-        self._swap: _SwapRequest | None = None
+        self._swap: _SwapRequest | None = None  # the next style to apply at a frame boundary
+        self._final: _SwapRequest | None = None  # the last request's measured style
+        self._generation = 0  # bumped by every request; loads of older requests are discarded
         self._lock = threading.Lock()
         self.swaps = 0
 
     # ----- style management -------------------------------------------------------------------
 
     def request_style(self, bundle: Bundle, tier: str = "auto", backend: str = "auto", threads: int = 2) -> None:
-        """Start loading ``bundle`` in the background; it replaces the active style at a frame boundary."""
+        """Start loading ``bundle`` in the background; it replaces the active style at a frame boundary.
 
-        def work(req: _SwapRequest) -> None:
-            try:
-                req.result = load_style(bundle, tier, backend, threads, cache=WarmupCache())
-            except (StylecastError, OSError, ValueError) as exc:
-                req.error = f"could not load style '{bundle.id}': {exc}"
-                log.error("%s", req.error)
-            finally:
-                req.done.set()
-
-        req = _SwapRequest()
+        With ``tier='auto'`` on a machine that has not measured this bundle yet, the cheapest tier is
+        swapped in first (no benchmark) so faces are stylized at once, while every tier is timed in the
+        background; the measured style then replaces it. Later starts take the timings from the cache.
+        """
+        cache = WarmupCache()
         with self._lock:
-            self._swap = req
-        threading.Thread(target=work, args=(req,), name=f"load-{bundle.id}", daemon=True).start()
+            self._generation += 1
+            generation = self._generation
+            final = self._swap = self._final = _SwapRequest()
+
+        def work() -> None:
+            try:
+                if tier == "auto" and not cache.knows(bundle, backend, threads):
+                    cheapest = min(bundle.manifest.tiers, key=lambda t: t.gmacs)
+                    runtimes = [f.runtime for f in cheapest.files if backend in ("auto", f.runtime)]
+                    quick = _SwapRequest(load_style(bundle, cheapest.id, "onnx" if "onnx" in runtimes else backend))
+                    quick.done.set()
+                    self._offer(generation, quick)
+                final.result = load_style(bundle, tier, backend, threads, cache=cache)
+            except (StylecastError, OSError, ValueError) as exc:
+                final.error = f"could not load style '{bundle.id}': {exc}"
+                log.error("%s", final.error)
+            finally:
+                final.done.set()
+                if not self._offer(generation, final) and final.result is not None:
+                    final.result.close()  # another style was requested meanwhile
+
+        threading.Thread(target=work, name=f"load-{bundle.id}", daemon=True).start()
+
+    def _offer(self, generation: int, req: _SwapRequest) -> bool:
+        """Queue a loaded style for the next frame boundary unless a newer request superseded it."""
+        with self._lock:
+            if generation != self._generation:
+                if req.result is not None and req is not self._final:
+                    req.result.close()
+                return False
+            old, self._swap = self._swap, req
+        if (
+            old is not None
+            and old is not req
+            and old.done.is_set()
+            and old.result is not None
+            and old is not self._final
+        ):
+            old.result.close()  # a quick style that no frame took before the measured one arrived
+        return True
 
     def request_passthrough(self) -> None:
         """Drop the active style at the next frame boundary (never while a frame is being stylized)."""
         req = _SwapRequest()
         req.done.set()
         with self._lock:
-            self._swap = req
+            self._generation += 1
+            self._swap = self._final = req
 
     def wait_for_swap(self, timeout: float = 30.0) -> bool:
-        """Block until a requested load has finished (tests, CLI start-up). True when one finished."""
-        req = self._swap
+        """Block until the last requested style has loaded (tests, CLI start-up). True when it finished."""
+        req = self._final
         return req is not None and req.done.wait(timeout)
 
     def _apply_pending_swap(self) -> str | None:
@@ -342,9 +378,9 @@ class Pipeline:
         self._faces.clear()
 
     def close(self) -> None:
-        if self._swap is not None:
-            self._swap.done.wait(10.0)
-            self._apply_pending_swap()
+        if self._final is not None:
+            self._final.done.wait(10.0)
+        self._apply_pending_swap()
         if self.style is not None:
             self.style.close()
             self.style = None

@@ -203,3 +203,25 @@ def test_passthrough_drops_the_style_at_a_frame_boundary_only(fixture_bundle):
     result = pipe.process(_demo_frames(1)[0])
     assert result.style is None and pipe.style is None and closed == [True]
     pipe.close()
+
+
+def test_a_first_start_stylizes_at_once_with_the_cheapest_tier_then_takes_the_measured_one(fixture_bundle):
+    import time
+
+    from engine.backends import WarmupCache
+
+    assert not WarmupCache().knows(fixture_bundle, "auto", 2)  # a fresh machine: nothing measured yet
+    pipe = Pipeline(MeshFaceTracker())
+    pipe.request_style(fixture_bundle)
+    frames, tiers = _demo_frames(60), []
+    deadline = time.monotonic() + 60
+    for frame in frames * 20:
+        result = pipe.process(frame)
+        if result.tier:
+            tiers.append((result.tier, result.backend, pipe.style.controller is not None))
+        if pipe.wait_for_swap(0) and pipe.style.controller is not None or time.monotonic() > deadline:
+            break
+    pipe.close()
+    assert tiers[0] == ("light", "onnx", False)  # the quick style: cheapest tier, no controller, no benchmark
+    assert pipe.swaps == 2  # then the measured style (with its tier controller) replaced it
+    assert WarmupCache().knows(fixture_bundle, "auto", 2)
