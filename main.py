@@ -38,6 +38,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         frames=args.frames,
         paced=args.paced,
         virtual_camera=args.virtual_camera,
+        style_per_face=tuple(s for s in args.style_per_face.split(",") if s),
     )
     report = run_session(options)
     rt = report["runtime"]
@@ -126,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--frames", type=int, default=None, help="stop after this many frames")
     st.add_argument("--paced", action="store_true", help="play files at real-time speed (drops frames)")
     st.add_argument("--virtual-camera", default=None, metavar="BACKEND", help="also send to a virtual camera")
+    st.add_argument(
+        "--style-per-face",
+        default="",
+        metavar="ID,ID,...",
+        help="give faces their own styles: each new face takes the next of these in turn",
+    )
     st.set_defaults(func=_cmd_stylize)
 
     sty = sub.add_parser("styles", help="list installed styles and rejected bundles")

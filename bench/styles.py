@@ -273,7 +273,44 @@ def write_gallery(folder: Path, style: str, photos, teacher_out, outputs, count:
     )
 
 
+def markdown_table(results: list[dict]) -> str:
+    """The docs table: one row per style and tier, from results of :func:`measure`."""
+    lines = [
+        "| style | tier | identity (teacher) | sharpness ÷ teacher: raw / shipped | FID-EL0 / KID-EL0 to teacher |"
+        " ΔL* darkest quarter (teacher) | ΔL* darker / lighter people (teacher) | flicker on / off |"
+        " ms, 2 threads (teacher at its input; at 256²) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        teacher_ms = [v for k, v in r["ms_2_threads"].items() if k.startswith("teacher")]
+        skin, people = r["skin_tone_heldout"], r["skin_tone_identities"]
+        light = next(iter(r["tiers"]))
+        for tid, m in r["tiers"].items():
+            first = tid == light
+            row = [
+                r["style"] if first else "",
+                tid,
+                f"{m['identity']:.3f} ({r['teacher_identity']:.3f})",
+                f"{m.get('sharpness_vs_teacher_raw', float('nan')):.2f} / {m['sharpness_vs_teacher_shipped']:.2f}",
+                f"{m['fid_el0_to_teacher']:.1f} / {m['kid_el0_to_teacher']:.3f}",
+                f"{skin[tid]['darkest_quarter']['dL']:+.1f} ({skin['teacher']['darkest_quarter']['dL']:+.1f})",
+                (
+                    f"{people[tid]['darker']['dL']:+.1f} / {people[tid]['lighter']['dL']:+.1f}"
+                    f" ({people['teacher']['darker']['dL']:+.1f} / {people['teacher']['lighter']['dL']:+.1f})"
+                )
+                if tid in people
+                else "",
+                f"{r['flicker_amplification']['on']:.2f} / {r['flicker_amplification']['off']:.2f}" if first else "",
+                f"{r['ms_2_threads'][tid]:.1f}" + (f" ({' ; '.join(f'{v:.0f}' for v in teacher_ms)})" if first else ""),
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--table"]:  # bench styles --table results.json...: the docs table from earlier runs
+        print(markdown_table([json.loads(Path(p).read_text()) for p in argv[1:]]))
+        return 0
     parser = argparse.ArgumentParser(prog="stylecast bench styles", description=__doc__)
     parser.add_argument("--style", required=True, help="installed style id (models/<id>)")
     parser.add_argument("--bundle", type=Path, help="bundle folder (default models/<style>)")

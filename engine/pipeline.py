@@ -63,6 +63,7 @@ class FaceObservation:
     opacity: float
     seen: bool
     stylized: bool
+    style: str | None = None  # the style this face was drawn in (faces may have their own)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class _FaceState:
     temporal: TemporalSmoother
     color: ColorMatcher
     last_raw: Similarity | None = None
+    style_id: str | None = None  # smoothing state belongs to one style's outputs
 
 
 @dataclass
@@ -150,6 +152,12 @@ class Pipeline:
         self._swap: _SwapRequest | None = None  # the next style to apply at a frame boundary
         self._final: _SwapRequest | None = None  # the last request's measured style
         self._generation = 0  # bumped by every request; loads of older requests are discarded
+        self._face_styles: dict[int, LoadedStyle] = {}  # track id -> its own style
+        self._face_requests: dict[int, LoadedStyle | None] = {}
+        self._cycle: list[LoadedStyle] = []  # --style-per-face: new faces take these in turn
+        self._cycle_request: list[LoadedStyle] | None = None
+        self._cycle_of: dict[int, int] = {}
+        self._cycle_next = 0
         self._lock = threading.Lock()
         self.swaps = 0
 
@@ -236,15 +244,15 @@ class Pipeline:
 
     # ----- per frame --------------------------------------------------------------------------
 
-    def _settings(self) -> tuple[float, float, float, float, int]:
+    def _settings(self, style: LoadedStyle | None) -> tuple[float, float, float, float, int]:
         cfg = self.config
-        if self.style is None:
+        if style is None:
             blend_intensity, color, temporal, feather = 1.0, 0.0, 0.0, 0.1
             crop = cfg.passthrough_crop
         else:
-            d = self.style.bundle.manifest.blend
+            d = style.bundle.manifest.blend
             blend_intensity, color, temporal, feather = d.intensity, d.color_match, d.temporal, d.feather
-            crop = self.style.bundle.manifest.align.crop_size
+            crop = style.bundle.manifest.align.crop_size
         pick = lambda v, default: default if v is None else v  # noqa: E731
         return (
             pick(cfg.intensity, blend_intensity),
@@ -254,16 +262,59 @@ class Pipeline:
             crop,
         )
 
-    def _state(self, track_id: int, temporal: float) -> _FaceState:
+    def _state(self, track_id: int, temporal: float, style_id: str | None) -> _FaceState:
         state = self._faces.get(track_id)
-        if state is None or state.temporal.config.strength != temporal:
+        if state is None or state.temporal.config.strength != temporal or state.style_id != style_id:
             state = _FaceState(
                 SimilaritySmoother(self.config.smoothing),
                 TemporalSmoother(TemporalConfig(strength=temporal)),
                 ColorMatcher(),
+                style_id=style_id,
             )
             self._faces[track_id] = state
         return state
+
+    # ----- per-face styles --------------------------------------------------------------------
+
+    def assign_face_style(self, track_id: int, style: LoadedStyle | None) -> None:
+        """Give one tracked face its own (loaded) style from the next frame on; None: the common style."""
+        with self._lock:
+            self._face_requests[track_id] = style
+
+    def set_style_cycle(self, styles: list[LoadedStyle]) -> None:
+        """Each new face takes the next of ``styles`` in the order faces appear (``--style-per-face``)."""
+        with self._lock:
+            self._cycle_request = list(styles)
+
+    def _apply_face_requests(self) -> None:
+        with self._lock:
+            requests, self._face_requests = self._face_requests, {}
+            cycle, self._cycle_request = self._cycle_request, None
+        for track_id, style in requests.items():
+            old = self._face_styles.pop(track_id, None)
+            if style is not None:
+                self._face_styles[track_id] = style
+            self._close_unused(old)
+        if cycle is not None:
+            old_cycle, self._cycle, self._cycle_next = self._cycle, cycle, 0
+            self._cycle_of.clear()
+            for style in old_cycle:
+                self._close_unused(style)
+
+    def _close_unused(self, style: LoadedStyle | None) -> None:
+        in_use = [self.style, *self._face_styles.values(), *self._cycle]
+        if style is not None and all(style is not s for s in in_use):
+            style.close()
+
+    def _style_for(self, track_id: int) -> LoadedStyle | None:
+        if track_id in self._face_styles:
+            return self._face_styles[track_id]
+        if self._cycle:
+            if track_id not in self._cycle_of:
+                self._cycle_of[track_id] = self._cycle_next % len(self._cycle)
+                self._cycle_next += 1
+            return self._cycle[self._cycle_of[track_id]]
+        return self.style
 
     def _jumped(self, state: _FaceState, raw: Similarity) -> bool:
         last = state.last_raw
@@ -296,14 +347,18 @@ class Pipeline:
             faces, errors = [], [*errors, f"tracking failed: {exc}"]
         timings["track"] = (time.perf_counter() - t0) * 1000
 
-        intensity, color_strength, temporal, feather, crop_size = self._settings()
-        template = TEMPLATES[style.bundle.manifest.align.template] if style else TEMPLATES["ffhq"]
-        mask = feather_mask(crop_size, feather)
+        self._apply_face_requests()
         observations = []
         live_ids = set()
+        default_infer = 0.0
         for face in faces:
             live_ids.add(face.track_id)
-            state = self._state(face.track_id, temporal)
+            face_style = self._style_for(face.track_id)
+            face_model = face_style.active if face_style else None
+            intensity, color_strength, temporal, feather, crop_size = self._settings(face_style)
+            template = TEMPLATES[face_style.bundle.manifest.align.template] if face_style else TEMPLATES["ffhq"]
+            mask = feather_mask(crop_size, feather)
+            state = self._state(face.track_id, temporal, face_style.bundle.id if face_style else None)
             t0 = time.perf_counter()
             try:
                 raw = similarity_from_landmarks(face.landmarks, template)
@@ -321,18 +376,21 @@ class Pipeline:
 
             t0 = time.perf_counter()
             stylized, ok = crop, True
-            if model is not None:
+            if face_model is not None:
                 try:
-                    stylized = model.stylize(crop)
+                    stylized = face_model.stylize(crop)
                 except Exception as exc:  # a failing model must not stop the stream
                     log.exception("stylizer failed")
                     errors.append(f"stylizer failed on face {face.track_id}: {exc}")
                     ok = False
-            timings["infer"] += (time.perf_counter() - t0) * 1000
+            infer_ms = (time.perf_counter() - t0) * 1000
+            timings["infer"] += infer_ms
+            if face_style is style:
+                default_infer += infer_ms
 
             t0 = time.perf_counter()
             face_mask = mask
-            if ok and model is not None:
+            if ok and face_model is not None:
                 colour = state.color(crop, stylized[:, :, :3], mask, color_strength)
                 if stylized.shape[2] == 4:  # a learned blend alpha, smoothed over time with the colour
                     rgba = state.temporal(crop, np.dstack([colour, stylized[:, :, 3]]))
@@ -347,14 +405,22 @@ class Pipeline:
             timings["blend"] += (time.perf_counter() - t0) * 1000
             observations.append(
                 FaceObservation(
-                    face.track_id, face.box, raw, smoothed, face.opacity, face.seen, ok and model is not None
+                    face.track_id,
+                    face.box,
+                    raw,
+                    smoothed,
+                    face.opacity,
+                    face.seen,
+                    ok and face_model is not None,
+                    face_style.bundle.id if face_style else None,
                 )
             )
         for gone in set(self._faces) - live_ids:
             del self._faces[gone]
 
-        if style is not None and style.controller is not None and observations:
-            switched = style.controller.observe(timings["infer"] / len(observations))
+        on_default = [o for o in observations if o.style == (style.bundle.id if style else None)]
+        if style is not None and style.controller is not None and on_default:
+            switched = style.controller.observe(default_infer / len(on_default))
             if switched is not None:
                 log.info("compute tier -> %s", style.active.tier.id)
         return self._result(out, frame, tuple(observations), timings, model, "; ".join(errors) or None, t_start)
@@ -381,6 +447,10 @@ class Pipeline:
         if self._final is not None:
             self._final.done.wait(10.0)
         self._apply_pending_swap()
+        self._apply_face_requests()
+        extra, self._face_styles, self._cycle = [*self._face_styles.values(), *self._cycle], {}, []
+        for s in {id(s): s for s in extra if s is not self.style}.values():
+            s.close()
         if self.style is not None:
             self.style.close()
             self.style = None

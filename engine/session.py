@@ -40,6 +40,7 @@ class SessionOptions:
     frames: int | None = None
     paced: bool = False
     virtual_camera: str | None = None  # a pyvirtualcam backend name
+    style_per_face: tuple[str, ...] = ()  # style ids that new faces take in turn
 
 
 def resolve_style(style: str, registry: BundleRegistry | None = None) -> Bundle | None:
@@ -66,6 +67,13 @@ def passthrough_notice() -> str:
     )
 
 
+def load_face_style(bundle: Bundle, options: SessionOptions) -> LoadedStyle:
+    """A style for some faces only: one fixed tier (the cheapest unless ``--tier`` names one), since the
+    compute-tier controller follows the common style."""
+    tier = options.tier if options.tier != "auto" else min(bundle.manifest.tiers, key=lambda t: t.gmacs).id
+    return load_style(bundle, tier, options.backend, options.threads)
+
+
 def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) -> dict:
     """Run a stream to its end (or until interrupted) and return the JSON report."""
     bundle = resolve_style(options.style)
@@ -84,6 +92,9 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
         intensity=options.intensity, temporal_strength=options.temporal, color_match=options.color_match
     )
     pipeline = Pipeline(MeshFaceTracker(max_faces=options.max_faces), style, config)
+    if options.style_per_face:
+        registry = BundleRegistry()
+        pipeline.set_style_cycle([load_face_style(registry.get(sid), options) for sid in options.style_per_face])
     sinks: list[Sink] = list(extra_sinks or [])
     recorder = None
     if options.out:
@@ -114,6 +125,7 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
         "source": {"name": source.name, "fps": source.fps, "truncated": getattr(source, "truncated", False)},
         "style": bundle.id if bundle else None,
         "style_label": bundle.manifest.name if bundle else PASSTHROUGH_LABEL,
+        "style_per_face": list(options.style_per_face),
         "tiers_used": tiers_used,
         "backend": style.active.stylizer.runtime if style else None,
         "faces": faces.summary(),

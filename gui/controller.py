@@ -17,7 +17,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.bundle import Bundle, BundleRegistry
 from engine.errors import StylecastError
-from engine.pipeline import FrameResult, Pipeline
+from engine.pipeline import FrameResult, Pipeline, load_style
 from engine.runtime import Runtime
 from engine.sinks import CallbackSink, SinkSlot, SnapshotSink, VideoRecorder, VirtualCameraSink
 from engine.sources import open_source
@@ -69,6 +69,25 @@ class StreamController(QObject):
             return
         self.pipeline.request_style(self.bundles[style_id], tier, backend)
         self.status.emit(f"loading style {style_id}…")
+
+    def set_face_style(self, track_id: int, style_id: str | None, tier: str = "light") -> None:
+        """Give one tracked face its own style (None: back to the common one). Loads in the background."""
+        if style_id is None:
+            self.pipeline.assign_face_style(track_id, None)
+            self.status.emit(f"face {track_id}: the common style")
+            return
+        bundle = self.bundles[style_id]
+
+        def work() -> None:
+            try:
+                tier_id = tier if any(t.id == tier for t in bundle.manifest.tiers) else bundle.manifest.tiers[0].id
+                self.pipeline.assign_face_style(track_id, load_style(bundle, tier_id, "auto", 2))
+                self.status.emit(f"face {track_id}: {bundle.manifest.name}")
+            except (StylecastError, OSError, ValueError) as exc:
+                self.status.emit(f"could not load style '{style_id}' for face {track_id}: {exc}")
+
+        threading.Thread(target=work, name=f"face-style-{track_id}", daemon=True).start()
+        self.status.emit(f"loading style {style_id} for face {track_id}…")
 
     def update_config(self, **changes: float | None) -> None:
         """Change live settings (intensity, temporal_strength, color_match, feather) for the next frame."""

@@ -6,7 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt, Slot
+from PySide6.QtCore import QEvent, QSize, Qt, Slot
 from PySide6.QtGui import QAction, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -52,6 +52,8 @@ class MainWindow(QMainWindow):
         self.preview.setMinimumSize(480, 270)
         self.preview.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.preview.setStyleSheet("background: #111; color: #aaa;")
+        self.preview.setToolTip("Click a face to give it the style chosen in the picker")
+        self.preview.installEventFilter(self)
 
         self.source_box = QComboBox()
         self.source_box.setEditable(True)
@@ -180,6 +182,27 @@ class MainWindow(QMainWindow):
     # ----- frames and actions -----------------------------------------------------------------
 
     @Slot(object)
+    def face_at(self, x: float, y: float) -> int | None:
+        """Track id of the face under a point of the preview label (the frame is scaled to fit, centred)."""
+        result = self.controller.last_result
+        if result is None or result.image is None:
+            return None
+        fh, fw = result.image.shape[:2]
+        scale = min(self.preview.width() / fw, self.preview.height() / fh)
+        fx = (x - (self.preview.width() - fw * scale) / 2) / scale
+        fy = (y - (self.preview.height() - fh * scale) / 2) / scale
+        hits = [f for f in result.faces if f.box[0] <= fx <= f.box[2] and f.box[1] <= fy <= f.box[3]]
+        return min(hits, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])).track_id if hits else None
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        """A click on a face in the preview gives that face the style chosen in the picker."""
+        if watched is self.preview and event.type() == QEvent.Type.MouseButtonPress:
+            track_id = self.face_at(event.position().x(), event.position().y())
+            if track_id is not None:
+                self.controller.set_face_style(track_id, self.style_box.currentData())
+                return True
+        return super().eventFilter(watched, event)
+
     def show_frame(self, result: FrameResult) -> None:
         """Show the newest result (the signal's own may already be stale: a newer one replaced it)."""
         result = self.controller.take_newest() or result

@@ -63,3 +63,14 @@ def test_passthrough_is_labelled(tmp_path):
     )
     assert proc.returncode == 0
     assert json.loads(proc.stdout[proc.stdout.index("{") :])["style"] == "pass-through (no style installed)"
+
+
+def test_style_per_face_on_the_command_line(tmp_path, fixture_bundle_root):
+    report = tmp_path / "r.json"
+    args = ["stylize", "--source", "demo", "--style", "none", "--style-per-face", "fixture", "--frames", "12"]
+    proc = _run([*args, "--report", str(report)], fixture_bundle_root, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert data["style_per_face"] == ["fixture"] and data["runtime"]["last_error"] is None
+    proc = _run([*args[:6], "nope", *args[7:]], fixture_bundle_root, tmp_path)
+    assert proc.returncode != 0 and "no style 'nope'" in proc.stderr

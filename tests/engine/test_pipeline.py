@@ -225,3 +225,22 @@ def test_a_first_start_stylizes_at_once_with_the_cheapest_tier_then_takes_the_me
     assert tiers[0] == ("light", "onnx", False)  # the quick style: cheapest tier, no controller, no benchmark
     assert pipe.swaps == 2  # then the measured style (with its tier controller) replaced it
     assert WarmupCache().knows(fixture_bundle, "auto", 2)
+
+
+def test_each_face_can_have_its_own_style(tmp_path, fixture_bundle):
+    from bench.fixture_net import LIGHT, write_bundle
+
+    other = load_bundle(write_bundle(tmp_path, "other", {"light": LIGHT}, runtimes=("onnx",)))
+    frames = [Frame(np.hstack([f.image, f.image]), f.timestamp, f.index) for f in _demo_frames(14)]
+    pipe = Pipeline(MeshFaceTracker(max_faces=4), load_style(fixture_bundle, "light", "onnx"))
+    pipe.set_style_cycle([load_style(fixture_bundle, "light", "onnx"), load_style(other, "light", "onnx")])
+    last = [pipe.process(f) for f in frames[:10]][-1]
+    assert len(last.faces) == 2 and sorted(o.style for o in last.faces) == ["fixture", "other"]
+    assert last.style == "fixture"  # the frame's common style is unchanged
+    on_other = next(o.track_id for o in last.faces if o.style == "other")
+    pipe.assign_face_style(on_other, load_style(fixture_bundle, "light", "onnx"))  # a click in the window
+    styles = {o.track_id: o.style for o in pipe.process(frames[10]).faces}
+    assert styles[on_other] == "fixture"
+    pipe.assign_face_style(on_other, None)  # back to its place in the cycle
+    assert {o.track_id: o.style for o in pipe.process(frames[11]).faces}[on_other] == "other"
+    pipe.close()

@@ -207,3 +207,30 @@ def test_wizard_back_and_next_never_starts_a_second_run_and_stop_does_not_block(
     assert wait_until(qapp, lambda: not page.running, timeout=15)
     assert "stopped" in page.stage.text()
     wizard.close()
+
+
+def test_clicking_a_face_in_the_preview_gives_it_the_chosen_style(qapp, window):
+    from PySide6.QtCore import QPointF, Qt
+    from PySide6.QtGui import QMouseEvent
+
+    c = window.controller
+    assert c.start("demo")
+    assert wait_until(qapp, lambda: c.last_result is not None and c.last_result.faces)
+    face = c.last_result.faces[0]
+    fh, fw = c.last_result.image.shape[:2]
+    scale = min(window.preview.width() / fw, window.preview.height() / fh)
+    cx, cy = (face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2
+    point = QPointF(
+        cx * scale + (window.preview.width() - fw * scale) / 2, cy * scale + (window.preview.height() - fh * scale) / 2
+    )
+    assert window.face_at(point.x(), point.y()) == face.track_id
+    assert window.face_at(1, 1) is None
+    c.set_style(None)  # the common style: pass-through
+    window.style_box.setCurrentIndex(window.style_box.findData("fixture"))  # chosen, not applied
+    click = QMouseEvent(QMouseEvent.Type.MouseButtonPress, point, point, Qt.MouseButton.LeftButton,
+                        Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)  # fmt: skip
+    qapp.sendEvent(window.preview, click)
+    assert wait_until(
+        qapp, lambda: any(f.style == "fixture" and f.track_id == face.track_id for f in c.last_result.faces)
+    )
+    assert c.last_result.style is None  # only the clicked face took the style
