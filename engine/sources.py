@@ -318,10 +318,11 @@ class DemoSource:
         pass
 
 
-def open_source(spec: str, paced: bool = False, max_frames: int | None = None) -> FrameSource:
+def open_source(spec: str, paced: bool = False, max_frames: int | None = None, loop: bool = False) -> FrameSource:
     """Open ``demo``, ``demo:still``, ``camera:N`` / ``camera:/dev/videoN``, a video file or an image folder.
 
-    ``max_frames`` None streams to the end (forever for the demo and cameras).
+    ``max_frames`` None streams to the end (forever for the demo and cameras). ``loop``: a video file
+    starts over at its end (the window's default), with timestamps that keep increasing.
     """
     if spec in ("demo", "demo:still"):
         return DemoSource(DemoConfig(frames=max_frames, still=spec.endswith("still"), paced=paced))
@@ -332,5 +333,5 @@ def open_source(spec: str, paced: bool = False, max_frames: int | None = None) -
     if path.is_dir():
         return ImageFolderSource(path)
     if path.is_file():
-        return VideoFileSource(path, paced=paced, max_frames=max_frames)
+        return VideoFileSource(path, paced=paced, loop=loop, max_frames=max_frames)
     raise SourceError(f"unknown source '{spec}': use demo, camera:N, a video file or an image folder")

@@ -95,11 +95,14 @@ class StreamController(QObject):
 
     # ----- stream -----------------------------------------------------------------------------
 
-    def start(self, source_spec: str) -> bool:
-        """Open a source and stream it (stopping the previous one). False, with a status, on failure."""
+    def start(self, source_spec: str, loop: bool = True) -> bool:
+        """Open a source and stream it (stopping the previous one). False, with a status, on failure.
+
+        ``loop``: a video file starts over at its end instead of stopping.
+        """
         self.stop()
         try:
-            source = open_source(source_spec, paced=True)
+            source = open_source(source_spec, paced=True, loop=loop)
         except StylecastError as exc:
             self.status.emit(str(exc))
             return False
@@ -162,6 +165,13 @@ class StreamController(QObject):
 
     def _report_status(self) -> None:
         if self.runtime is None:
+            return
+        if not self.runtime.running:  # the stream ended by itself: say so, do not show a frozen "0 fps"
+            name, status = self.runtime.source.name, self.runtime.status
+            if status.captured:
+                self.status.emit(f"{name} ended; choose the source again to replay it (or tick 'Loop files')")
+            else:
+                self.status.emit(f"{name} gave no frames: {status.last_error or 'nothing to read'}")
             return
         report = self.runtime.report()
         now, processed = time.monotonic(), report["frames_processed"]

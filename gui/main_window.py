@@ -59,7 +59,10 @@ class MainWindow(QMainWindow):
         self.source_box.setEditable(True)
         self.source_box.addItems(["demo", "camera:0", "camera:1"])
         self.source_box.setCurrentText(source)
-        self.source_box.activated.connect(lambda _i: self.controller.start(self.source_box.currentText()))
+        self.source_box.activated.connect(lambda _i: self.start_source(self.source_box.currentText()))
+        self.loop_files = QCheckBox("Loop files")
+        self.loop_files.setChecked(True)
+        self.loop_files.setToolTip("A video file starts over at its end")
         open_file = QPushButton("Open file…")
         open_file.clicked.connect(self._open_file)
 
@@ -91,6 +94,7 @@ class MainWindow(QMainWindow):
         src_row = QHBoxLayout()
         src_row.addWidget(self.source_box, 1)
         src_row.addWidget(open_file)
+        src_row.addWidget(self.loop_files)
         form.addRow("Source", src_row)
         form.addRow("Style", self.style_box)
         form.addRow("Tier", self.tier_box)
@@ -182,6 +186,9 @@ class MainWindow(QMainWindow):
     # ----- frames and actions -----------------------------------------------------------------
 
     @Slot(object)
+    def start_source(self, spec: str) -> bool:
+        return self.controller.start(spec, loop=self.loop_files.isChecked())
+
     def face_at(self, x: float, y: float) -> int | None:
         """Track id of the face under a point of the preview label (the frame is scaled to fit, centred)."""
         result = self.controller.last_result
@@ -222,7 +229,7 @@ class MainWindow(QMainWindow):
         )
         if path:
             self.source_box.setCurrentText(path)
-            self.controller.start(path)
+            self.start_source(path)
 
     def _toggle_record(self, on: bool) -> None:
         if on:

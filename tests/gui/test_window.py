@@ -234,3 +234,23 @@ def test_clicking_a_face_in_the_preview_gives_it_the_chosen_style(qapp, window):
         qapp, lambda: any(f.style == "fixture" and f.track_id == face.track_id for f in c.last_result.faces)
     )
     assert c.last_result.style is None  # only the clicked face took the style
+
+
+def test_a_video_file_loops_in_the_window_and_says_when_it_ended_without_looping(qapp, window, tmp_path):
+    import cv2
+
+    clip = tmp_path / "short.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 48))
+    for i in range(6):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    c = window.controller
+    messages = []
+    c.status.connect(messages.append)
+    assert window.start_source(str(clip))  # looping is on by default
+    assert wait_until(qapp, lambda: c.runtime.status.captured > 20)  # a 6-frame file keeps playing
+    window.loop_files.setChecked(False)
+    assert window.start_source(str(clip))
+    assert wait_until(qapp, lambda: not c.runtime.running, timeout=10)
+    c._report_status()
+    assert any("ended" in m for m in messages)
