@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 
 import numpy as np
@@ -14,13 +15,15 @@ class StageTimes:
         self.window = window
         self._samples: dict[str, deque[float]] = {}
         self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()  # the runtime's threads add while the window reads a summary
 
     def add(self, stage: str, ms: float) -> None:
-        if stage not in self._samples:
-            self._samples[stage] = deque(maxlen=self.window)
-            self.counts[stage] = 0
-        self._samples[stage].append(ms)
-        self.counts[stage] += 1
+        with self._lock:
+            if stage not in self._samples:
+                self._samples[stage] = deque(maxlen=self.window)
+                self.counts[stage] = 0
+            self._samples[stage].append(ms)
+            self.counts[stage] += 1
 
     def add_all(self, timings: dict[str, float]) -> None:
         for stage, ms in timings.items():
@@ -28,14 +31,18 @@ class StageTimes:
 
     def summary(self) -> dict[str, dict[str, float]]:
         """{stage: {p50, p95, mean, n}} in milliseconds."""
+        with self._lock:
+            copies = {
+                stage: (np.array(samples, dtype=np.float64), self.counts[stage])
+                for stage, samples in self._samples.items()
+            }
         out = {}
-        for stage, samples in self._samples.items():
-            arr = np.fromiter(samples, dtype=np.float64)
+        for stage, (arr, n) in copies.items():
             out[stage] = {
                 "p50": round(float(np.percentile(arr, 50)), 3),
                 "p95": round(float(np.percentile(arr, 95)), 3),
                 "mean": round(float(arr.mean()), 3),
-                "n": self.counts[stage],
+                "n": n,
             }
         return out
 

@@ -25,8 +25,8 @@ def run_app(source: str = "auto", style: str = "auto") -> int:
     window = MainWindow(controller, start)
     bundle = resolve_style(style) if style != "none" else None
     window.select_style(bundle.id if bundle else None)
-    if not controller.start(start) and source == "auto":
-        window.source_box.setCurrentText("demo")  # no camera: the demo keeps the window useful
-        controller.start("demo")
+    if source == "auto":
+        controller.source_failed.connect(window.fall_back_to_demo)  # no camera: the demo keeps it useful
+    controller.start(start)
     window.show()
     return app.exec()

@@ -32,6 +32,7 @@ class StreamController(QObject):
     frame_ready = Signal(object)  # FrameResult
     status = Signal(str)
     styles_changed = Signal(list)  # list[Bundle]
+    source_failed = Signal(str)  # the source spec that could not be opened
 
     def __init__(self, registry: BundleRegistry | None = None, max_faces: int = 4, parent: QObject | None = None):
         super().__init__(parent)
@@ -46,6 +47,8 @@ class StreamController(QObject):
         self.last_result: FrameResult | None = None
         self._newest: FrameResult | None = None
         self._newest_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._start_generation = 0
         self._rate_mark: tuple[float, int] = (time.monotonic(), 0)
         self._status_timer = QTimer(self)
         self._status_timer.timeout.connect(self._report_status)
@@ -98,24 +101,41 @@ class StreamController(QObject):
     def start(self, source_spec: str, loop: bool = True) -> bool:
         """Open a source and stream it (stopping the previous one). False, with a status, on failure.
 
-        ``loop``: a video file starts over at its end instead of stopping.
+        ``loop``: a video file starts over at its end instead of stopping. A camera opens on a worker
+        thread (opening one can take seconds, and must not freeze the window): True then means "opening";
+        a failure arrives as a status and as ``source_failed``.
         """
         self.stop()
+        with self._start_lock:
+            generation = self._start_generation
+        if source_spec.startswith("camera:"):
+            self.status.emit(f"opening {source_spec}…")
+            threading.Thread(target=self._open, args=(source_spec, loop, generation), daemon=True).start()
+            return True
+        return self._open(source_spec, loop, generation)
+
+    def _open(self, source_spec: str, loop: bool, generation: int) -> bool:
         try:
             source = open_source(source_spec, paced=True, loop=loop)
         except StylecastError as exc:
             self.status.emit(str(exc))
+            self.source_failed.emit(source_spec)
             return False
-        self.source_spec = source_spec
-        preview = CallbackSink(self._on_result, "preview")
-        sinks = [preview, self.recorder, self.virtual_camera, self.snapshots]
-        self.runtime = Runtime(source, self.pipeline, sinks).start()
+        sinks = [CallbackSink(self._on_result, "preview"), self.recorder, self.virtual_camera, self.snapshots]
+        with self._start_lock:
+            if generation != self._start_generation:  # another source was chosen (or stop) meanwhile
+                source.close()
+                return False
+            self.source_spec = source_spec
+            self.runtime = Runtime(source, self.pipeline, sinks).start()
         self.status.emit(f"streaming {source.name}")
         return True
 
     def stop(self) -> None:
-        if self.runtime is not None:
+        with self._start_lock:
+            self._start_generation += 1  # a camera still opening is closed when it arrives
             runtime, self.runtime = self.runtime, None
+        if runtime is not None:
             if not runtime.stop(timeout=2.0) and not runtime.wait(timeout=10.0):
                 log.error("the stream did not stop in 12 s; its source is left open rather than closed under it")
                 return

@@ -186,6 +186,12 @@ class MainWindow(QMainWindow):
     # ----- frames and actions -----------------------------------------------------------------
 
     @Slot(object)
+    @Slot(str)
+    def fall_back_to_demo(self, failed: str) -> None:
+        if failed.startswith("camera:"):
+            self.source_box.setCurrentText("demo")
+            self.start_source("demo")
+
     def start_source(self, spec: str) -> bool:
         return self.controller.start(spec, loop=self.loop_files.isChecked())
 

@@ -52,11 +52,28 @@ def test_recording_and_snapshot_while_streaming(qapp, window, tmp_path):
     assert wait_until(qapp, lambda: rec.exists() and rec.stat().st_size > 1000), (report, c.recorder.last_error)
 
 
-def test_a_missing_camera_is_a_status_not_a_crash(qapp, window):
-    messages = []
+def test_a_missing_camera_is_a_status_not_a_crash_and_never_blocks_the_window(qapp, window, monkeypatch):
+    import time
+
+    from gui import controller as controller_module
+
+    messages, failed = [], []
     window.controller.status.connect(messages.append)
-    assert not window.controller.start("camera:7")
-    assert any("camera" in m for m in messages)
+    window.controller.source_failed.connect(failed.append)
+    real = controller_module.open_source
+
+    def slow_open(spec, **kw):
+        time.sleep(1.5)  # a camera driver that takes its time
+        return real(spec, **kw)
+
+    monkeypatch.setattr(controller_module, "open_source", slow_open)
+    t0 = time.monotonic()
+    assert window.controller.start("camera:7")  # "opening": the answer comes later
+    assert time.monotonic() - t0 < 0.5
+    assert wait_until(qapp, lambda: failed == ["camera:7"])
+    assert any("camera" in m and "opening" not in m for m in messages)
+    window.fall_back_to_demo("camera:7")
+    assert window.controller.runtime is not None and window.source_box.currentText() == "demo"
 
 
 def test_wizard_validation_and_progress_parsing(qapp, window, tmp_path):
