@@ -40,9 +40,17 @@ SOURCES = {
 }
 PRESETS = {
     "tiny": "seconds, for a smoke test",
-    "cpu": "laptop CPU: under an hour for the teacher route on a 2-core AVX-512 machine; the style-image route"
-    " takes hours and gives no usable style without a GPU",
+    "cpu": "a laptop CPU",
     "gpu": "full quality, needs CUDA",
+}
+# What the cpu preset costs per route, said before anything starts (measured figures: docs/styles.md).
+ROUTE_NOTES = {
+    "teacher": "cpu preset: about 50 minutes on a 2-core AVX-512 CPU (prepare, teacher pairs, three tiers side by"
+    " side); expect 2-3 times that on an AVX2-only CPU.",
+    "styles": "This route trains StyleGAN2 and U-GAT-IT: on a CPU it takes hours and gives no usable style"
+    " (docs/stylegan.md). It needs a GPU and the gpu preset.",
+    "pairs": "cpu preset: the three tiers, about 35 minutes on a 2-core AVX-512 CPU.",
+    "ink": "cpu preset: the procedural teacher, then two tiers one after the other (66-82 minutes each on 2 cores).",
 }
 
 
@@ -143,6 +151,8 @@ class DataPage(QWizardPage):
         for key, text in PRESETS.items():
             self.preset.addItem(f"{key} — {text}", key)
         self.preset.setCurrentIndex(1)
+        self.note = QLabel()
+        self.note.setWordWrap(True)
         self.error = QLabel()
         self.error.setStyleSheet("color: #c33;")
         form.addRow("Data folder (faces for the teacher route)", _folder_row(self.data, self))
@@ -150,7 +160,11 @@ class DataPage(QWizardPage):
         form.addRow("Teacher folder (teacher route)", _folder_row(self.teacher, self))
         form.addRow("Style name", self.style_id)
         form.addRow("Preset", self.preset)
+        form.addRow(self.note)
         form.addRow(self.error)
+
+    def initializePage(self) -> None:  # noqa: N802
+        self.note.setText(ROUTE_NOTES[self.wizard().choice_page.choice()])
 
     def validatePage(self) -> bool:  # noqa: N802
         choice = self.wizard().choice_page.choice()

@@ -97,6 +97,12 @@ def test_wizard_validation_and_progress_parsing(qapp, window, tmp_path):
     assert cmd[1:4] == ["train", "all", "--source"] and "--progress" in cmd
 
     wizard = window.open_wizard()
+    wizard.choice_page.buttons["styles"].setChecked(True)
+    wizard.data_page.initializePage()
+    assert "needs a GPU" in wizard.data_page.note.text()  # said before anything starts
+    wizard.choice_page.buttons["teacher"].setChecked(True)
+    wizard.data_page.initializePage()
+    assert "minutes" in wizard.data_page.note.text()
     page = wizard.run_page
     page.handle_line(json.dumps({"event": "progress", "stage": "student", "step": 5, "total": 10}))
     assert page.bar.value() == 5 and "student" in page.stage.text()

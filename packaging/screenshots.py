@@ -1,0 +1,101 @@
+"""Screenshots of the real window for the docs: the main window streaming a style, the style picker, and
+each page of the training wizard.
+
+Run under a display (a virtual one is enough)::
+
+    apt-get install -y xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-cursor0
+    xvfb-run -s "-screen 0 1280x800x24" .venv/bin/python packaging/screenshots.py --style anime --out docs/screenshots
+
+The window runs the public-domain demo source, so the pictures hold no research data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _pump(app, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def _grab_screen(app, path: Path) -> None:
+    app.primaryScreen().grabWindow(0).save(str(path))
+    print(path)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="screenshots", description=__doc__)
+    parser.add_argument("--style", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
+    parser.add_argument("--seconds", type=float, default=12.0, help="streaming time before the first shot")
+    args = parser.parse_args(argv)
+    os.environ.pop("QT_QPA_PLATFORM_PLUGIN_PATH", None)
+    from PySide6.QtWidgets import QApplication
+
+    from engine.session import resolve_style
+    from gui.controller import StreamController
+    from gui.main_window import MainWindow
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    controller = StreamController()
+    window = MainWindow(controller, "demo")
+    window.resize(1180, 720)
+    window.move(0, 0)
+    bundle = resolve_style(args.style)
+    window.select_style(bundle.id if bundle else None)
+    window.show()
+    controller.start("demo")
+    _pump(app, args.seconds)
+    _grab_screen(app, args.out / f"window_{bundle.id if bundle else 'passthrough'}.png")
+
+    window.style_box.showPopup()
+    _pump(app, 1.0)
+    _grab_screen(app, args.out / "style_picker.png")
+    window.style_box.hidePopup()
+
+    wizard = window.open_wizard()
+    wizard.move(60, 40)
+    wizard.resize(820, 560)
+    _pump(app, 1.0)
+    _grab_screen(app, args.out / "wizard_1_source.png")
+    wizard.choice_page.buttons["teacher"].setChecked(True)
+    wizard.next()
+    page = wizard.data_page
+    page.data.setText("~/Videos/my_webcam_clips")
+    page.teacher.setText("../shared/teachers/cute")
+    page.style_id.setText("my_cute")
+    _pump(app, 1.0)
+    _grab_screen(app, args.out / "wizard_2_data.png")
+    run = wizard.run_page  # shown with recorded progress lines: entering it would start a real training
+    for line in (
+        {"event": "start", "stage": "prepare", "step": 0, "total": 20},
+        {"event": "done", "stage": "prepare"},
+        {"event": "done", "stage": "pairs:cute"},
+        {"event": "progress", "stage": "student:light+standard+high", "step": 212, "total": 600},
+    ):
+        run.handle_line(json.dumps(line))
+    run.setParent(None)
+    run.resize(820, 480)
+    run.show()
+    _pump(app, 1.0)
+    run.grab().save(str(args.out / "wizard_3_training.png"))
+    print(args.out / "wizard_3_training.png")
+    run.close()
+    wizard.close()
+    window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
