@@ -287,7 +287,7 @@ class ResolvedTeacher:
 
 
 def resolve_teacher(name: str, device: str = "cpu", threads: int = 2) -> ResolvedTeacher:
-    """``ink``, ``ugatit:RUN`` (a U-GAT-IT run or model.pt) or a teacher folder / teacher.json."""
+    """``ink``, ``ugatit:RUN`` (a U-GAT-IT run or its model file) or a teacher folder / teacher.json."""
     if name == "ink":
         from training.teachers.ink import InkTeacher
 

@@ -3,12 +3,15 @@
 A run directory holds ``options.json`` (what was asked), ``log.txt``, ``stats.jsonl`` (one JSON
 record per logging step), ``samples/`` (image grids) and ``checkpoints/``:
 
-* ``checkpoints/model.pt`` — ``{arch, init_kwargs, params, params_ema, step}``: enough to rebuild
-  the networks without the training code's state (export and inference read only this).
-* ``checkpoints/state.pt`` — optimizer states, step, RNG states and stage extras: what resume needs.
+* ``checkpoints/model.json`` + ``model.safetensors`` — ``{arch, init_kwargs, params, params_ema, step}``:
+  enough to rebuild the networks without the training code's state (export and inference read only this).
+* ``checkpoints/state.json`` + ``state.safetensors`` — optimizer states, step, RNG states and stage extras:
+  what resume needs.
 
-Both are written to a temporary file and renamed into place, after checking the disk has room, so an
-interrupted or failed write never damages the last good checkpoint.
+Tensors are stored as safetensors and the rest as JSON (:mod:`training.checkpoints`), so loading a
+checkpoint never executes code; earlier versions' pickles (``model.pt``, ``state.pt``) are still read,
+through torch's restricted loader. Every file is written to a temporary file and renamed into place,
+after checking the disk has room, so an interrupted or failed write never damages the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from training import checkpoints
 from training.errors import DiskFullError, TrainingError
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
-STATE_FILE = "state.pt"
+MODEL_FILE = "model.json"  # + model.safetensors (training.checkpoints)
+STATE_FILE = "state.json"  # + state.safetensors
+LEGACY_FILES = {MODEL_FILE: "model.pt", STATE_FILE: "state.pt"}  # pickles written by earlier versions
 
 
 def options_hash(options: dict[str, Any]) -> str:
@@ -214,33 +219,60 @@ class RunDir:
         return self.root / "checkpoints"
 
     def has_checkpoint(self) -> bool:
-        return (self.checkpoint_dir / MODEL_FILE).exists() and (self.checkpoint_dir / STATE_FILE).exists()
+        return all(_existing(self.checkpoint_dir / name) is not None for name in (MODEL_FILE, STATE_FILE))
 
     def save_checkpoint(self, model: dict[str, Any], state: dict[str, Any]) -> None:
-        """Write model and training state atomically. ``state`` gets the RNG states added."""
+        """Write model and training state atomically (safetensors + JSON). ``state`` gets the RNG states."""
         state = {**state, "rng": capture_rng()}
-        _atomic_torch_save(model, self.checkpoint_dir / MODEL_FILE)
-        _atomic_torch_save(state, self.checkpoint_dir / STATE_FILE)
+        for name, record in ((MODEL_FILE, model), (STATE_FILE, state)):
+            document, blob = checkpoints.encode(record)
+            path = self.checkpoint_dir / name
+            _check_free_space(path, len(document) + len(blob))
+            _atomic_write_bytes(checkpoints.tensors_path(path), blob)
+            _atomic_write_bytes(path, document)  # written last: it marks a complete pair
+            (self.checkpoint_dir / LEGACY_FILES[name]).unlink(missing_ok=True)
 
     def load_checkpoint(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """(model, state) of the last checkpoint, RNG states restored; None when there is none."""
         if not self.has_checkpoint():
             return None
         model = load_model_file(self.checkpoint_dir / MODEL_FILE)
-        state = torch.load(self.checkpoint_dir / STATE_FILE, map_location="cpu", weights_only=False)
+        state = _read_record(self.checkpoint_dir / STATE_FILE)
         restore_rng(state["rng"])
         return model, state
 
 
-def load_model_file(path: Path | str) -> dict[str, Any]:
-    """Read a ``{arch, init_kwargs, params, params_ema}`` checkpoint, with a clear error when it is not one."""
+def _existing(path: Path) -> Path | None:
+    """``path`` (a .json record), or the legacy pickle standing in its place, or None."""
+    if path.exists():
+        return path
+    legacy = path.with_name(LEGACY_FILES[path.name]) if path.name in LEGACY_FILES else None
+    return legacy if legacy is not None and legacy.is_file() else None
+
+
+def find_model_file(path: Path | str) -> Path:
+    """The model file of a run directory, its ``checkpoints/`` folder, or a file named directly (current or
+    legacy format); ``path`` itself when none is found (reading it then gives the clear error)."""
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise TrainingError(f"{path}: no such checkpoint") from None
-    except Exception as exc:
-        raise TrainingError(f"{path}: not a readable checkpoint: {exc}") from exc
+    for folder in (path / "checkpoints", path):
+        found = _existing(folder / MODEL_FILE) if folder.is_dir() else None
+        if found is not None:
+            return found
+    return path
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    found = _existing(path) if path.suffix == ".json" else path
+    if found is None:
+        raise TrainingError(f"{path}: no such checkpoint")
+    return checkpoints.read(found) if found.suffix == ".json" else checkpoints.read_legacy(found)
+
+
+def load_model_file(path: Path | str) -> dict[str, Any]:
+    """Read a ``{arch, init_kwargs, params, params_ema}`` checkpoint (``model.json`` + ``.safetensors``, or an
+    earlier version's ``model.pt`` through the restricted loader), with a clear error when it is not one."""
+    path = Path(path)
+    ckpt = _read_record(path)
     missing = [k for k in ("arch", "init_kwargs", "params") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise TrainingError(f"{path}: not a Stylecast checkpoint (missing {missing})")
@@ -260,12 +292,17 @@ def _check_free_space(path: Path, needed: int) -> None:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` for files that are read back with ``weights_only=True`` (StyleGAN snapshots)."""
     import io
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     data = buffer.getvalue()
     _check_free_space(path, len(data))
+    _atomic_write_bytes(path, data)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:
         with open(tmp, "wb") as fh:

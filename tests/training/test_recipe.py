@@ -45,7 +45,7 @@ def test_ink_recipe_installs_a_bundle_the_engine_runs(photos, tmp_path):
     assert set(_started(events)) >= {"prepare", "pairs", "student"}
     style = load_style(load_bundle(models / "inky"), "light", "mnn")
     out = style.active.stylize(np.full((256, 256, 3), 120, np.uint8))
-    assert out.shape == (256, 256, 3)
+    assert out.shape == (256, 256, 4)  # every student also predicts its blend alpha
     style.close()
     # the same command again resumes: finished steps are skipped, the bundle is rebuilt and reinstalled
     proc, events = _train_all([*args, "--install-to", str(models)], tmp_path)

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from training.errors import TrainingError
-from training.runs import MODEL_FILE, load_model_file
+from training.runs import find_model_file, load_model_file
 
 
 @dataclass(frozen=True)
@@ -203,9 +203,9 @@ ARCHS = {"student": build_student}  # literal registry of exportable architectur
 
 
 def load_student(path: Path) -> tuple[StudentNet, dict]:
-    """EMA student from a run directory or a model.pt, in eval mode on the CPU."""
+    """EMA student from a run directory or its model file, in eval mode on the CPU."""
     path = Path(path)
-    file = path / "checkpoints" / MODEL_FILE if path.is_dir() else path
+    file = find_model_file(path)
     record = load_model_file(file)
     if record["arch"] not in ARCHS:
         raise TrainingError(f"{file}: architecture '{record['arch']}' cannot be exported (known: {list(ARCHS)})")

@@ -28,12 +28,12 @@ from training.metrics import to_images
 from training.modules import count_params, cpu_has_native_bf16, load_strict
 from training.pairs import FolderPairs
 from training.runs import (
-    MODEL_FILE,
     AbortFlag,
     Progress,
     RunDir,
     StageContext,
     abort_on_signals,
+    find_model_file,
     load_model_file,
     seed_everything,
 )
@@ -216,7 +216,7 @@ class StudentTrainer:
 
     def init_from(self, path: Path) -> None:
         """Start from another run's student weights (fine-tuning); the discriminator starts fresh."""
-        file = path / "checkpoints" / MODEL_FILE if path.is_dir() else path
+        file = find_model_file(path)
         record = load_model_file(file)
         if record["init_kwargs"] != self.spec:
             raise TrainingError(f"{file}: a {record.get('tier')} student {record['init_kwargs']}, not {self.spec}")
@@ -450,7 +450,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--init-from",
         type=Path,
-        help="fine-tune: start from this run's (or model.pt's) student; with several tiers, a"
+        help="fine-tune: start from this run's (or a model file's) student; with several tiers, a"
         " folder holding one run per tier",
     )
     parser.add_argument("--gan-weight", type=float, help="weight of the adversarial loss (preset default 0.1)")

@@ -1,7 +1,7 @@
 """Reading and writing generators: our run checkpoints, our generator files, official checkpoints.
 
-* run checkpoint ``checkpoints/model.pt``: ``{arch: "stylegan2", init_kwargs: {G, D, discriminator},
-  params: {G, D}, params_ema: {G}, step}``.
+* run checkpoint ``checkpoints/model.json`` (+ ``.safetensors``): ``{arch: "stylegan2", init_kwargs: {G, D,
+  discriminator}, params: {G, D}, params_ema: {G}, step}``.
 * generator file (fusion output, snapshots): ``{arch: "stylegan2-generator", init_kwargs: <G config>,
   params: <G state>, params_ema: <G state>, meta}``.
 * official: a ``.pkl`` network pickle or a ``torch.save``'d state dict (see official.py).
@@ -20,7 +20,7 @@ import torch
 
 from training.errors import TrainingError
 from training.modules import load_strict
-from training.runs import MODEL_FILE, _atomic_torch_save
+from training.runs import MODEL_FILE, _atomic_torch_save, find_model_file, load_model_file
 from training.stylegan import official
 from training.stylegan.networks import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 
@@ -71,23 +71,26 @@ def load_networks(path: Path | str) -> LoadedNetworks:
     """Load any supported checkpoint; raises TrainingError naming the file and the problem."""
     path = Path(path)
     if path.is_dir():
-        candidate = path / "checkpoints" / MODEL_FILE
-        if not candidate.exists():
+        candidate = find_model_file(path)
+        if candidate == path:
             raise TrainingError(f"{path}: a folder without checkpoints/{MODEL_FILE}")
         path = candidate
     if not path.exists():
         raise TrainingError(f"{path}: no such checkpoint")
     source = str(path)
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    # torch.save files are zip archives ("PK"); official network pickles are raw pickles.
-    if head != b"PK":
-        nets = official.read_official_pickle(path)
-        return _from_official(nets, source, "official-pickle")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TrainingError(f"{source}: not a readable checkpoint: {exc}") from exc
+    if path.suffix == ".json":  # a run's checkpoint: safetensors + JSON
+        obj = load_model_file(path)
+    else:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        # torch.save files are zip archives ("PK"); official network pickles are raw pickles.
+        if head != b"PK":
+            nets = official.read_official_pickle(path)
+            return _from_official(nets, source, "official-pickle")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise TrainingError(f"{source}: not a readable checkpoint: {exc}") from exc
     if isinstance(obj, dict) and obj.get("arch") == RUN_ARCH:
         kw, params = obj["init_kwargs"], obj["params"]
         G_ema = generator_from_dict(kw["G"], obj["params_ema"]["G"], source)

@@ -531,7 +531,7 @@ def add_arguments(parser) -> None:
         "torchrun's own parser takes --run for an abbreviation of --run-path",
     )
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    parser.add_argument("--base", help="base checkpoint: ours (run dir, model.pt, generator file) or official")
+    parser.add_argument("--base", help="base checkpoint: ours (run dir, model.json, generator file) or official")
     parser.add_argument(
         "--no-variety-tricks",
         action="store_true",

@@ -20,7 +20,7 @@ import torch
 from engine.bundle import sha256_file
 from training.errors import TrainingError
 from training.modules import load_strict
-from training.runs import MODEL_FILE, load_model_file
+from training.runs import find_model_file, load_model_file
 from training.stylegan.images import from_uint8, to_uint8
 from training.ugatit.networks import Generator, GeneratorConfig
 from training.ugatit.train import ARCH
@@ -31,20 +31,11 @@ DIRECTIONS = {"A2B": "genA2B", "B2A": "genB2A"}
 WEIGHTS = ("ema", "raw")
 
 
-def checkpoint_path(path: Path | str) -> Path:
-    """A run directory, its ``checkpoints/`` folder or a ``model.pt`` file → the model file."""
-    path = Path(path)
-    for candidate in (path / "checkpoints" / MODEL_FILE, path / MODEL_FILE):
-        if candidate.is_file():
-            return candidate
-    return path
-
-
 def load_translator(path: Path | str, direction: str = "A2B", weights: str = "ema") -> tuple[Generator, dict]:
     """The generator of a U-GAT-IT checkpoint, in eval mode, and the checkpoint's description."""
     if direction not in DIRECTIONS or weights not in WEIGHTS:
         raise TrainingError(f"direction must be one of {sorted(DIRECTIONS)} and weights one of {WEIGHTS}")
-    file = checkpoint_path(path)
+    file = find_model_file(path)
     ckpt = load_model_file(file)
     if ckpt["arch"] != ARCH:
         raise TrainingError(f"{file}: a '{ckpt['arch']}' checkpoint, not a U-GAT-IT one (arch '{ARCH}')")

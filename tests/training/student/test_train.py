@@ -10,7 +10,7 @@ import torch
 from training import runs as runs_module
 from training.cli import main as train_main
 from training.errors import DatasetError, DiskFullError
-from training.runs import AbortFlag, Progress, RunDir, StageContext
+from training.runs import AbortFlag, Progress, RunDir, StageContext, load_model_file
 from training.student.train import StudentConfig, config_from, train_student
 
 
@@ -75,7 +75,7 @@ def test_empty_or_broken_pairs_folder_is_a_clear_error(tmp_path):
 
 
 def _final_params(root):
-    return torch.load(root / "checkpoints" / "model.pt", weights_only=False)["params_ema"]
+    return load_model_file(root / "checkpoints" / "model.json")["params_ema"]
 
 
 def test_an_aborted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path, ink_pairs):
@@ -103,13 +103,13 @@ def test_an_aborted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_
 def test_a_full_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, ink_pairs, monkeypatch):
     cfg = config_from("tiny", steps=4, crop=32, batch=2, ckpt_every=2, sample_every=100)
     train_student(ink_pairs, cfg, _ctx(tmp_path / "run"))
-    good = (tmp_path / "run" / "checkpoints" / "model.pt").read_bytes()
+    good = (tmp_path / "run" / "checkpoints" / "model.safetensors").read_bytes()
     real = shutil.disk_usage
     monkeypatch.setattr(runs_module.shutil, "disk_usage", lambda p: real(p)._replace(free=1 << 20))
     longer = config_from("tiny", steps=8, crop=32, batch=2, ckpt_every=2, sample_every=100)
     with pytest.raises(DiskFullError, match="MB free.*previous checkpoint is kept"):
         train_student(ink_pairs, longer, _ctx(tmp_path / "run"))
-    assert (tmp_path / "run" / "checkpoints" / "model.pt").read_bytes() == good
+    assert (tmp_path / "run" / "checkpoints" / "model.safetensors").read_bytes() == good
     assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))
 
 
@@ -140,7 +140,7 @@ def test_a_crashed_run_loses_nothing_before_its_last_checkpoint(tmp_path, ink_pa
     ctx.progress.update = crash
     with pytest.raises(KeyboardInterrupt):
         train_student(ink_pairs, cfg, ctx)
-    saved = torch.load(tmp_path / "run" / "checkpoints" / "model.pt", weights_only=False)
+    saved = load_model_file(tmp_path / "run" / "checkpoints" / "model.json")
     assert saved["step"] == 4
     resumed = train_student(ink_pairs, cfg, _ctx(tmp_path / "run"))
     assert resumed["finished"] and resumed["steps"] == 8
@@ -149,12 +149,12 @@ def test_a_crashed_run_loses_nothing_before_its_last_checkpoint(tmp_path, ink_pa
 def test_fine_tuning_starts_from_another_runs_student(tmp_path, ink_pairs):
     base = config_from("tiny", steps=2, crop=32, batch=2, sample_every=100)
     train_student(ink_pairs, base, _ctx(tmp_path / "base"))
-    start = torch.load(tmp_path / "base" / "checkpoints" / "model.pt", weights_only=False)["params"]
+    start = load_model_file(tmp_path / "base" / "checkpoints" / "model.json")["params"]
     tuned = config_from("tiny", steps=1, crop=32, batch=2, sample_every=100, gan_start=0)
     ctx = _ctx(tmp_path / "tuned")
     trainer_log = train_student(ink_pairs, tuned, ctx, init_from=tmp_path / "base")
     assert trainer_log["finished"]
-    after = torch.load(tmp_path / "tuned" / "checkpoints" / "model.pt", weights_only=False)["params"]
+    after = load_model_file(tmp_path / "tuned" / "checkpoints" / "model.json")["params"]
     # one Adam step (lr 2e-4) away from the base weights, not from a fresh initialisation
     weights = [k for k in start if k.endswith("weight")]
     assert max(float((after[k] - start[k]).abs().max()) for k in weights) < 1e-3
@@ -163,7 +163,6 @@ def test_fine_tuning_starts_from_another_runs_student(tmp_path, ink_pairs):
 
 
 def test_tiers_trained_side_by_side_learn_what_each_learns_alone_and_resume(tmp_path, ink_pairs):
-    from training.runs import load_model_file
     from training.student.train import train_students
 
     cfg = config_from("tiny", steps=8, ckpt_every=4, sample_every=4)
@@ -177,8 +176,8 @@ def test_tiers_trained_side_by_side_learn_what_each_learns_alone_and_resume(tmp_
     assert [s["steps"] for s in cut] == [4, 4] and not cut[0]["finished"]
     resumed = train_students(ink_pairs, cfgs, [_ctx(tmp_path / "joint" / c.tier) for c in cfgs])
     assert [s["steps"] for s in resumed] == [8, 8] and all(s["finished"] for s in resumed)
-    solo = load_model_file(tmp_path / "alone" / "checkpoints" / "model.pt")["params_ema"]
-    joint = load_model_file(tmp_path / "joint" / "light" / "checkpoints" / "model.pt")["params_ema"]
+    solo = load_model_file(tmp_path / "alone" / "checkpoints" / "model.json")["params_ema"]
+    joint = load_model_file(tmp_path / "joint" / "light" / "checkpoints" / "model.json")["params_ema"]
     # the lead tier sees exactly the batches it would see alone: sharing them changes nothing but float order
     worst = max(float((solo[k].float() - joint[k].float()).abs().max()) for k in solo)
     assert worst < 1e-4

@@ -153,7 +153,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
-    state = torch.load(run / "checkpoints" / "state.pt", weights_only=False)
+    state = RunDir(run, "stylegan").load_checkpoint()[1]
     stopped = state["iteration"]
     assert stopped >= 3
     resumed = subprocess.run(

@@ -86,12 +86,11 @@ def test_run_directory_holds_stats_samples_and_a_complete_checkpoint(tmp_path, t
     assert all(np.isfinite(s["loss_G"]) and s["it_per_s"] > 0 for s in stats)
     grid = cv2.imread(str(tmp_path / "run" / "samples" / "latest.png"))
     assert grid.shape == (8 * 34 + 2, 4 * 34 + 2, 3)  # 8 rows (A, CAM, A→B, A→B→A, B, ...) × 4 samples
-    model = torch.load(tmp_path / "run" / "checkpoints" / "model.pt", weights_only=False)
+    model, state = RunDir(tmp_path / "run", "ugatit").load_checkpoint()
     assert model["arch"] == "ugatit" and model["step"] == 4
     assert set(model["params"]) == {"genA2B", "genB2A", "disGA", "disGB", "disLA", "disLB"}
     assert set(model["params_ema"]) == {"genA2B", "genB2A"}
     assert model["init_kwargs"]["generator"] == CFG.generator().to_dict()
-    state = torch.load(tmp_path / "run" / "checkpoints" / "state.pt", weights_only=False)
     assert {"opt_G", "opt_D", "iteration", "rng"} <= set(state)
 
 

@@ -72,7 +72,7 @@ def test_pairs_stage_writes_a_folder_the_student_reads_and_resumes(trained, toy_
         assert np.array_equal(pair.photo, photo)
         assert np.array_equal(pair.stylized, teacher([photo])[0])
     manifest = json.loads((out / "teacher.json").read_text())["teacher"]
-    model_file = trained / "checkpoints" / "model.pt"
+    model_file = trained / "checkpoints" / "model.json"
     assert manifest["sha256"] == sha256_file(model_file) and manifest["step"] == 3
     assert manifest["direction"] == "A2B" and manifest["weights"] == "ema"
     assert json.loads((out / "pairs.json").read_text())["source"] == f"ugatit-{manifest['sha256'][:12]}"

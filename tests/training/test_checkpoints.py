@@ -1,0 +1,78 @@
+"""Checkpoints: safetensors + JSON round trips, earlier pickles through the restricted loader, and no code
+execution on load."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from training import checkpoints
+from training.errors import TrainingError
+from training.runs import RunDir, capture_rng, load_model_file
+
+
+def test_records_round_trip_exactly_with_their_containers():
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters(), betas=(0.5, 0.999))
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    record = {"opt": opt.state_dict(), "rng": capture_rng(), "cfg": {"tier": "light", "alpha": True}, "n": 3}
+    document, blob = checkpoints.encode(record)
+    back = checkpoints.decode(document, blob, "test")
+    assert set(back["opt"]["state"]) == {0, 1}  # integer keys survive (the optimiser matches on them)
+    assert back["opt"]["param_groups"][0]["betas"] == (0.5, 0.999)
+    assert torch.equal(back["opt"]["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert back["rng"]["numpy"][0] == "MT19937" and np.array_equal(back["rng"]["numpy"][1], record["rng"]["numpy"][1])
+    assert back["cfg"] == record["cfg"] and json.loads(document)["n"] == 3
+    fresh = torch.optim.Adam(torch.nn.Linear(3, 2).parameters())
+    fresh.load_state_dict(back["opt"])
+    assert torch.equal(fresh.state_dict()["state"][1]["exp_avg_sq"], opt.state_dict()["state"][1]["exp_avg_sq"])
+
+
+def test_a_run_writes_no_pickle_and_resumes_its_rng(tmp_path):
+    run = RunDir.open(tmp_path / "run", "student", {})
+    model = {"arch": "student", "init_kwargs": {"c0": 4}, "params": {"w": torch.arange(4.0)}, "params_ema": None}
+    run.save_checkpoint(model, {"step": 7})
+    expected = torch.rand(3)  # what the RNG gives right after the checkpoint
+    assert sorted(p.name for p in run.checkpoint_dir.iterdir()) == [
+        "model.json", "model.safetensors", "state.json", "state.safetensors"
+    ]  # fmt: skip
+    torch.rand(100)
+    loaded_model, state = run.load_checkpoint()
+    assert state["step"] == 7 and torch.equal(torch.rand(3), expected)
+    assert torch.equal(loaded_model["params"]["w"], torch.arange(4.0)) and loaded_model["params_ema"] is None
+
+
+def test_an_earlier_versions_pickles_are_read_once_then_replaced(tmp_path):
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    legacy = {"arch": "student", "init_kwargs": {"c0": 4}, "params": {"w": torch.ones(2)}, "step": 5}
+    torch.save(legacy, folder / "model.pt")
+    torch.save({"step": 5, "rng": capture_rng()}, folder / "state.pt")  # numpy RNG state inside
+    run = RunDir(tmp_path / "run", "student")
+    model, state = run.load_checkpoint()
+    assert model["step"] == 5 and state["step"] == 5
+    run.save_checkpoint(model, {"step": 6})
+    assert not (folder / "model.pt").exists() and load_model_file(folder / "model.json")["arch"] == "student"
+
+
+class Exploit:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
+
+
+def test_a_hostile_pickle_is_refused_without_running_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save({"arch": "student", "init_kwargs": {}, "params": Exploit()}, folder / "model.pt", pickle_module=pickle)
+    with pytest.raises(TrainingError, match="not a readable checkpoint"):
+        load_model_file(folder / "model.json")
+    assert not (tmp_path / "PWNED").exists()
+    (folder / "model.pt").unlink()
+    (folder / "model.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(TrainingError, match="not a readable checkpoint"):
+        load_model_file(folder / "model.json")
