@@ -352,6 +352,7 @@ def export_bundle(
     data: str = "",
     size: int = 256,
     sharpen: bool = True,
+    calibration_pairs: int | None = 128,
 ) -> Bundle:
     """Export runs (one per tier) into a bundle at ``out``, with metrics measured on held-out pairs.
 
@@ -363,7 +364,8 @@ def export_bundle(
     out.mkdir(parents=True, exist_ok=True)
     held = split_pairs(pairs) if pairs else None
     photos = [p.photo for p in held] if held else None
-    calibration = split_pairs(pairs, split="train") if pairs and sharpen else None
+    # evenly spaced training pairs: 128 calibrate as well as all 524 of ink (0.90 either way, docs/ink.md), 4x faster
+    calibration = split_pairs(pairs, calibration_pairs, split="train") if pairs and sharpen else None
     tiers = [export_tier(Path(r), out, size, photos, calibration) for r in runs]
     metrics: dict = {}
     if held:
@@ -426,6 +428,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="", help="what the students were trained on, for the model card")
     parser.add_argument("--size", type=int, default=256, help="static input side of the exported graphs")
     parser.add_argument(
+        "--calibration-pairs", type=int, default=128, help="training pairs the sharpening is calibrated on (0: all)"
+    )
+    parser.add_argument(
         "--no-sharpen",
         dest="sharpen",
         action="store_false",
@@ -436,7 +441,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     bundle = export_bundle(
-        args.runs, args.out, args.style_id, args.name, args.pairs, args.description, args.data, args.size, args.sharpen
+        args.runs,
+        args.out,
+        args.style_id,
+        args.name,
+        args.pairs,
+        args.description,
+        args.data,
+        args.size,
+        args.sharpen,
+        args.calibration_pairs or None,
     )
     log.info("validated %s: %s", bundle.root, [t.id for t in bundle.manifest.tiers])
     return 0
