@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,18 +31,13 @@ import cv2
 import numpy as np
 
 from bench.machine import finish, machine_info
+from engine.stats import median_ms
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 
 
 def _timed(fn, x, runs: int = 10) -> float:
-    fn(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append((time.perf_counter() - t0) * 1000)
-    return round(statistics.median(times), 2)
+    return round(median_ms(lambda: fn(x), runs, warmup=1), 2)
 
 
 def _skin_shift(photos, outputs, skin_model) -> dict:

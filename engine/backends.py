@@ -13,10 +13,8 @@ import json
 import logging
 import os
 import platform
-import statistics
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -24,8 +22,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from engine.bundle import Bundle, IOSpec, Tier
+from engine.bundle import Bundle, IOSpec, Tier, user_folder
 from engine.errors import BackendUnavailable, BundleError
+from engine.stats import median_ms
 
 log = logging.getLogger(__name__)
 
@@ -177,14 +176,7 @@ def time_stylizer(stylizer: Stylizer, runs: int = 10, warmup: int = 2) -> float:
     """Median wall time of one inference in milliseconds, on a fixed random input."""
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, stylizer.input_size, stylizer.input_size))
     x = x.astype(np.float32)
-    for _ in range(warmup):
-        stylizer(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        stylizer(x)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+    return median_ms(lambda: stylizer(x), runs, warmup)
 
 
 @dataclass(frozen=True)
@@ -262,13 +254,7 @@ class WarmupCache:
 
 
 def default_cache_dir() -> Path:
-    if os.environ.get("STYLECAST_CACHE"):
-        return Path(os.environ["STYLECAST_CACHE"])
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "Stylecast" / "cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "Stylecast"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stylecast"
+    return user_folder("STYLECAST_CACHE", "cache")
 
 
 @functools.lru_cache(maxsize=1)

@@ -353,15 +353,23 @@ def bundled_models_dir() -> Path:
     return base / "models"
 
 
+def user_folder(override_env: str, kind: str, leaf: str = "") -> Path:
+    """The per-user ``kind`` folder ("data" or "cache") of this platform, or ``$override_env`` when set."""
+    if os.environ.get(override_env):
+        return Path(os.environ[override_env])
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA" if kind == "data" else "LOCALAPPDATA", Path.home())) / "Stylecast"
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / ("Application Support" if kind == "data" else "Caches") / "Stylecast"
+    else:
+        env, default = ("XDG_DATA_HOME", ".local/share") if kind == "data" else ("XDG_CACHE_HOME", ".cache")
+        base = Path(os.environ.get(env, Path.home() / default)) / "stylecast"
+    return base / leaf if leaf else base
+
+
 def user_models_dir() -> Path:
     """Per-user folder for styles trained or installed by the user (``STYLECAST_MODELS`` overrides)."""
-    if os.environ.get("STYLECAST_MODELS"):
-        return Path(os.environ["STYLECAST_MODELS"])
-    if sys.platform == "win32":
-        return Path(os.environ.get("APPDATA", Path.home())) / "Stylecast" / "models"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "Stylecast" / "models"
-    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "stylecast" / "models"
+    return user_folder("STYLECAST_MODELS", "data", "models")
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import statistics
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
+
+
+def median_ms(call: Callable[[], object], runs: int = 10, warmup: int = 2) -> float:
+    """Median wall time of ``call()`` in milliseconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
 
 
 class StageTimes:
