@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from training.errors import DatasetError, TrainingError
+from training.images import resize_antialiased
 from training.prepare import IMAGE_EXTS, MANIFEST, Manifest
 from training.runs import AbortFlag, Progress, RunDir, abort_on_signals
 from training.teachers.masks import BlendTargets, keep_skin_tone
@@ -138,13 +139,6 @@ class FolderPairs:
 Teacher = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
-def _resize(image: np.ndarray, size: int | None) -> np.ndarray:
-    if size is None or image.shape[0] == size:
-        return image
-    interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
-    return cv2.resize(image, (size, size), interpolation=interp)
-
-
 class TeacherPairs:
     """Aligned photos (a ``train prepare`` folder or a plain image folder) stylized by a teacher.
 
@@ -195,7 +189,10 @@ class TeacherPairs:
         for key, original, stylized in zip(keys, originals, self.teacher(originals)):
             if stylized.shape != original.shape:
                 raise DatasetError(f"teacher {self.name}: returned {stylized.shape} for a {original.shape} photo")
-            photo, stylized = _resize(original, self.size), _resize(stylized, self.size)
+            if self.size is not None:
+                photo, stylized = (resize_antialiased(im, self.size) for im in (original, stylized))
+            else:
+                photo = original
             alpha = None
             if self.targets is not None:
                 alpha, skin = self.targets(photo)

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from engine.bundle import FieldReader, sha256_file
 from training.errors import TeacherError
+from training.images import resize_antialiased
 
 log = logging.getLogger(__name__)
 
@@ -264,14 +264,6 @@ class _TfliteRuntime:
 # ----- the teacher --------------------------------------------------------------------------------
 
 
-def _resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Anti-aliased resize: area averaging when shrinking, bicubic when enlarging."""
-    if image.shape[:2] == (h, w):
-        return image
-    shrink = h * w < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-
-
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -296,7 +288,7 @@ class NetworkTeacher:
     def _input(self, crop: np.ndarray) -> np.ndarray:
         spec = self.spec.input
         h, w = self.model_side()
-        x = _resize(crop, h, w)
+        x = resize_antialiased(crop, h, w)
         x = (x[:, :, ::-1] if spec.color == "RGB" else x).astype(np.float32)
         lo, hi = spec.value_range
         x = x * ((hi - lo) / 255.0) + lo
@@ -333,7 +325,7 @@ class NetworkTeacher:
             y = self._output(self._run(self._input(crop)))
             y = np.clip((y - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
             y = y[:, :, ::-1] if self.spec.output.color == "RGB" else y
-            out.append(np.ascontiguousarray(_resize(y, crop.shape[0], crop.shape[1])))
+            out.append(np.ascontiguousarray(resize_antialiased(y, crop.shape[0], crop.shape[1])))
         return out
 
     def probabilities(self, crop: np.ndarray) -> dict[str, np.ndarray]:
@@ -346,7 +338,7 @@ class NetworkTeacher:
             y = _softmax(y)
         elif "sigmoid" in activation and "already" not in activation:
             y = 1.0 / (1.0 + np.exp(-y))
-        y = _resize(np.clip(y, 0.0, 1.0), crop.shape[0], crop.shape[1])
+        y = resize_antialiased(np.clip(y, 0.0, 1.0), crop.shape[0], crop.shape[1])
         y = y.reshape(crop.shape[0], crop.shape[1], -1)
         return {name: y[:, :, i] for i, name in enumerate(self.spec.output.classes)}
 

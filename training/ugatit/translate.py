@@ -19,6 +19,7 @@ import torch
 
 from engine.bundle import sha256_file
 from training.errors import TrainingError
+from training.images import resize_antialiased
 from training.modules import load_strict
 from training.runs import find_model_file, load_model_file
 from training.stylegan.images import from_uint8, to_uint8
@@ -74,14 +75,7 @@ class UgatitTeacher:
     def __call__(self, photos: list[np.ndarray]) -> list[np.ndarray]:
         if not photos:
             return []
-        rgb = [cv2.cvtColor(self._resize(p, self.size), cv2.COLOR_BGR2RGB) for p in photos]
+        rgb = [cv2.cvtColor(resize_antialiased(p, self.size), cv2.COLOR_BGR2RGB) for p in photos]
         out = to_uint8(self.G(from_uint8(np.stack(rgb), self.device))[0])  # [N, S, S, 3] uint8 RGB
-        return [self._resize(cv2.cvtColor(o, cv2.COLOR_RGB2BGR), p.shape[0], p.shape[1]) for o, p in zip(out, photos)]
-
-    @staticmethod
-    def _resize(image: np.ndarray, h: int, w: int | None = None) -> np.ndarray:
-        w = h if w is None else w
-        if image.shape[:2] == (h, w):
-            return image
-        interp = cv2.INTER_AREA if image.shape[0] > h else cv2.INTER_CUBIC
-        return cv2.resize(image, (w, h), interpolation=interp)
+        bgr = [cv2.cvtColor(o, cv2.COLOR_RGB2BGR) for o in out]
+        return [resize_antialiased(o, p.shape[0], p.shape[1]) for o, p in zip(bgr, photos)]
