@@ -180,11 +180,12 @@ def test_recording_survives_a_source_switch_and_closing_the_window_finalises_it(
     rec = tmp_path / "rec.mp4"
     c.start_recording(rec)
     assert wait_until(qapp, lambda: c.runtime.report()["sink_written"]["recorder"] > 10)
+    before_switch = c.runtime.report()["sink_written"]["recorder"]
     assert c.start("demo")  # switching the source keeps the recording going
     assert c.recorder.attached
     assert wait_until(qapp, lambda: c.runtime.report()["sink_written"]["recorder"] > 10)
     win.close()  # mid-recording: the file must be finalised, every frame decodable
-    assert _decoded_frames(rec) > 20
+    assert _decoded_frames(rec) > before_switch + 5  # frames of the second stream are in the same file
 
 
 def test_the_preview_takes_only_the_newest_frame_however_many_arrive(qapp, window):
