@@ -39,6 +39,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         paced=args.paced,
         virtual_camera=args.virtual_camera,
         style_per_face=tuple(s for s in args.style_per_face.split(",") if s),
+        overlap=not args.no_overlap,
     )
     report = run_session(options)
     rt = report["runtime"]
@@ -48,6 +49,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         "tiers_used": report["tiers_used"],
         "frames": rt["frames_processed"],
         "fps": rt["fps"],
+        "latency_ms": rt["latency_ms"],
         "face_fraction": report["faces"]["face_fraction"],
         "output": args.out,
         "report": args.report,
@@ -132,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         metavar="ID,ID,...",
         help="give faces their own styles: each new face takes the next of these in turn",
+    )
+    st.add_argument(
+        "--no-overlap", action="store_true", help="track each frame only after the last one is rendered (slower)"
     )
     st.set_defaults(func=_cmd_stylize)
 

@@ -1,9 +1,12 @@
 """End-to-end engine benchmark: a real clip through the threaded runtime, lockstep, both backends.
 
-``python main.py bench engine [--clip NAME] [--frames N]`` prints JSON: per-stage p50/p95 (decode,
-track, align, infer, smooth, blend, encode), end-to-end FPS and drops, for the clip at its native size
-and upscaled to 1280×720, with a ~1 GMAC 256² fixture network on onnxruntime and on MNN. Without
-../shared/data the generated demo stands in (said in the output).
+``python main.py bench engine [--clip NAME] [--frames N] [--style ID --tier light]`` prints JSON:
+per-stage p50/p95 (decode, track, align, infer, smooth, blend, encode), capture → sink latency p50/p95,
+end-to-end FPS and drops, for the clip at its native size and upscaled to 1280×720, on onnxruntime and
+on MNN, with recording and without. The network is an installed style's tier, or by default a ~1 GMAC
+256² fixture. Each optimisation can be switched off (``--overlap on,off``), and the report gives the
+on ÷ off FPS ratio measured in the same run. Without ../shared/data the generated demo stands in (said
+in the output).
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 
 from bench.fixture_net import ONE_GMAC, write_bundle
 from bench.machine import finish, machine_info
-from engine.bundle import load_bundle
+from engine.bundle import BundleRegistry, load_bundle
 from engine.frames import Frame
 from engine.pipeline import Pipeline, load_style
 from engine.runtime import Runtime
@@ -55,29 +59,62 @@ def _source(clip: str, frames: int | None, size: tuple[int, int] | None) -> Fram
     return ResizedSource(src, size) if size else src
 
 
-def run_case(bundle, backend: str, clip: str, frames: int | None, size, threads: int, workdir: Path) -> dict:
-    style = load_style(bundle, "standard", backend, threads)
+@dataclass(frozen=True)
+class Case:
+    backend: str
+    size: tuple[int, int] | None  # None: the clip's native size
+    record: bool
+    overlap: bool
+
+
+def run_case(bundle, tier: str, case: Case, clip: str, frames: int | None, threads: int, workdir: Path) -> dict:
+    style = load_style(bundle, tier, case.backend, threads)
     pipeline = Pipeline(MeshFaceTracker(max_faces=4), style)
-    source = _source(clip, frames, size)
-    recorder = VideoRecorder(workdir / f"{backend}-{source.name}.mp4", fps=source.fps)
-    runtime = Runtime(source, pipeline, [recorder], lockstep=True)
+    source = _source(clip, frames, case.size)
+    sinks = [VideoRecorder(workdir / f"{case.backend}-{source.name}.mp4", fps=source.fps)] if case.record else []
+    runtime = Runtime(source, pipeline, sinks, lockstep=True, overlap=case.overlap)
     runtime.start()
     runtime.wait()
     pipeline.close()
     report = runtime.report()
     stages = report["stages_ms"]
-    stages["encode"] = stages.pop(f"sink:{recorder.name}", {})
+    if sinks:
+        stages["encode"] = stages.pop(f"sink:{sinks[0].name}", {})
     per_face = sum(stages[s]["p50"] for s in PER_FACE_STAGES if s in stages)
     return {
-        "backend": backend,
+        **asdict(case),
         "source": source.name,
-        "frame_size": list(size) if size else "native",
+        "frame_size": list(case.size) if case.size else "native",
         "frames": report["frames_processed"],
         "fps_end_to_end": report["fps"],
         "dropped": report["dropped_before_processing"] + sum(report["dropped_per_sink"].values()),
         "per_face_non_network_p50_ms": round(per_face, 3),
+        "latency_ms": report["latency_ms"],
         "stages_ms": {k: {"p50": v["p50"], "p95": v["p95"]} for k, v in stages.items()},
     }
+
+
+def overlap_ratios(cases: list[dict]) -> list[dict]:
+    """FPS with overlap ÷ without, for each pair of cases that differ only in ``overlap``."""
+
+    def key(case: dict) -> tuple:
+        return case["backend"], str(case["frame_size"]), case["record"]
+
+    off = {key(c): c["fps_end_to_end"] for c in cases if not c["overlap"]}
+    return [
+        {
+            "backend": c["backend"],
+            "frame_size": c["frame_size"],
+            "record": c["record"],
+            "fps_ratio": round(c["fps_end_to_end"] / off[key(c)], 3),
+        }
+        for c in cases
+        if c["overlap"] and off.get(key(c), 0) > 0
+    ]
+
+
+def _switch(text: str) -> list[bool]:
+    return [{"on": True, "off": False}[v] for v in text.split(",")]
 
 
 def main(argv: list[str]) -> int:
@@ -86,22 +123,39 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--frames", type=int, default=None, help="limit frames per case")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backends", default="onnx,mnn")
+    parser.add_argument("--sizes", default="native,1280x720", help="comma-separated: native or WxH")
+    parser.add_argument("--style", help="an installed style instead of the fixture network")
+    parser.add_argument("--tier", help="its tier (default: light for a style, the fixture's standard)")
+    parser.add_argument("--record", default="on", help="on, off or on,off: with an H.264 recording sink")
+    parser.add_argument("--overlap", default="on,off", help="track the next frame while rendering: on, off, on,off")
     args = parser.parse_args(argv)
     machine = machine_info()
+    sizes = [None if s == "native" else tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    cases = [
+        Case(backend, size, record, overlap)
+        for backend in args.backends.split(",")
+        for size in sizes
+        for record in _switch(args.record)
+        for overlap in _switch(args.overlap)
+    ]
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = load_bundle(write_bundle(Path(tmp), "bench-fixture", {"standard": ONE_GMAC}))
-        cases = [
-            run_case(bundle, backend, args.clip, args.frames, size, args.threads, Path(tmp))
-            for backend in args.backends.split(",")
-            for size in (None, (1280, 720))
-        ]
+        if args.style:
+            bundle = BundleRegistry().get(args.style)
+            tier = args.tier or "light"
+            network = {"style": bundle.id, "tier": tier, "gmacs": bundle.tier(tier).gmacs}
+        else:
+            bundle = load_bundle(write_bundle(Path(tmp), "bench-fixture", {"standard": ONE_GMAC}))
+            tier = "standard"
+            network = {"kind": "random-weight fixture", "input": 256, "gmacs": round(ONE_GMAC.gmacs, 3)}
+        results = [run_case(bundle, tier, c, args.clip, args.frames, args.threads, Path(tmp)) for c in cases]
     out = {
         "benchmark": "engine",
         "clip": args.clip if (VIDEOS / f"{args.clip}.mp4").is_file() else "demo (shared data absent)",
-        "network": {"kind": "random-weight fixture", "input": 256, "gmacs": round(ONE_GMAC.gmacs, 3)},
+        "network": network,
         "inference_threads": args.threads,
         "machine": finish(machine),
-        "cases": cases,
+        "overlap_on_vs_off": overlap_ratios(results),
+        "cases": results,
     }
     print(json.dumps(out, indent=1))
     return 0

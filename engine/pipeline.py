@@ -3,9 +3,11 @@
 A face is blended through its student's predicted alpha when the bundle has one (smoothed over time like
 the colour), otherwise through the fixed feathered mask.
 
-``Pipeline.process(frame)`` is one deterministic step that the runtime threads and the tests drive.
-Errors travel as data in :class:`FrameResult`: a bad frame, a failing face or a failed style load
-is reported and the stream goes on. Styles hot-swap at frame boundaries: a new bundle loads and
+``Pipeline.process(frame)`` is one deterministic step that the tests drive. It is two halves,
+:meth:`Pipeline.track` (the tracker's state) and :meth:`Pipeline.render` (the styles' and faces' state),
+so the runtime can track frame N+1 on one thread while another renders frame N. Errors travel as
+data in :class:`FrameResult`: a bad frame, a failing face or a failed style load is reported and the
+stream goes on. Styles hot-swap at frame boundaries: a new bundle loads and
 warms up on a background thread while the old one keeps serving.
 """
 
@@ -34,7 +36,7 @@ from engine.errors import StylecastError
 from engine.frames import Frame, to_bgr_uint8
 from engine.temporal import TemporalConfig, TemporalSmoother
 from engine.tiers import TierController, TierPolicy
-from engine.tracking import FaceTracker
+from engine.tracking import FaceTracker, TrackedFace
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,17 @@ class FrameResult:
     style: str | None
     tier: str | None
     backend: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class TrackedFrame:
+    """A frame after its first half: the BGR image (None when the input was not an image) and its faces."""
+
+    frame: Frame
+    image: np.ndarray | None
+    faces: tuple[TrackedFace, ...]
+    track_ms: float
     error: str | None = None
 
 
@@ -148,7 +161,8 @@ class Pipeline:
         self.style = style
         self.config = config
         self._faces: dict[int, _FaceState] = {}
-        self._frame_shape: tuple[int, ...] | None = None
+        self._frame_shape: tuple[int, ...] | None = None  # render's frame geometry
+        self._tracked_shape: tuple[int, ...] | None = None  # track's frame geometry
         self._swap: _SwapRequest | None = None  # the next style to apply at a frame boundary
         self._final: _SwapRequest | None = None  # the last request's measured style
         self._generation = 0  # bumped by every request; loads of older requests are discarded
@@ -324,28 +338,41 @@ class Pipeline:
         return shift > self.config.jump_faces or abs(raw.log_side - last.log_side) > 0.3
 
     def process(self, frame: Frame) -> FrameResult:
+        """Both halves of one step, one after the other."""
+        return self.render(self.track(frame))
+
+    def track(self, frame: Frame) -> TrackedFrame:
+        """First half: normalise the image and find its faces. Touches only the tracker."""
         t_start = time.perf_counter()
-        errors = [e for e in [self._apply_pending_swap()] if e]
-        timings = {"track": 0.0, "align": 0.0, "infer": 0.0, "smooth": 0.0, "blend": 0.0}
-        style = self.style
-        model = style.active if style else None
         try:
             image = to_bgr_uint8(frame.image)
         except ValueError as exc:
-            return self._result(None, frame, (), timings, model, f"bad frame: {exc}", t_start)
-        if image.shape != self._frame_shape:  # new geometry: old tracks and states are meaningless
-            if self._frame_shape is not None:
-                self._reset_tracking()
-            self._frame_shape = image.shape
-        out = image.copy()
-
-        t0 = time.perf_counter()
+            return TrackedFrame(frame, None, (), 0.0, f"bad frame: {exc}")
+        if image.shape != self._tracked_shape:  # new geometry: old tracks are meaningless
+            if self._tracked_shape is not None:
+                self.tracker.reset()
+            self._tracked_shape = image.shape
         try:
-            faces = self.tracker(image, frame.timestamp)
+            faces, error = tuple(self.tracker(image, frame.timestamp)), None
         except Exception as exc:  # mediapipe raises plain RuntimeErrors on graph failures
             log.exception("tracking failed")
-            faces, errors = [], [*errors, f"tracking failed: {exc}"]
-        timings["track"] = (time.perf_counter() - t0) * 1000
+            faces, error = (), f"tracking failed: {exc}"
+        return TrackedFrame(frame, image, faces, (time.perf_counter() - t_start) * 1000, error)
+
+    def render(self, tracked: TrackedFrame) -> FrameResult:
+        """Second half: align, stylize, smooth and blend each tracked face. Applies pending style swaps."""
+        t_start = time.perf_counter()
+        frame, image, faces = tracked.frame, tracked.image, tracked.faces
+        errors = [e for e in [self._apply_pending_swap(), tracked.error] if e]
+        timings = {"track": tracked.track_ms, "align": 0.0, "infer": 0.0, "smooth": 0.0, "blend": 0.0}
+        style = self.style
+        model = style.active if style else None
+        if image is None:
+            return self._result(None, frame, (), timings, model, "; ".join(errors), t_start)
+        if image.shape != self._frame_shape:  # new geometry: the faces' states are meaningless
+            self._faces.clear()
+            self._frame_shape = image.shape
+        out = image.copy()
 
         self._apply_face_requests()
         observations = []
@@ -426,7 +453,7 @@ class Pipeline:
         return self._result(out, frame, tuple(observations), timings, model, "; ".join(errors) or None, t_start)
 
     def _result(self, image, frame, faces, timings, model, error, t_start) -> FrameResult:
-        timings["total"] = (time.perf_counter() - t_start) * 1000
+        timings["total"] = timings["track"] + (time.perf_counter() - t_start) * 1000
         return FrameResult(
             image=image,
             index=frame.index,
@@ -438,10 +465,6 @@ class Pipeline:
             backend=model.stylizer.runtime if model else None,
             error=error,
         )
-
-    def _reset_tracking(self) -> None:
-        self.tracker.reset()
-        self._faces.clear()
 
     def close(self) -> None:
         if self._final is not None:

@@ -1,8 +1,14 @@
-"""The threaded runtime: capture, processing and each sink on their own thread.
+"""The threaded runtime: capture, tracking, rendering and each sink on their own thread.
 
 Threads talk through one-slot mailboxes: the newest frame wins, a frame that was replaced before
 anyone took it is dropped and counted, and nothing ever queues without bound. In lockstep mode (files,
 the demo, benchmarks) the mailboxes block instead of dropping, so every frame is processed.
+
+With ``overlap`` (the default) the tracker works on frame N+1 while frame N is rendered (aligned,
+stylized, blended): the two halves of :class:`engine.pipeline.Pipeline` run on two threads. The hand-off
+between them always waits for the renderer, so at most one tracked frame is ever ahead of it and no
+tracking work is thrown away; newer camera frames replace older ones before tracking instead.
+Every frame carries the time it was captured, so reports give capture → sink latency.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import numpy as np
 from engine.allocator import keep_frame_buffers_in_heap
 from engine.errors import SinkError, SourceError
 from engine.frames import Frame
-from engine.pipeline import FrameResult, Pipeline
+from engine.pipeline import FrameResult, Pipeline, TrackedFrame
 from engine.sinks import Sink
 from engine.sources import FrameSource
 from engine.stats import StageTimes
@@ -100,16 +106,19 @@ class Runtime:
         lockstep: bool = False,
         on_result: Callable[[FrameResult], None] | None = None,
         retry_delay: float = 0.05,
+        overlap: bool = True,
     ) -> None:
         self.source, self.pipeline, self.sinks = source, pipeline, sinks
         keep_frame_buffers_in_heap()
         self.lockstep = lockstep
+        self.overlap = overlap
         self.on_result = on_result
         self.retry_delay = retry_delay
         self.status = RuntimeStatus(sink_written={s.name: 0 for s in sinks})
         self.times = StageTimes()
-        self._frames: Mailbox[tuple[Frame, float]] = Mailbox(lockstep)
-        self._sink_boxes: list[Mailbox[FrameResult]] = [Mailbox(lockstep) for _ in sinks]
+        self._frames: Mailbox[tuple[Frame, float, float]] = Mailbox(lockstep)  # frame, decode ms, captured at
+        self._tracked: Mailbox[tuple[TrackedFrame, float, float]] = Mailbox(lockstep=True)
+        self._sink_boxes: list[Mailbox[tuple[FrameResult, float]]] = [Mailbox(lockstep) for _ in sinks]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -134,32 +143,66 @@ class Runtime:
                     continue
                 if frame is None:
                     break
+                captured_at = time.perf_counter()
                 with self._lock:
                     self.status.captured += 1
-                if not self._frames.put((frame, (time.perf_counter() - t0) * 1000)):
+                if not self._frames.put((frame, (captured_at - t0) * 1000, captured_at)):
                     break
         finally:  # whatever happened, the processing thread must learn that no more frames come
             self._frames.close()
 
-    def _process_one(self, frame: Frame) -> FrameResult:
-        """One frame; an unexpected exception becomes the frame's error, with the frame passed through."""
+    def _track_one(self, frame: Frame) -> TrackedFrame:
+        """The first half; an unexpected exception becomes the frame's error (no faces)."""
         try:
-            return self.pipeline.process(frame)
+            return self.pipeline.track(frame)
         except Exception as exc:
+            log.exception("tracking frame %d failed", frame.index)
+            image = frame.image if isinstance(frame.image, np.ndarray) else None
+            return TrackedFrame(frame, image, (), 0.0, f"frame failed: {exc}")
+
+    def _render_one(self, tracked: TrackedFrame) -> FrameResult:
+        """The second half; an unexpected exception becomes the frame's error, with the frame passed through."""
+        try:
+            return self.pipeline.render(tracked)
+        except Exception as exc:
+            frame = tracked.frame
             log.exception("frame %d failed", frame.index)
             image = frame.image if isinstance(frame.image, np.ndarray) else None
             return FrameResult(image, frame.index, frame.timestamp, (), {}, None, None, None, f"frame failed: {exc}")
 
-    def _process(self) -> None:
+    def _track(self) -> None:
         try:
             while True:
                 item = self._frames.get()
                 if item is None:
                     break
-                frame, decode_ms = item
-                result = self._process_one(frame)
+                frame, decode_ms, captured_at = item
+                if not self._tracked.put((self._track_one(frame), decode_ms, captured_at)):
+                    break
+        finally:
+            self._frames.close()
+            self._tracked.close()
+
+    def _next_tracked(self) -> tuple[TrackedFrame, float, float] | None:
+        if self.overlap:
+            return self._tracked.get()
+        item = self._frames.get()
+        if item is None:
+            return None
+        frame, decode_ms, captured_at = item
+        return self._track_one(frame), decode_ms, captured_at
+
+    def _process(self) -> None:
+        try:
+            while True:
+                item = self._next_tracked()
+                if item is None:
+                    break
+                tracked, decode_ms, captured_at = item
+                result = self._render_one(tracked)
                 self.times.add("decode", decode_ms)
                 self.times.add_all(result.timings)
+                self.times.add("latency", (time.perf_counter() - captured_at) * 1000)
                 with self._lock:
                     self.status.processed += 1
                     if result.error:
@@ -170,9 +213,10 @@ class Runtime:
                     except Exception:
                         log.exception("result callback failed")
                 for box in self._sink_boxes:
-                    box.put(result)
+                    box.put((result, captured_at))
         finally:  # sinks finish and close even when processing died
             self._frames.close()
+            self._tracked.close()
             for box in self._sink_boxes:
                 box.close()
             self._finished_at = time.perf_counter()
@@ -186,13 +230,14 @@ class Runtime:
         else:
             log.exception("sink %s failed", sink.name)
 
-    def _drain(self, sink: Sink, box: Mailbox[FrameResult]) -> None:
+    def _drain(self, sink: Sink, box: Mailbox[tuple[FrameResult, float]]) -> None:
         failed = False
         try:
             while True:
-                result = box.get()
-                if result is None:
+                item = box.get()
+                if item is None:
                     break
+                result, captured_at = item
                 if failed:
                     continue
                 t0 = time.perf_counter()
@@ -202,7 +247,9 @@ class Runtime:
                     failed = True
                     self._sink_failed(sink, exc)
                     continue
-                self.times.add(f"sink:{sink.name}", (time.perf_counter() - t0) * 1000)
+                done = time.perf_counter()
+                self.times.add(f"sink:{sink.name}", (done - t0) * 1000)
+                self.times.add(f"latency:{sink.name}", (done - captured_at) * 1000)
                 with self._lock:
                     self.status.sink_written[sink.name] += 1
         finally:
@@ -218,6 +265,7 @@ class Runtime:
         self._started_at = time.perf_counter()
         self._threads = [
             threading.Thread(target=self._capture, name="capture", daemon=True),
+            *([threading.Thread(target=self._track, name="track", daemon=True)] if self.overlap else []),
             threading.Thread(target=self._process, name="process", daemon=True),
         ] + [
             threading.Thread(target=self._drain, args=(s, b), name=f"sink-{s.name}", daemon=True)
@@ -240,6 +288,7 @@ class Runtime:
         """Stop capture, let in-flight frames finish, close the sinks. True when all threads ended in time."""
         self._stop.set()
         self._frames.close()
+        self._tracked.close()
         return self.wait(timeout)
 
     @property
@@ -247,9 +296,19 @@ class Runtime:
         return any(th.is_alive() for th in self._threads)
 
     def report(self) -> dict:
-        """Counters, drops and per-stage p50/p95 timings as a JSON-ready dict."""
+        """Counters, drops, per-stage p50/p95 timings and latencies as a JSON-ready dict.
+
+        ``latency_ms``: from the moment a frame was read to the moment it was rendered (``rendered``) and
+        to the moment each sink had written it.
+        """
         end = self._finished_at or time.perf_counter()
         wall = end - self._started_at if self._started_at else 0.0
+        stages = self.times.summary()
+        latency = {
+            name.partition(":")[2] or "rendered": {"p50": v["p50"], "p95": v["p95"]}
+            for name, v in stages.items()
+            if name.partition(":")[0] == "latency"
+        }
         with self._lock:
             s = self.status
             return {
@@ -261,7 +320,9 @@ class Runtime:
                 "sink_errors": dict(s.sink_errors),
                 "source_errors": s.source_errors,
                 "last_error": s.last_error,
+                "overlap": self.overlap,
                 "wall_s": round(wall, 3),
                 "fps": round(s.processed / wall, 2) if wall > 0 else 0.0,
-                "stages_ms": self.times.summary(),
+                "latency_ms": latency,
+                "stages_ms": {k: v for k, v in stages.items() if not k.startswith("latency")},
             }

@@ -41,6 +41,7 @@ class SessionOptions:
     paced: bool = False
     virtual_camera: str | None = None  # a pyvirtualcam backend name
     style_per_face: tuple[str, ...] = ()  # style ids that new faces take in turn
+    overlap: bool = True  # track the next frame while this one is rendered (off: one after the other)
 
 
 def resolve_style(style: str, registry: BundleRegistry | None = None) -> Bundle | None:
@@ -110,7 +111,7 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
         if result.tier:
             tiers_used[result.tier] = tiers_used.get(result.tier, 0) + 1
 
-    runtime = Runtime(source, pipeline, sinks, lockstep=lockstep, on_result=observe)
+    runtime = Runtime(source, pipeline, sinks, lockstep=lockstep, on_result=observe, overlap=options.overlap)
     runtime.start()
     try:
         runtime.wait()

@@ -151,25 +151,28 @@ class BrokenSource(ListSource):
         return super().read()
 
 
-def test_unexpected_errors_become_frame_errors_and_lockstep_never_hangs(monkeypatch):
+@pytest.mark.parametrize("overlap", [True, False])
+def test_unexpected_errors_become_frame_errors_and_lockstep_never_hangs(monkeypatch, overlap):
     seen = []
     pipe = Pipeline(Exploding(at=[4, 9]))
-    monkeypatch.setattr(pipe, "process", _raising_on(pipe.process, {2}))
-    rt = Runtime(BrokenSource(20), pipe, [CallbackSink(seen.append)], lockstep=True)
+    monkeypatch.setattr(pipe, "render", _raising_on(pipe.render, {2}))
+    monkeypatch.setattr(pipe, "track", _raising_on(pipe.track, {6}))
+    rt = Runtime(BrokenSource(20), pipe, [CallbackSink(seen.append)], lockstep=True, overlap=overlap)
     rt.start()
     assert rt.wait(10)  # no thread died silently: the stream reached its end
     assert len(seen) == 20
     errors = {r.index: r.error for r in seen if r.error}
     assert "frame failed: 'boom'" in errors[2] and seen[2].image is not None
+    assert "frame failed: 'boom'" in errors[6] and seen[6].image is not None
     assert any("tracking failed: bug inside the tracker" in e for e in errors.values())
     assert rt.report()["source_errors"] == 1
 
 
-def _raising_on(process, indices):
-    def wrapped(frame):
-        if frame.index in indices:
+def _raising_on(step, indices):
+    def wrapped(item):
+        if getattr(item, "frame", item).index in indices:
             raise KeyError("boom")
-        return process(frame)
+        return step(item)
 
     return wrapped
 
@@ -186,3 +189,71 @@ def test_a_sink_raising_an_unexpected_error_is_isolated_and_still_closed():
     rt.start()
     assert rt.wait(10)
     assert "division by zero" in rt.report()["sink_errors"]["buggy"] and len(good) == 15 and closed == [True]
+
+
+class _Handshake:
+    """Tracking frame 1 waits for rendering of frame 0 to begin, and that render waits for tracking of frame 1:
+    only a runtime that overlaps the two halves gets both handshakes without timing out."""
+
+    def __init__(self, pipe):
+        self.render_started, self.track_started = threading.Event(), threading.Event()
+        self.both_met = []
+        track, render = pipe.track, pipe.render
+
+        def tracking(frame):
+            if frame.index == 1:
+                self.track_started.set()
+                self.both_met.append(self.render_started.wait(1.0))
+            return track(frame)
+
+        def rendering(tracked):
+            if tracked.frame.index == 0:
+                self.render_started.set()
+                self.both_met.append(self.track_started.wait(1.0))
+            return render(tracked)
+
+        pipe.track, pipe.render = tracking, rendering
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_tracking_of_the_next_frame_overlaps_rendering_only_when_asked(overlap):
+    pipe, seen = Pipeline(NoFaces()), []
+    handshake = _Handshake(pipe)
+    rt = Runtime(ListSource(12), pipe, [CallbackSink(seen.append)], lockstep=True, overlap=overlap)
+    rt.start()
+    assert rt.wait(10)
+    assert [r.index for r in seen] == list(range(12))  # order kept, nothing dropped in lockstep
+    assert all(handshake.both_met) == overlap and rt.report()["overlap"] == overlap
+
+
+def test_at_most_one_tracked_frame_waits_for_the_renderer():
+    pipe, ahead = Pipeline(NoFaces()), []
+    counts = {"tracked": 0, "rendered": 0}
+    track, render = pipe.track, pipe.render
+
+    def tracking(frame):
+        ahead.append(counts["tracked"] - counts["rendered"])
+        counts["tracked"] += 1
+        return track(frame)
+
+    def rendering(tracked):
+        time.sleep(0.01)  # a slow renderer: the tracker must wait for it, not run ahead
+        counts["rendered"] += 1
+        return render(tracked)
+
+    pipe.track, pipe.render = tracking, rendering
+    rt = Runtime(ListSource(None, delay=0.001), pipe, [CallbackSink(lambda r: None)])
+    rt.start()
+    time.sleep(0.5)
+    assert rt.stop(timeout=1.0)
+    assert max(ahead) <= 2 and rt.report()["dropped_before_processing"] > 0  # newest camera frame wins
+
+
+def test_report_gives_capture_to_sink_latency():
+    rt = Runtime(ListSource(20), Pipeline(NoFaces()), [CallbackSink(lambda r: time.sleep(0.01), "slow")], lockstep=True)
+    rt.start()
+    assert rt.wait(10)
+    latency = rt.report()["latency_ms"]
+    assert set(latency) == {"rendered", "slow"}
+    # each frame reaches the sink at least its 10 ms write after it was rendered
+    assert latency["slow"]["p50"] >= latency["rendered"]["p50"] + 10.0
