@@ -40,6 +40,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         virtual_camera=args.virtual_camera,
         style_per_face=tuple(s for s in args.style_per_face.split(",") if s),
         overlap=not args.no_overlap,
+        light_tracking=not args.full_tracking,
     )
     report = run_session(options)
     rt = report["runtime"]
@@ -138,13 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument(
         "--no-overlap", action="store_true", help="track each frame only after the last one is rendered (slower)"
     )
+    st.add_argument(
+        "--full-tracking", action="store_true", help="the dearer tracking scheme (to measure light tracking against)"
+    )
     st.set_defaults(func=_cmd_stylize)
 
     sty = sub.add_parser("styles", help="list installed styles and rejected bundles")
     sty.set_defaults(func=_cmd_styles)
 
     be = sub.add_parser("bench", help="benchmarks; print JSON")
-    be.add_argument("what", choices=["engine", "students", "temporal", "styles", "all"])
+    be.add_argument("what", choices=["engine", "students", "temporal", "tracking", "styles", "all"])
     be.add_argument("rest", nargs=argparse.REMAINDER)
     be.set_defaults(func=_cmd_bench)
 

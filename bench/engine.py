@@ -4,9 +4,9 @@
 per-stage p50/p95 (decode, track, align, infer, smooth, blend, encode), capture → sink latency p50/p95,
 end-to-end FPS and drops, for the clip at its native size and upscaled to 1280×720, on onnxruntime and
 on MNN, with recording and without. The network is an installed style's tier, or by default a ~1 GMAC
-256² fixture. Each optimisation can be switched off (``--overlap on,off``), and the report gives the
-on ÷ off FPS ratio measured in the same run. Without ../shared/data the generated demo stands in (said
-in the output).
+256² fixture. Each optimisation can be switched off (``--overlap on,off --light-tracking on,off``), and
+the report gives the on ÷ off FPS ratios measured in the same run. Without ../shared/data the generated
+demo stands in (said in the output).
 """
 
 from __future__ import annotations
@@ -65,11 +65,12 @@ class Case:
     size: tuple[int, int] | None  # None: the clip's native size
     record: bool
     overlap: bool
+    light_tracking: bool
 
 
 def run_case(bundle, tier: str, case: Case, clip: str, frames: int | None, threads: int, workdir: Path) -> dict:
     style = load_style(bundle, tier, case.backend, threads)
-    pipeline = Pipeline(MeshFaceTracker(max_faces=4), style)
+    pipeline = Pipeline(MeshFaceTracker(max_faces=4, light=case.light_tracking), style)
     source = _source(clip, frames, case.size)
     sinks = [VideoRecorder(workdir / f"{case.backend}-{source.name}.mp4", fps=source.fps)] if case.record else []
     runtime = Runtime(source, pipeline, sinks, lockstep=True, overlap=case.overlap)
@@ -94,22 +95,22 @@ def run_case(bundle, tier: str, case: Case, clip: str, frames: int | None, threa
     }
 
 
-def overlap_ratios(cases: list[dict]) -> list[dict]:
-    """FPS with overlap ÷ without, for each pair of cases that differ only in ``overlap``."""
+OPTIMISATIONS = ("overlap", "light_tracking")
+SETTINGS = ("backend", "frame_size", "record", *OPTIMISATIONS)
+
+
+def on_off_ratios(cases: list[dict], switches: tuple[str, ...]) -> list[dict]:
+    """FPS with ``switches`` all on ÷ all off, for each pair of cases that agree in every other setting."""
+    others = [k for k in SETTINGS if k not in switches]
 
     def key(case: dict) -> tuple:
-        return case["backend"], str(case["frame_size"]), case["record"]
+        return tuple(str(case[k]) for k in others)
 
-    off = {key(c): c["fps_end_to_end"] for c in cases if not c["overlap"]}
+    off = {key(c): c["fps_end_to_end"] for c in cases if not any(c[s] for s in switches)}
     return [
-        {
-            "backend": c["backend"],
-            "frame_size": c["frame_size"],
-            "record": c["record"],
-            "fps_ratio": round(c["fps_end_to_end"] / off[key(c)], 3),
-        }
+        {**{k: c[k] for k in others}, "fps_ratio": round(c["fps_end_to_end"] / off[key(c)], 3)}
         for c in cases
-        if c["overlap"] and off.get(key(c), 0) > 0
+        if all(c[s] for s in switches) and off.get(key(c), 0) > 0
     ]
 
 
@@ -128,15 +129,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tier", help="its tier (default: light for a style, the fixture's standard)")
     parser.add_argument("--record", default="on", help="on, off or on,off: with an H.264 recording sink")
     parser.add_argument("--overlap", default="on,off", help="track the next frame while rendering: on, off, on,off")
+    parser.add_argument("--light-tracking", default="on,off", help="light tracking (off: the full scheme)")
     args = parser.parse_args(argv)
     machine = machine_info()
     sizes = [None if s == "native" else tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     cases = [
-        Case(backend, size, record, overlap)
+        Case(backend, size, record, overlap, light)
         for backend in args.backends.split(",")
         for size in sizes
         for record in _switch(args.record)
         for overlap in _switch(args.overlap)
+        for light in _switch(args.light_tracking)
     ]
     with tempfile.TemporaryDirectory() as tmp:
         if args.style:
@@ -154,7 +157,8 @@ def main(argv: list[str]) -> int:
         "network": network,
         "inference_threads": args.threads,
         "machine": finish(machine),
-        "overlap_on_vs_off": overlap_ratios(results),
+        "on_vs_off": {switch: on_off_ratios(results, (switch,)) for switch in OPTIMISATIONS},
+        "all_on_vs_all_off": on_off_ratios(results, OPTIMISATIONS),
         "cases": results,
     }
     print(json.dumps(out, indent=1))

@@ -8,6 +8,7 @@ BENCHES = {
     "engine": "bench.engine",
     "temporal": "bench.temporal",
     "students": "bench.students",
+    "tracking": "bench.tracking",
 }
 # Benchmarks that need research data or trained runs, run by name only (not by `bench all`).
 ON_REQUEST = {"styles": "bench.styles"}

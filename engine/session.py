@@ -42,6 +42,7 @@ class SessionOptions:
     virtual_camera: str | None = None  # a pyvirtualcam backend name
     style_per_face: tuple[str, ...] = ()  # style ids that new faces take in turn
     overlap: bool = True  # track the next frame while this one is rendered (off: one after the other)
+    light_tracking: bool = True  # off: the dearer full tracking scheme (see engine.tracking.MultiScaleDetector)
 
 
 def resolve_style(style: str, registry: BundleRegistry | None = None) -> Bundle | None:
@@ -92,7 +93,7 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
     config = PipelineConfig(
         intensity=options.intensity, temporal_strength=options.temporal, color_match=options.color_match
     )
-    pipeline = Pipeline(MeshFaceTracker(max_faces=options.max_faces), style, config)
+    pipeline = Pipeline(MeshFaceTracker(max_faces=options.max_faces, light=options.light_tracking), style, config)
     if options.style_per_face:
         registry = BundleRegistry()
         pipeline.set_style_cycle([load_face_style(registry.get(sid), options) for sid in options.style_per_face])

@@ -81,6 +81,9 @@ class FaceMeshDetector:
             faces.append(pts * np.array([w, h], dtype=np.float32))
         return faces
 
+    def reset(self) -> None:
+        self._mesh.reset()
+
     def close(self) -> None:
         self._mesh.close()
 
@@ -96,23 +99,33 @@ def _boxes_overlap(a: Sequence[float], b: Sequence[float]) -> bool:
 
 
 class MultiScaleDetector:
-    """Face mesh that also finds the small faces its own short-range detector misses.
+    """Face mesh that also finds the small faces its own short-range detector misses, cheaply.
 
-    Face mesh's built-in detector only sees faces that fill a good part of the frame (webcam
-    framing). Every ``detect_every`` frames, while fewer than ``max_faces`` are tracked, mediapipe's
-    full-range detector looks for more; each such face is then followed on its own: a square region
-    around it is enlarged to ``roi_size`` and landmarked there, and the next region comes from those
-    landmarks (the same ROI-from-previous-landmarks tracking mediapipe does, applied per face).
+    Face mesh's built-in detector only sees faces that fill a good part of the frame (webcam framing),
+    and while fewer than its ``max_num_faces`` are tracked it runs that detector on every frame. So the
+    whole-frame mesh here follows one face (its detector runs only while it has none), and every
+    ``detect_every`` frames, or at once when a face was lost, while fewer than ``max_faces`` are
+    tracked, mediapipe's full-range detector looks for more. Each such face is then followed on its
+    own: a square region around it is enlarged to ``roi_size`` and given to a mesh of its own in
+    tracking mode, which landmarks it from the last frame's landmarks without detecting again; the
+    next region comes from those landmarks.
+
+    ``light=False`` is the earlier, dearer scheme (kept to measure against, ``--full-tracking``): the
+    whole-frame mesh looks for all ``max_faces`` on every frame, followed faces are detected afresh in
+    their region on every frame, and the full-range detector runs every 6 frames.
     """
 
-    def __init__(self, max_faces: int = 4, detect_every: int = 6, roi_size: int = 256, max_side: int = 1280):
+    def __init__(self, max_faces: int = 4, roi_size: int = 256, max_side: int = 1280, light: bool = True):
         face_detection = _solution("face_detection")
-        self.max_faces, self.detect_every, self.roi_size = max_faces, detect_every, roi_size
-        self._mesh = FaceMeshDetector(max_faces=max_faces, max_side=max_side, min_detection_confidence=0.7)
-        self._roi_mesh = FaceMeshDetector(max_faces=1, static=True)
+        self.max_faces, self.roi_size, self.light = max_faces, roi_size, light
+        self.detect_every = 15 if light else 6
+        primary_faces = 1 if light else max_faces
+        self._mesh = FaceMeshDetector(max_faces=primary_faces, max_side=max_side, min_detection_confidence=0.7)
         self._finder = face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
-        self._rois: list[tuple[float, float, float, float]] = []
+        self._followed: list[tuple[FaceMeshDetector, tuple[float, float, float, float]]] = []
+        self._spare: list[FaceMeshDetector] = []  # region meshes of faces no longer followed, reset for reuse
         self._frame = 0
+        self._last_count = 0
 
     def _find_boxes(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
         h, w = image.shape[:2]
@@ -125,7 +138,7 @@ class MultiScaleDetector:
             boxes.append((rb.xmin * w, rb.ymin * h, (rb.xmin + rb.width) * w, (rb.ymin + rb.height) * h))
         return boxes
 
-    def _landmarks_in(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray | None:
+    def _landmarks_in(self, image: np.ndarray, box: Sequence[float], mesh: FaceMeshDetector) -> np.ndarray | None:
         """Landmark the face inside ``box`` on an enlarged square crop around it."""
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         side = 2.0 * max(box[2] - box[0], box[3] - box[1], 8.0)
@@ -138,34 +151,54 @@ class MultiScaleDetector:
             flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
         )
-        faces = self._roi_mesh(crop)
+        # A tracking-mode mesh that lost the face (the region moved or was rescaled since its last call)
+        # detects afresh on its next call: give it that call at once.
+        faces = mesh(crop) or (mesh(crop) if self.light else [])
         if not faces:
             return None
         return ((faces[0] - to_roi[:, 2]) / k).astype(np.float32)
+
+    def _region_mesh(self) -> FaceMeshDetector:
+        return self._spare.pop() if self._spare else FaceMeshDetector(max_faces=1, static=not self.light)
+
+    def _release(self, mesh: FaceMeshDetector) -> None:
+        mesh.reset()  # its tracking state belongs to the face it followed
+        self._spare.append(mesh)
 
     def __call__(self, image: np.ndarray) -> list[np.ndarray]:
         faces = self._mesh(image)
         if min(image.shape[:2]) < MIN_TRACK_SIDE:
             return faces
         taken = [landmark_box(f) for f in faces]
-        rois = [r for r in self._rois if not any(_boxes_overlap(r, t) for t in taken)]
-        if self._frame % self.detect_every == 0 and len(taken) + len(rois) < self.max_faces:
+        followed = []
+        for mesh, box in self._followed:  # a face the whole-frame mesh now has needs no region of its own
+            if any(_boxes_overlap(box, t) for t in taken):
+                self._release(mesh)
+            else:
+                followed.append((mesh, box))
+        lost_one = self.light and len(taken) + len(followed) < self._last_count
+        if (lost_one or self._frame % self.detect_every == 0) and len(taken) + len(followed) < self.max_faces:
             for box in self._find_boxes(image):
-                if not any(_boxes_overlap(box, t) for t in taken + rois):
-                    rois.append(box)
+                if not any(_boxes_overlap(box, t) for t in taken + [b for _, b in followed]):
+                    followed.append((self._region_mesh(), box))
         self._frame += 1
-        self._rois = []
-        for box in rois[: max(0, self.max_faces - len(faces))]:
-            landmarks = self._landmarks_in(image, box)
-            if landmarks is not None:
+        self._followed = []
+        for mesh, box in followed:
+            landmarks = self._landmarks_in(image, box, mesh) if len(faces) < self.max_faces else None
+            if landmarks is None:
+                self._release(mesh)
+            else:
                 faces.append(landmarks)
-                self._rois.append(landmark_box(landmarks))
+                self._followed.append((mesh, landmark_box(landmarks)))
+        self._last_count = len(faces)
         return faces
 
     def close(self) -> None:
         self._mesh.close()
-        self._roi_mesh.close()
         self._finder.close()
+        for mesh in [*self._spare, *(m for m, _ in self._followed)]:
+            mesh.close()
+        self._spare, self._followed = [], []
 
 
 def landmarks_from_image(image: np.ndarray) -> np.ndarray | None:
@@ -341,8 +374,9 @@ class MeshFaceTracker:
         max_faces: int = 4,
         config: TrackConfig = TrackConfig(),
         detector: LandmarkDetector | None = None,
+        light: bool = True,
     ) -> None:
-        self.detector = detector if detector is not None else MultiScaleDetector(max_faces=max_faces)
+        self.detector = detector if detector is not None else MultiScaleDetector(max_faces=max_faces, light=light)
         self.tracks = TrackManager(config)
         self.max_faces = max_faces
 

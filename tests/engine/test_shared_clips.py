@@ -33,3 +33,23 @@ def test_walking_crowd_finds_several_faces_and_writes_output(shared_data, tmp_pa
     print(json.dumps({"crowd": faces}))
     assert faces["max_faces"] >= 2 and faces["face_fraction"] >= 0.5
     assert report["output"]["frames"] == faces["frames"] and out.stat().st_size > 10_000
+
+
+def test_light_tracking_follows_the_crowd_as_well_as_the_full_scheme(shared_data):
+    """Faces found by the full-range detector stay followed from frame to frame by their own region mesh."""
+    from engine.sources import VideoFileSource
+    from engine.tracking import MultiScaleDetector
+
+    several = {}
+    for light in (True, False):
+        source, detector = VideoFileSource(shared_data / "videos" / "facenet_pytorch_walking_crowd.mp4"), None
+        try:
+            detector = MultiScaleDetector(max_faces=4, light=light)
+            counts = [len(detector(frame.image)) for frame in iter(source.read, None)]
+        finally:
+            source.close()
+            if detector is not None:
+                detector.close()
+        several[light] = sum(c >= 2 for c in counts)
+    print(json.dumps({"frames_with_two_or_more_faces": several}))
+    assert several[True] >= 0.95 * several[False] > 0
