@@ -162,7 +162,7 @@ def measure(args: argparse.Namespace) -> dict:
     result["skin_tone_identities"] = ident
 
     # flicker amplification, smoothing on and off
-    from bench.temporal import measure_temporal
+    from engine.stability import measure_temporal
 
     result["flicker_amplification"] = {
         "on": measure_temporal(bundle, True, 90, tier=light_model.tier.id)["flicker_amplification"],

@@ -190,11 +190,12 @@ class TierModel:
 
     def stylize(self, crop: np.ndarray) -> np.ndarray:
         """(S, S, 3) uint8 BGR aligned crop -> (S, S, 3) uint8 BGR stylized crop, or (S, S, 4) BGRA when
-        the bundle's students predict a blend alpha (255: show the style)."""
+        the bundle's students predict a blend alpha (255: show the style). A tier whose input side is not
+        the crop's works on a resized crop, and its output is resized back to the crop's side."""
         spec = self.bundle.manifest.io
         lo, hi = spec.value_range
-        size = self.stylizer.input_size
-        if crop.shape[0] != size:
+        size, crop_size = self.stylizer.input_size, crop.shape[0]
+        if crop_size != size:
             crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
         x = crop[:, :, ::-1] if spec.color == "RGB" else crop
         x = x.astype(np.float32).transpose(2, 0, 1)[None] * ((hi - lo) / 255.0) + lo
@@ -202,6 +203,8 @@ class TierModel:
         y = np.clip((y - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
         if spec.color == "RGB":
             y = y[:, :, [2, 1, 0, 3][: y.shape[2]]]
+        if crop_size != size:
+            y = cv2.resize(y, (crop_size, crop_size), interpolation=cv2.INTER_LINEAR)
         return np.ascontiguousarray(y)
 
     def close(self) -> None:

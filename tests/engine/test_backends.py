@@ -132,3 +132,10 @@ def test_a_second_start_takes_the_runtimes_from_the_warmup_cache(fixture_bundle,
     third = load_style(fixture_bundle, "auto", "auto", 1, cache=cache)
     assert timed and len(json.loads((tmp_path / "warmup.json").read_text())) == 4
     third.close()
+
+
+def test_a_tier_smaller_than_the_crop_is_resized_back_to_it(fixture_bundle):
+    """A 64² tier with the default 256² crop: the pipeline pastes the output through a 256² mask."""
+    model = load_tier(fixture_bundle, fixture_bundle.tier("light"), backend="onnx")
+    crop = np.full((96, 96, 3), (20, 120, 220), np.uint8)
+    assert model.stylizer.input_size != 96 and model.stylize(crop).shape == (96, 96, 3)

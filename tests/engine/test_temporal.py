@@ -1,6 +1,6 @@
 import numpy as np
 
-from bench.temporal import measure_temporal
+from engine.stability import measure_temporal
 from engine.temporal import TemporalConfig, TemporalSmoother
 
 

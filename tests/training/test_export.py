@@ -7,6 +7,7 @@ import torch
 from engine.backends import OnnxStylizer
 from engine.bundle import load_bundle
 from engine.errors import BundleError
+from engine.stability import FLICKER_TARGET, STRENGTHS
 from tests.training.conftest import make_student_run
 from training.errors import TrainingError
 from training.student.export import ExportedTier, export_bundle, export_tier, write_bundle
@@ -39,6 +40,12 @@ def test_bundle_is_written_with_the_engine_schema_and_validates(tmp_path, ink_pa
     raw = json.loads((tmp_path / "ink" / "manifest.json").read_text())
     assert raw["created"]["runs"] == ["standard", "light"]
     assert set(metrics["export_parity"]) == {"light", "standard"}
+    calibration = metrics["temporal_calibration"]  # the default smoothing is the weakest that calms flicker
+    tried = {float(k): v for k, v in calibration["flicker_by_strength"].items()}
+    chosen = bundle.manifest.blend.temporal
+    assert calibration["tier"] == "light" and calibration["chosen"] == chosen == max(tried)
+    assert tried[chosen] <= FLICKER_TARGET or chosen == STRENGTHS[-1]
+    assert all(v > FLICKER_TARGET for k, v in tried.items() if k < chosen)
     for tier_id, record in metrics["sharpen"].items():  # calibrated on the 6 training pairs
         assert record["calibrated_on"] == "6 training pairs" and record["amount"] >= 0
         assert f"{tier_id}: ends in an edge-gated sharpening layer" in bundle.manifest.model_card
@@ -49,8 +56,9 @@ def test_bundle_is_written_with_the_engine_schema_and_validates(tmp_path, ink_pa
 
 def test_no_sharpen_exports_the_student_alone(tmp_path, ink_pairs):
     run, ema = make_student_run(tmp_path / "light")
-    bundle = export_bundle([run], tmp_path / "ink", pairs=ink_pairs, size=64, sharpen=False)
+    bundle = export_bundle([run], tmp_path / "ink", pairs=ink_pairs, size=64, sharpen=False, temporal=0.6)
     assert "sharpen" not in bundle.manifest.metrics and "sharpening" not in bundle.manifest.model_card
+    assert bundle.manifest.blend.temporal == 0.6 and "temporal_calibration" not in bundle.manifest.metrics
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     out = OnnxStylizer(tmp_path / "ink" / "light.onnx", threads=1)(x.numpy())
     assert float(abs(torch.from_numpy(out) - ema(x)).max()) < 1e-3

@@ -34,6 +34,7 @@ import torch
 
 from engine.bundle import (
     SCHEMA_VERSION,
+    BlendDefaults,
     Bundle,
     IOSpec,
     Manifest,
@@ -293,6 +294,7 @@ def write_bundle(
     card: str = "",
     preview: np.ndarray | None = None,
     created: dict | None = None,
+    blend: BlendDefaults = BlendDefaults(),
 ) -> Bundle:
     """Write ``out/manifest.json`` (+ preview.png) for exported tiers and validate it with the engine."""
     order = list(TIERS)
@@ -326,6 +328,7 @@ def write_bundle(
             )
             for t in tiers
         ),
+        blend=blend,
         preview=preview_name,
         created=created or {},
         metrics=metrics or {},
@@ -354,10 +357,13 @@ def export_bundle(
     size: int = 256,
     sharpen: bool = True,
     calibration_pairs: int | None = 128,
+    temporal: float | None = None,
 ) -> Bundle:
     """Export runs (one per tier) into a bundle at ``out``, with metrics measured on held-out pairs.
 
     With ``pairs`` and ``sharpen``, each tier gets the sharpening layer calibrated on training pairs.
+    ``temporal``: the style's default smoothing strength; None calibrates it on the still demo with the
+    cheapest tier (:func:`engine.stability.calibrate_temporal`).
     """
     from training.evaluate import evaluate_bundle_tiers
 
@@ -403,18 +409,32 @@ def export_bundle(
         license = (
             f"{DEFAULT_LICENSE} Distilled from the '{teacher['id']}' teacher, whose licence {use}: {teacher['license']}"
         )
-    bundle = write_bundle(
-        out,
-        style_id,
-        name or (teacher["name"] if teacher else style_id.capitalize()),
-        tiers,
-        license=license,
-        description=description,
-        metrics=metrics,
-        card=card,
-        preview=preview,
-        created=created,
-    )
+
+    def write(blend: BlendDefaults) -> Bundle:
+        display = name or (teacher["name"] if teacher else style_id.capitalize())
+        return write_bundle(
+            out,
+            style_id,
+            display,
+            tiers,
+            license=license,
+            description=description,
+            metrics=metrics,
+            card=card,
+            preview=preview,
+            created=created,
+            blend=blend,
+        )
+
+    bundle = write(BlendDefaults() if temporal is None else BlendDefaults(temporal=temporal))
+    if temporal is None:
+        from engine.stability import calibrate_temporal
+
+        cheapest = min(bundle.manifest.tiers, key=lambda t: t.gmacs).id
+        strength, tried = calibrate_temporal(bundle, cheapest)
+        metrics["temporal_calibration"] = {"tier": cheapest, "flicker_by_strength": tried, "chosen": strength}
+        log.info("temporal smoothing %.2f (flicker amplification by strength: %s)", strength, tried)
+        bundle = write(BlendDefaults(temporal=strength))
     log.info("bundle %s written to %s (%s)", style_id, out, ", ".join(t.id for t in tiers))
     return bundle
 
@@ -430,6 +450,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=256, help="static input side of the exported graphs")
     parser.add_argument(
         "--calibration-pairs", type=int, default=128, help="training pairs the sharpening is calibrated on (0: all)"
+    )
+    parser.add_argument(
+        "--temporal",
+        type=float,
+        help="the style's default temporal smoothing 0..1 (default: calibrated on the still demo)",
     )
     parser.add_argument(
         "--no-sharpen",
@@ -452,6 +477,7 @@ def run(args: argparse.Namespace) -> int:
         args.size,
         args.sharpen,
         args.calibration_pairs or None,
+        args.temporal,
     )
     log.info("validated %s: %s", bundle.root, [t.id for t in bundle.manifest.tiers])
     return 0
