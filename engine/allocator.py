@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value; a 4K BGR frame is 25 MB
-TRIM_THRESHOLD = 128 << 20  # free heap kept for the next frames before it is given back
+TRIM_THRESHOLD = 32 << 20  # free heap kept for the next frames before it is given back (a few 720p frames)
+ARENA_MAX = 2  # heaps shared by all threads (glibc's default: up to 8 per core)
 
 
 @functools.cache
@@ -35,6 +37,13 @@ def keep_frame_buffers_in_heap() -> bool:
     except (OSError, AttributeError):  # musl and others have no mallopt
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    ok = all(
+        mallopt(option, value)
+        for option, value in (
+            (M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+            (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+            (M_ARENA_MAX, ARENA_MAX),
+        )
+    )
     log.debug("malloc thresholds raised: %s", ok)
     return ok

@@ -111,14 +111,16 @@ class MultiScaleDetector:
     next region comes from those landmarks.
 
     ``light=False`` is the earlier, dearer scheme (kept to measure against, ``--full-tracking``): the
-    whole-frame mesh looks for all ``max_faces`` on every frame, followed faces are detected afresh in
-    their region on every frame, and the full-range detector runs every 6 frames.
+    whole-frame mesh looks for all ``max_faces`` on every frame, and followed faces are detected afresh
+    in their region on every frame. (Searching every 15 frames instead of 6 halves the detector's share
+    but finds 3 of the 6 people of the walking-crowd clip.)
     """
 
-    def __init__(self, max_faces: int = 4, roi_size: int = 256, max_side: int = 1280, light: bool = True):
+    def __init__(
+        self, max_faces: int = 4, detect_every: int = 6, roi_size: int = 256, max_side: int = 1280, light: bool = True
+    ):
         face_detection = _solution("face_detection")
-        self.max_faces, self.roi_size, self.light = max_faces, roi_size, light
-        self.detect_every = 15 if light else 6
+        self.max_faces, self.detect_every, self.roi_size, self.light = max_faces, detect_every, roi_size, light
         primary_faces = 1 if light else max_faces
         self._mesh = FaceMeshDetector(max_faces=primary_faces, max_side=max_side, min_detection_confidence=0.7)
         self._finder = face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
