@@ -8,8 +8,9 @@ What is measured (definitions in :mod:`training.metrics`), on pairs of the "held
 * FID-EL0 / KID-EL0 and FID-VGG between the outputs and the teacher's outputs (distillation fidelity;
   FID-EL0 is not comparable with Inception FID, and small sets inflate it: compare at equal sizes).
 
-Stylizers: the tiers of a bundle (through the engine's own backends, exactly as the app runs them) or
-student runs (their EMA weights in torch).
+Stylizers: the tiers of a bundle (the network alone, through the engine's own backends and its pre- and
+post-processing, without the live path's colour matching, temporal smoothing and blend) or student runs
+(their EMA weights in torch). ``bench styles`` measures styles through the whole live path.
 
     python main.py eval --bundle models/ink --pairs runs/ink_pairs --out out/eval_ink
     python main.py eval --runs runs/a runs/b --pairs runs/ink_pairs --out out/eval_ab
