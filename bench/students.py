@@ -11,7 +11,10 @@ weights):
 * ``pix2pix_unet256`` — pix2pix ``unet_256`` (Isola et al. 2017), ngf 64, BatchNorm;
 
 plus the student tiers (the trained ``models/ink`` graphs when present, else fresh random students) and
-the procedural ink teacher (torch HED + OpenCV, per 256² crop). Prints one JSON document.
+the procedural ink teacher (torch HED + OpenCV, per 256² crop). Each network's achieved GFLOP/s (2 × MACs
+per second) is given as a fraction of this machine's sgemm GFLOP/s, measured in the same run on
+onnxruntime (a 1024³ MatMul, MLAS) with the same thread count: how far a small-channel network is from
+what the cores can do. Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -172,6 +175,46 @@ def _time(path: Path, runtime: str, threads: int, runs: int, warmup: int) -> flo
         stylizer.close()
 
 
+SGEMM_N = 1024
+
+
+def sgemm_gflops(folder: Path, threads: int, runs: int = 10) -> float:
+    """This machine's float32 matrix-multiply rate on onnxruntime (one N³ MatMul), GFLOP/s."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    b = helper.make_tensor("b", TensorProto.FLOAT, [SGEMM_N, SGEMM_N], np.ones(SGEMM_N * SGEMM_N, np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "sgemm",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [SGEMM_N, SGEMM_N])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [SGEMM_N, SGEMM_N])],
+        [b],
+    )
+    path = folder / "sgemm.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what onnxruntime 1.20 reads
+    onnx.save(model, str(path))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(0).standard_normal((SGEMM_N, SGEMM_N)).astype(np.float32)
+    from engine.stats import median_ms
+
+    ms = median_ms(lambda: session.run(None, {"a": a}), runs, warmup=2)
+    return round(2 * SGEMM_N**3 / (ms / 1000) / 1e9, 1)
+
+
+def _efficiency(entry: dict, sgemm: dict[int, float]) -> None:
+    """Add achieved GFLOP/s and its fraction of sgemm to each timed setting of ``entry``."""
+    for key in [k for k in entry if k.endswith("t_ms")]:
+        threads = int(key.split("_")[-2][:-1])
+        gflops = 2 * entry["gmacs"] / (entry[key] / 1000)
+        entry[key.replace("_ms", "_gflops")] = round(gflops, 1)
+        entry[key.replace("_ms", "_of_sgemm")] = round(gflops / sgemm[threads], 3)
+
+
 def _teacher_ms(runs: int, threads: int) -> float:
     import cv2
     import torch
@@ -232,6 +275,10 @@ def bench(runs: int, warmup: int, bundle: Path | None, teacher_runs: int) -> dic
                 if mnn.exists():
                     entry[f"mnn_{threads}t_ms"] = _time(mnn, "mnn", threads, runs, warmup)
             result["models"][name] = entry
+        sgemm = {threads: sgemm_gflops(folder, threads) for threads in (1, 2)}
+        result["sgemm_gflops_onnxruntime"] = {f"{t}t": v for t, v in sgemm.items()}
+        for entry in result["models"].values():
+            _efficiency(entry, sgemm)
     for threads in (1, 2):
         result["models"].setdefault("ink_teacher", {})[f"torch_cv_{threads}t_ms"] = _teacher_ms(teacher_runs, threads)
     models = result["models"]
