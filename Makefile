@@ -16,6 +16,8 @@ setup: $(STAMP)
 # One pip command for everything that has dependencies (mediapipe pins protobuf<5; a separate later
 # install could upgrade it), then the --no-deps packages (see requirements.txt for why).
 $(STAMP): $(REQS)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+		{ echo "Stylecast needs Python 3.11 (mediapipe 0.10.21 and the pinned wheels); $(PYTHON) is $$($(PYTHON) -V 2>&1). Use make PYTHON=python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -r requirements.txt -r requirements-train.txt -r requirements-dev.txt
 	$(PIP) install -q --no-deps -r requirements-nodeps.txt -r requirements-train-nodeps.txt
