@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from bench.fixture_net import ONE_GMAC, write_bundle
 from bench.machine import finish, machine_info
@@ -51,12 +52,47 @@ class ResizedSource:
         self.inner.close()
 
 
-def _source(clip: str, frames: int | None, size: tuple[int, int] | None) -> FrameSource:
-    path = VIDEOS / f"{clip}.mp4"
-    src: FrameSource = (
-        VideoFileSource(path, max_frames=frames) if path.is_file() else DemoSource(DemoConfig(frames=frames or 300))
-    )
-    return ResizedSource(src, size) if size else src
+class TiledSource:
+    """Several sources in a 2-column grid of one ``size`` frame, each fitted into its tile (the several-face
+    case, from real single-person clips); it ends with the shortest."""
+
+    def __init__(self, inners: list[FrameSource], size: tuple[int, int]):
+        self.inners, self.size = inners, size
+        self.name = f"{len(inners)} tiled@{size[0]}x{size[1]}"
+        self.fps = inners[0].fps
+
+    def read(self) -> Frame | None:
+        frames = [s.read() for s in self.inners]
+        if any(f is None for f in frames):
+            return None
+        (w, h), cols = self.size, 2
+        tw, th = w // cols, h // -(-len(frames) // cols)
+        canvas = np.zeros((h, w, 3), np.uint8)
+        for i, f in enumerate(frames):
+            fh, fw = f.image.shape[:2]
+            k = min(tw / fw, th / fh)
+            fitted = cv2.resize(f.image, (int(fw * k), int(fh * k)), interpolation=cv2.INTER_AREA)
+            y, x = (i // cols) * th + (th - fitted.shape[0]) // 2, (i % cols) * tw + (tw - fitted.shape[1]) // 2
+            canvas[y : y + fitted.shape[0], x : x + fitted.shape[1]] = fitted
+        return Frame(canvas, frames[0].timestamp, frames[0].index)
+
+    def close(self) -> None:
+        for s in self.inners:
+            s.close()
+
+
+def _source(clip: str, frames: int | None, size: tuple[int, int] | None, paced: bool = False) -> FrameSource:
+    """One clip of ../shared/data/videos, or several joined by '+' tiled into ``size``."""
+    names = clip.split("+")
+    sources: list[FrameSource] = [
+        VideoFileSource(VIDEOS / f"{n}.mp4", paced=paced, max_frames=frames)
+        if (VIDEOS / f"{n}.mp4").is_file()
+        else DemoSource(DemoConfig(frames=frames or 300, paced=paced))
+        for n in names
+    ]
+    if len(sources) > 1:
+        return TiledSource(sources, size or (1280, 720))
+    return ResizedSource(sources[0], size) if size else sources[0]
 
 
 @dataclass(frozen=True)
@@ -68,12 +104,22 @@ class Case:
     light_tracking: bool
 
 
-def run_case(bundle, tier: str, case: Case, clip: str, frames: int | None, threads: int, workdir: Path) -> dict:
+def run_case(
+    bundle, tier: str, case: Case, clip: str, frames: int | None, threads: int, workdir: Path, paced: bool = False
+) -> dict:
     style = load_style(bundle, tier, case.backend, threads)
     pipeline = Pipeline(MeshFaceTracker(max_faces=4, light=case.light_tracking), style)
-    source = _source(clip, frames, case.size)
+    source = _source(clip, frames, case.size, paced)
     sinks = [VideoRecorder(workdir / f"{case.backend}-{source.name}.mp4", fps=source.fps)] if case.record else []
-    runtime = Runtime(source, pipeline, sinks, lockstep=True, overlap=case.overlap)
+    faces: list[int] = []
+    runtime = Runtime(
+        source,
+        pipeline,
+        sinks,
+        lockstep=not paced,
+        overlap=case.overlap,
+        on_result=lambda r: faces.append(len(r.faces)),
+    )
     runtime.start()
     runtime.wait()
     pipeline.close()
@@ -88,6 +134,7 @@ def run_case(bundle, tier: str, case: Case, clip: str, frames: int | None, threa
         "frame_size": list(case.size) if case.size else "native",
         "frames": report["frames_processed"],
         "fps_end_to_end": report["fps"],
+        "faces_per_frame": round(sum(faces) / max(len(faces), 1), 2),
         "dropped": report["dropped_before_processing"] + sum(report["dropped_per_sink"].values()),
         "per_face_non_network_p50_ms": round(per_face, 3),
         "latency_ms": report["latency_ms"],
@@ -120,7 +167,8 @@ def _switch(text: str) -> list[bool]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench engine")
-    parser.add_argument("--clip", default="deepfacelive_Twitch1")
+    parser.add_argument("--clip", default="deepfacelive_Twitch1", help="a clip, or several joined by '+' to tile")
+    parser.add_argument("--paced", action="store_true", help="play at the clip's rate, dropping frames (latency)")
     parser.add_argument("--frames", type=int, default=None, help="limit frames per case")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backends", default="onnx,mnn")
@@ -150,10 +198,13 @@ def main(argv: list[str]) -> int:
             bundle = load_bundle(write_bundle(Path(tmp), "bench-fixture", {"standard": ONE_GMAC}))
             tier = "standard"
             network = {"kind": "random-weight fixture", "input": 256, "gmacs": round(ONE_GMAC.gmacs, 3)}
-        results = [run_case(bundle, tier, c, args.clip, args.frames, args.threads, Path(tmp)) for c in cases]
+        results = [
+            run_case(bundle, tier, c, args.clip, args.frames, args.threads, Path(tmp), args.paced) for c in cases
+        ]
     out = {
         "benchmark": "engine",
-        "clip": args.clip if (VIDEOS / f"{args.clip}.mp4").is_file() else "demo (shared data absent)",
+        "clip": args.clip if (VIDEOS / f"{args.clip.split('+')[0]}.mp4").is_file() else "demo (shared data absent)",
+        "paced": args.paced,
         "network": network,
         "inference_threads": args.threads,
         "machine": finish(machine),
