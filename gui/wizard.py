@@ -13,7 +13,8 @@ import re
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, Signal
+from PySide6.QtCore import QProcess, Qt, Signal
+from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -173,8 +174,12 @@ class DataPage(QWizardPage):
         return message is None
 
 
+SAMPLE_WIDTH = 520  # the newest sample grid is shown at this width
+
+
 class RunPage(QWizardPage):
-    """Runs the training process and shows its progress; complete when it finished successfully."""
+    """Runs the training process and shows its progress and its newest sample grid; complete when it
+    finished successfully."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -184,9 +189,12 @@ class RunPage(QWizardPage):
         self.bar = QProgressBar()
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
+        self.sample = QLabel("sample grids appear here as training writes them")
+        self.sample.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.cancel = QPushButton("Stop (resumable)")
         layout.addWidget(self.stage)
         layout.addWidget(self.bar)
+        layout.addWidget(self.sample, 2)
         layout.addWidget(self.log, 1)
         layout.addWidget(self.cancel)
         self.process: QProcess | None = None
@@ -240,12 +248,21 @@ class RunPage(QWizardPage):
             self.stage.setText(f"{record.get('stage')}: step {record.get('step')} of {record.get('total')}")
             self.bar.setMaximum(int(record.get("total") or 0))
             self.bar.setValue(int(record.get("step") or 0))
+        elif event == "sample":
+            self.show_sample(Path(record.get("path", "")), record.get("stage"))
         elif event == "done":
             self.log.appendPlainText(f"{record.get('stage')} finished")
         elif event == "installed":
             self.installed = record.get("style_id")
             self.log.appendPlainText(f"installed style {self.installed} in {record.get('path')}")
         self.completeChanged.emit()
+
+    def show_sample(self, path: Path, stage: str | None) -> None:
+        pixmap = QPixmap(str(path))
+        if pixmap.isNull():  # already replaced or unreadable: keep the last one shown
+            return
+        self.sample.setPixmap(pixmap.scaledToWidth(min(SAMPLE_WIDTH, pixmap.width())))
+        self.sample.setToolTip(f"{stage}: {path}")
 
     def _read_stdout(self) -> None:
         self._buffer += bytes(self.process.readAllStandardOutput())

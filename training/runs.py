@@ -103,6 +103,11 @@ class Progress:
         if self.mode == "json":
             self._emit({"event": "done", "stage": self.stage, **info})
 
+    def sample(self, path: Path) -> None:
+        """A sample grid was written (the wizard shows the newest)."""
+        if self.mode == "json":
+            self._emit({"event": "sample", "stage": getattr(self, "stage", None), "path": str(path)})
+
     def _emit(self, record: dict[str, Any]) -> None:
         self.stream.write(json.dumps(record, default=float) + "\n")
         self.stream.flush()

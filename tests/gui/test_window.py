@@ -107,6 +107,8 @@ def test_wizard_validation_and_progress_parsing(qapp, window, tmp_path):
     page.handle_line(json.dumps({"event": "progress", "stage": "student", "step": 5, "total": 10}))
     assert page.bar.value() == 5 and "student" in page.stage.text()
     assert not page.isComplete()
+    page.handle_line(json.dumps({"event": "sample", "stage": "student", "path": str(tmp_path / "missing.png")}))
+    assert page.sample.pixmap().isNull()  # a grid that is gone is skipped
     page.handle_line(json.dumps({"event": "installed", "style_id": "ok", "path": "x"}))
     assert page.isComplete()
     wizard.close()
@@ -135,6 +137,8 @@ def test_wizard_trains_installs_and_switches_to_a_new_style(qapp, window, tmp_pa
     args = build_command("ink", str(photos), "", "tiny", "wiz", models)
     page.start([*args, "--run", str(tmp_path / "run"), "--threads", "1"])
     assert wait_until(qapp, page.isComplete, timeout=400), page.log.toPlainText()[-3000:]
+    assert page.sample.pixmap() is not None and not page.sample.pixmap().isNull()  # the students' last grid
+    assert "student" in page.sample.toolTip()
     wizard.accept()
     assert wait_until(qapp, lambda: window.style_box.currentData() == "wiz")
 

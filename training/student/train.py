@@ -25,7 +25,7 @@ import torch
 
 from training.errors import DatasetError, TrainingError
 from training.metrics import to_images
-from training.modules import count_params, cpu_has_native_bf16, load_strict
+from training.modules import count_params, cpu_has_native_bf16, load_strict, ramped_decay, update_ema
 from training.pairs import FolderPairs
 from training.runs import (
     AbortFlag,
@@ -299,11 +299,7 @@ class StudentTrainer:
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
-        for pe, p in zip(self.g_ema.parameters(), self.g.parameters()):
-            pe.lerp_(p.detach(), 1 - decay)
-        for be, b in zip(self.g_ema.buffers(), self.g.buffers()):
-            be.copy_(b)
+        update_ema(self.g_ema, self.g, ramped_decay(self.cfg.ema, self.step))
 
     @torch.no_grad()
     def write_sample(self) -> Path | None:
@@ -320,6 +316,7 @@ class StudentTrainer:
         grid = np.vstack([np.hstack(list(r)) for r in rows])
         path = self.ctx.run.root / "samples" / f"step_{self.step:06d}.png"
         cv2.imwrite(str(path), grid)
+        self.ctx.progress.sample(path)
         if self.ctx.on_sample:
             self.ctx.on_sample(path)
         return path

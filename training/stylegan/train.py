@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from training.errors import TrainingError
-from training.modules import cpu_state_dict, load_strict
+from training.modules import cpu_state_dict, load_strict, update_ema
 from training.runs import AbortFlag, Progress, RunDir
 from training.stylegan import loss as L
 from training.stylegan.augment import AdaController, AugmentPipe
@@ -317,11 +317,7 @@ class Trainer:
         ema_nimg = cfg.ema_kimg * 1000
         if cfg.ema_rampup is not None:
             ema_nimg = min(ema_nimg, self.nimg * cfg.ema_rampup)
-        beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.copy_(p.detach().lerp(p_ema, beta))
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        update_ema(self.G_ema, self.G, 0.5 ** (cfg.batch / max(ema_nimg, 1e-8)))
 
     # ----- checkpoint state --------------------------------------------------------------------
 
@@ -396,7 +392,7 @@ def train_loop(
         progress.start("stylegan", total, initial=trainer.iteration)
     if run is not None and trainer.iteration == 0:
         save_grid(run.root / "samples" / "reals.png", trainer.images[:16].cpu().numpy())
-        _write_samples(trainer, run, grid_z)
+        _write_samples(trainer, run, grid_z, progress)
     next_snapshot = _next_snapshot(trainer, options)
     aborted = False
     t_start_cpu, t_start_wall = time.process_time(), time.perf_counter()
@@ -425,7 +421,7 @@ def train_loop(
                 run.write_stats(stats)
                 last_logged = it
             if it % options.sample_every == 0:
-                _write_samples(trainer, run, grid_z)
+                _write_samples(trainer, run, grid_z, progress)
             if it % options.ckpt_every == 0:
                 run.save_checkpoint(trainer.model_dict(), trainer.state_dict())
             if next_snapshot is not None and _snapshot_due(trainer, options, next_snapshot):
@@ -447,7 +443,7 @@ def train_loop(
         if stats and last_logged != trainer.iteration:
             run.write_stats(stats)
         run.save_checkpoint(trainer.model_dict(), trainer.state_dict())
-        _write_samples(trainer, run, grid_z)
+        _write_samples(trainer, run, grid_z, progress)
         if next_snapshot is not None:
             _write_snapshot(trainer, run)
         log.info(
@@ -507,12 +503,15 @@ def _write_snapshot(trainer: Trainer, run: RunDir) -> None:
 
 
 @torch.no_grad()
-def _write_samples(trainer: Trainer, run: RunDir, grid_z: torch.Tensor) -> None:
+def _write_samples(trainer: Trainer, run: RunDir, grid_z: torch.Tensor, progress: Progress | None) -> None:
     rng = torch.get_rng_state()
     imgs = trainer.G_ema(grid_z, noise_mode="const")
     torch.set_rng_state(rng)
-    save_grid(run.root / "samples" / f"fakes-{trainer.iteration:07d}.png", imgs, cols=4)
+    path = run.root / "samples" / f"fakes-{trainer.iteration:07d}.png"
+    save_grid(path, imgs, cols=4)
     save_grid(run.root / "samples" / "latest.png", imgs, cols=4)
+    if progress is not None:
+        progress.sample(path)
 
 
 # ----- the ``stylegan`` stage ------------------------------------------------------------------

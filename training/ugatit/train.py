@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from training.errors import TrainingError
-from training.modules import cpu_state_dict, load_strict
+from training.modules import cpu_state_dict, load_strict, ramped_decay, update_ema
 from training.runs import AbortFlag, Progress, RunDir, abort_on_signals
 from training.stylegan.images import grid, save_rgb, to_uint8
 from training.ugatit.config import PRECISIONS, PRESETS, TrainConfig
@@ -172,11 +172,9 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        # Ramp-up: early on the EMA follows the weights closely, later it averages over ~1/(1-β) steps.
-        beta = min(self.cfg.ema_beta, (1 + self.iteration) / (10 + self.iteration))
+        decay = ramped_decay(self.cfg.ema_beta, self.iteration)
         for name in GENERATORS:
-            for p_ema, p in zip(self.ema[name].parameters(), self._net(name).parameters()):
-                p_ema.lerp_(p.detach(), 1 - beta)
+            update_ema(self.ema[name], self._net(name), decay)
 
     @torch.no_grad()
     def _rho_mean(self) -> float:
@@ -261,10 +259,12 @@ def sample_grid(trainer: Trainer, n: int = 4) -> np.ndarray:
     return grid(np.concatenate([r[:cols] for r in rows]), cols=cols)
 
 
-def write_samples(trainer: Trainer, run: RunDir) -> None:
+def write_samples(trainer: Trainer, run: RunDir, progress: Progress) -> None:
     image = sample_grid(trainer)
-    save_rgb(run.root / "samples" / f"samples-{trainer.iteration:07d}.png", image)
+    path = run.root / "samples" / f"samples-{trainer.iteration:07d}.png"
+    save_rgb(path, image)
     save_rgb(run.root / "samples" / "latest.png", image)
+    progress.sample(path)
 
 
 # ----- the loop ----------------------------------------------------------------------------------
@@ -291,7 +291,7 @@ def train_loop(
     progress = progress or Progress("none")
     progress.start("ugatit", trainer.total_steps, initial=trainer.iteration)
     if trainer.iteration == 0:
-        write_samples(trainer, run)
+        write_samples(trainer, run, progress)
     cpu0, wall0 = trainer.cpu_seconds, trainer.wall_seconds
     t_cpu, t_wall = time.process_time(), time.perf_counter()
     window: dict[str, float] = {}
@@ -325,12 +325,12 @@ def train_loop(
             run.write_stats(record)
             window, window_start = {}, (it, time.perf_counter())
         if it % options.sample_every == 0:
-            write_samples(trainer, run)
+            write_samples(trainer, run, progress)
         if it % options.ckpt_every == 0:
             run.save_checkpoint(trainer.model_dict(), trainer.state_dict())
         progress.update(it, trainer.total_steps, **{k: stats[k] for k in PROGRESS_KEYS})
     run.save_checkpoint(trainer.model_dict(), trainer.state_dict())
-    write_samples(trainer, run)
+    write_samples(trainer, run, progress)
     summary = {
         "iterations": trainer.iteration,
         "total_steps": trainer.total_steps,
