@@ -150,7 +150,13 @@ def _student_graphs(folder: Path, bundle: Path | None) -> dict[str, dict]:
         for t in b.manifest.tiers:
             f = t.file_for("onnx")
             if f is not None:
-                out[t.id] = {"onnx": b.path(f), "gmacs": t.gmacs, "params": t.params, "source": str(bundle)}
+                out[t.id] = {
+                    "onnx": b.path(f),
+                    "gmacs": t.gmacs,
+                    "params": t.params,
+                    "source": str(bundle),
+                    "io": b.manifest.io,
+                }
         return out
     from training.modules import count_params
     from training.student.export import export_onnx
@@ -165,10 +171,11 @@ def _student_graphs(folder: Path, bundle: Path | None) -> dict[str, dict]:
     return out
 
 
-def _time(path: Path, runtime: str, threads: int, runs: int, warmup: int) -> float:
+def _time(path: Path, runtime: str, threads: int, runs: int, warmup: int, io_spec=None) -> float:
     from engine.backends import open_stylizer, time_stylizer
+    from engine.bundle import IOSpec
 
-    stylizer = open_stylizer(path, runtime, threads)
+    stylizer = open_stylizer(path, runtime, threads, io_spec or IOSpec())
     try:
         return round(time_stylizer(stylizer, runs=runs, warmup=warmup), 3)
     finally:
@@ -271,9 +278,9 @@ def bench(runs: int, warmup: int, bundle: Path | None, teacher_runs: int) -> dic
             except Exception as exc:  # a peer graph MNN cannot convert is reported, not fatal
                 entry["mnn_error"] = str(exc)
             for threads in (1, 2):
-                entry[f"onnx_{threads}t_ms"] = _time(g["onnx"], "onnx", threads, runs, warmup)
+                entry[f"onnx_{threads}t_ms"] = _time(g["onnx"], "onnx", threads, runs, warmup, g.get("io"))
                 if mnn.exists():
-                    entry[f"mnn_{threads}t_ms"] = _time(mnn, "mnn", threads, runs, warmup)
+                    entry[f"mnn_{threads}t_ms"] = _time(mnn, "mnn", threads, runs, warmup, g.get("io"))
             result["models"][name] = entry
         sgemm = {threads: sgemm_gflops(folder, threads) for threads in (1, 2)}
         result["sgemm_gflops_onnxruntime"] = {f"{t}t": v for t, v in sgemm.items()}

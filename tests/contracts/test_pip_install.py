@@ -28,24 +28,9 @@ def test_a_fresh_pip_install_with_the_train_extra_runs_the_demo(tmp_path):
     assert check.returncode == 0, check.stderr[-2000:]
     env = {**os.environ, "STYLECAST_MODELS": str(REPO / "models"), "QT_QPA_PLATFORM": "offscreen"}
     out = tmp_path / "demo.mp4"
+    stylize = ["stylize", "--source", "demo", "--style", "ink", "--frames", "30", "--out", str(out)]
     demo = subprocess.run(
-        [
-            str(venv / "bin" / "stylecast"),
-            "stylize",
-            "--source",
-            "demo",
-            "--style",
-            "ink",
-            "--frames",
-            "30",
-            "--out",
-            str(out),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [str(venv / "bin" / "stylecast"), *stylize], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert demo.returncode == 0, demo.stderr[-3000:]
     summary = json.loads(demo.stdout[demo.stdout.index("{") :])
