@@ -368,7 +368,7 @@ class Pipeline:
         style = self.style
         model = style.active if style else None
         if image is None:
-            return self._result(None, frame, (), timings, model, "; ".join(errors), t_start)
+            return self._result(None, frame, (), timings, model, "; ".join(errors) or None, t_start)
         if image.shape != self._frame_shape:  # new geometry: the faces' states are meaningless
             self._faces.clear()
             self._frame_shape = image.shape

@@ -82,6 +82,11 @@ class Mailbox(Generic[T]):
         return self._closed
 
 
+def _image_of(frame: Frame) -> np.ndarray | None:
+    """What a failed frame passes through: its image, when it is one."""
+    return frame.image if isinstance(frame.image, np.ndarray) else None
+
+
 @dataclass
 class RuntimeStatus:
     """Counters of a running stream (read them any time; they only grow)."""
@@ -157,8 +162,7 @@ class Runtime:
             return self.pipeline.track(frame)
         except Exception as exc:
             log.exception("tracking frame %d failed", frame.index)
-            image = frame.image if isinstance(frame.image, np.ndarray) else None
-            return TrackedFrame(frame, image, (), 0.0, f"frame failed: {exc}")
+            return TrackedFrame(frame, _image_of(frame), (), 0.0, f"frame failed: {exc}")
 
     def _render_one(self, tracked: TrackedFrame) -> FrameResult:
         """The second half; an unexpected exception becomes the frame's error, with the frame passed through."""
@@ -167,8 +171,8 @@ class Runtime:
         except Exception as exc:
             frame = tracked.frame
             log.exception("frame %d failed", frame.index)
-            image = frame.image if isinstance(frame.image, np.ndarray) else None
-            return FrameResult(image, frame.index, frame.timestamp, (), {}, None, None, None, f"frame failed: {exc}")
+            error = f"frame failed: {exc}"
+            return FrameResult(_image_of(frame), frame.index, frame.timestamp, (), {}, None, None, None, error)
 
     def _track(self) -> None:
         try:
