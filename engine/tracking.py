@@ -203,16 +203,35 @@ class MultiScaleDetector:
         self._spare, self._followed = [], []
 
 
+class LargestFaceFinder:
+    """Landmarks (478, 2) of the largest face in still BGR images, or None when there is none.
+
+    One face mesh graph in static-image mode serves every image: that mode detects afresh on each
+    image and carries nothing over, so the landmarks equal those of a new graph per image, without
+    paying the graph's construction (~30 ms, four times the landmarking itself) per image.
+    """
+
+    def __init__(self, max_faces: int = 4) -> None:
+        self._mesh = FaceMeshDetector(max_faces=max_faces, static=True)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray | None:
+        faces = self._mesh(image)
+        return max(faces, key=lambda f: _box_area(landmark_box(f))) if faces else None
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __enter__(self) -> LargestFaceFinder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def landmarks_from_image(image: np.ndarray) -> np.ndarray | None:
-    """Landmarks (478, 2) of the largest face in one still BGR image, or None when there is none."""
-    detector = FaceMeshDetector(max_faces=4, static=True)
-    try:
-        faces = detector(image)
-    finally:
-        detector.close()
-    if not faces:
-        return None
-    return max(faces, key=lambda f: _box_area(landmark_box(f)))
+    """:class:`LargestFaceFinder` for one image (a graph of its own: use the class for many images)."""
+    with LargestFaceFinder() as find:
+        return find(image)
 
 
 def landmark_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:

@@ -1,6 +1,6 @@
 """``train prepare``: aligned real-face crops from photo folders and videos, with the run-time alignment.
 
-Every face goes through :func:`engine.tracking.landmarks_from_image` (mediapipe face mesh) and
+Every face goes through :class:`engine.tracking.LargestFaceFinder` (mediapipe face mesh) and
 :func:`engine.align.similarity_from_landmarks` / :func:`engine.align.warp_crop` — the very code the live
 engine uses — so a training crop frames a face exactly as the app will. Only the largest face of an
 image or frame is used. Broken files, files without a face and faces too small to give a sharp crop are
@@ -19,6 +19,7 @@ an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ import cv2
 import numpy as np
 
 from engine.align import FFHQ_TEMPLATE, similarity_from_landmarks, warp_crop
-from engine.tracking import landmarks_from_image
+from engine.tracking import LargestFaceFinder
 from training.errors import DatasetError
 from training.runs import AbortFlag, Progress, RunDir, abort_on_signals
 
@@ -90,13 +91,53 @@ def find_sources(inputs: list[Path]) -> list[Path]:
 
 
 def thumbnail(crop: np.ndarray) -> np.ndarray:
-    """(32, 32) float32 grey thumbnail used for near-duplicate detection."""
+    """(32, 32) float32 grey thumbnail used for near-duplicate detection (whole grey levels: a uint8 resize)."""
     return cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
-def align_face(image: np.ndarray, size: int, min_face: int) -> tuple[np.ndarray | None, str, float]:
+class Thumbnails:
+    """The thumbnails of the crops kept so far, asked whether a new one nearly duplicates any of them.
+
+    A near-duplicate has a mean |grey difference| below ``threshold`` to some kept thumbnail. That mean
+    is at least the difference of the two thumbnails' mean grey levels, so only thumbnails whose mean
+    lies within ``threshold`` of the new one's can be duplicates: they are found by bisection in the
+    means kept sorted, and only they are compared. The pruning is exact, not approximate: thumbnails
+    hold whole grey levels, so every sum here (at most 255 · 1024 < 2²⁴) is exact in float32. The
+    thumbnails live in one array grown by doubling, so adding one copies nothing.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self._data = np.empty((64, 32, 32), np.float32)
+        self._count = 0
+        self._means: list[float] = []  # sorted
+        self._order: list[int] = []  # row of self._data of each entry of self._means
+
+    def is_duplicate(self, thumb: np.ndarray) -> bool:
+        mean = float(thumb.mean())
+        lo = bisect.bisect_right(self._means, mean - self.threshold)
+        hi = bisect.bisect_left(self._means, mean + self.threshold)
+        if lo >= hi:
+            return False
+        rows = self._data[self._order[lo:hi]]
+        return float(np.abs(rows - thumb).mean(axis=(1, 2)).min()) < self.threshold
+
+    def add(self, thumb: np.ndarray) -> None:
+        if self._count == len(self._data):
+            self._data = np.concatenate([self._data, np.empty_like(self._data)])
+        self._data[self._count] = thumb
+        mean = float(thumb.mean())
+        at = bisect.bisect_right(self._means, mean)
+        self._means.insert(at, mean)
+        self._order.insert(at, self._count)
+        self._count += 1
+
+
+def align_face(
+    image: np.ndarray, size: int, min_face: int, find: LargestFaceFinder
+) -> tuple[np.ndarray | None, str, float]:
     """(crop or None, reason when None, face side in source pixels) for the largest face of ``image``."""
-    landmarks = landmarks_from_image(image)
+    landmarks = find(image)
     if landmarks is None:
         return None, "no face found", 0.0
     sim = similarity_from_landmarks(landmarks, FFHQ_TEMPLATE)
@@ -143,7 +184,9 @@ def prepare(
     manifest = Manifest.load(path) if path.exists() else Manifest(cfg.size, FFHQ_TEMPLATE.name)
     if manifest.size != cfg.size:
         raise DatasetError(f"{path}: holds {manifest.size}² crops, asked for {cfg.size}²; use a new --out")
-    thumbs = [thumbnail(cv2.imread(str(out / it["file"]))) for it in manifest.items]
+    thumbs = Thumbnails(cfg.dedup)
+    for it in manifest.items:
+        thumbs.add(thumbnail(cv2.imread(str(out / it["file"]))))
     common = Path(os.path.commonpath([p.parent for p in sources]))
     progress.start("prepare", len(sources), len(manifest.sources_done))
 
@@ -151,42 +194,43 @@ def prepare(
         log.info("skip %s%s: %s", source, "" if frame is None else f" frame {frame}", reason)
         manifest.skipped.append({"source": source, "frame": frame, "reason": reason})
 
-    for n, src in enumerate(sources, start=1):
-        if abort:
-            log.warning("prepare aborted after %d of %d sources; rerun to resume", n - 1, len(sources))
-            break
-        name = src.relative_to(common).as_posix()
-        if name in manifest.sources_done:
-            continue
-        if src.suffix.lower() in VIDEO_EXTS:
-            try:
-                frames = read_frames(src, cfg)
-            except DatasetError as exc:
-                frames = []
-                skip(name, None, str(exc).split(": ", 1)[-1])
-        else:
-            image = cv2.imread(str(src))
-            frames = [(None, image)] if image is not None else []
-            if image is None:
-                skip(name, None, "not a readable image")
-        for frame, image in frames:
-            crop, reason, side = align_face(image, cfg.size, cfg.min_face)
-            if crop is None:
-                skip(name, frame, reason)
+    with LargestFaceFinder() as find:
+        for n, src in enumerate(sources, start=1):
+            if abort:
+                log.warning("prepare aborted after %d of %d sources; rerun to resume", n - 1, len(sources))
+                break
+            name = src.relative_to(common).as_posix()
+            if name in manifest.sources_done:
                 continue
-            thumb = thumbnail(crop)
-            if thumbs and float(np.abs(np.stack(thumbs) - thumb).mean(axis=(1, 2)).min()) < cfg.dedup:
-                skip(name, frame, "near-duplicate of an earlier crop")
-                continue
-            stem = name.replace("/", "__").rsplit(".", 1)[0] + ("" if frame is None else f"_f{frame:05d}")
-            file = f"crops/{stem}.png"
-            cv2.imwrite(str(out / file), crop)
-            thumbs.append(thumb)
-            split = split_of(name, cfg.holdout)
-            manifest.items.append({"file": file, "source": name, "frame": frame, "face_side": side, "split": split})
-        manifest.sources_done.append(name)
-        manifest.save(path)
-        progress.update(n, len(sources), crops=len(manifest.items))
+            if src.suffix.lower() in VIDEO_EXTS:
+                try:
+                    frames = read_frames(src, cfg)
+                except DatasetError as exc:
+                    frames = []
+                    skip(name, None, str(exc).split(": ", 1)[-1])
+            else:
+                image = cv2.imread(str(src))
+                frames = [(None, image)] if image is not None else []
+                if image is None:
+                    skip(name, None, "not a readable image")
+            for frame, image in frames:
+                crop, reason, side = align_face(image, cfg.size, cfg.min_face, find)
+                if crop is None:
+                    skip(name, frame, reason)
+                    continue
+                thumb = thumbnail(crop)
+                if thumbs.is_duplicate(thumb):
+                    skip(name, frame, "near-duplicate of an earlier crop")
+                    continue
+                stem = name.replace("/", "__").rsplit(".", 1)[0] + ("" if frame is None else f"_f{frame:05d}")
+                file = f"crops/{stem}.png"
+                cv2.imwrite(str(out / file), crop)
+                thumbs.add(thumb)
+                split = split_of(name, cfg.holdout)
+                manifest.items.append({"file": file, "source": name, "frame": frame, "face_side": side, "split": split})
+            manifest.sources_done.append(name)
+            manifest.save(path)
+            progress.update(n, len(sources), crops=len(manifest.items))
     manifest.save(path)
     progress.finish(crops=len(manifest.items), skipped=len(manifest.skipped))
     if not manifest.items and not abort:

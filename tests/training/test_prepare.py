@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from skimage import data
 
+from engine import tracking
 from engine.align import similarity_from_landmarks, warp_crop
 from engine.tracking import landmarks_from_image
 from training import prepare
 from training.errors import DatasetError
-from training.prepare import PrepareConfig, load_crops, split_of
+from training.prepare import PrepareConfig, Thumbnails, load_crops, split_of
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,47 @@ def test_prepare_resumes_without_redoing_finished_sources(tmp_path, astronaut, m
     manifest = prepare.prepare([src], out, PrepareConfig(dedup=0.0))
     assert len(calls) == 1  # only the new file
     assert [it["source"] for it in manifest.items] == ["a.png", "b.png"]
+
+
+def test_one_face_mesh_graph_serves_the_whole_run_and_crops_equal_one_shot_ones(tmp_path, astronaut, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    faces = {"a.png": astronaut, "b.png": cv2.convertScaleAbs(astronaut[:, ::-1], alpha=0.6)}
+    for name, image in faces.items():
+        cv2.imwrite(str(src / name), image)
+    _video(src / "c.avi", [cv2.convertScaleAbs(astronaut, alpha=a, beta=b) for a, b in ((1.3, 0), (0.4, 0), (0.8, 60))])
+    frames = prepare.read_frames(src / "c.avi", PrepareConfig(every_seconds=0.1))
+    built = []
+
+    class Counting(tracking.FaceMeshDetector):
+        def __init__(self, *args, **kwargs):
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(tracking, "FaceMeshDetector", Counting)
+    manifest = prepare.prepare([src], tmp_path / "out", PrepareConfig(every_seconds=0.1, dedup=0.0))
+    assert len(built) == 1
+    assert [it["source"] for it in manifest.items] == ["a.png", "b.png", "c.avi", "c.avi", "c.avi"]
+    images = [faces["a.png"], cv2.imread(str(src / "b.png")), *(frame for _, frame in frames)]
+    for item, image in zip(manifest.items, images, strict=True):  # each one-shot crop from a graph of its own
+        expected = warp_crop(image, similarity_from_landmarks(landmarks_from_image(image)), 256)
+        assert np.array_equal(cv2.imread(str(tmp_path / "out" / item["file"])), expected)
+
+
+def test_near_duplicate_decisions_equal_a_comparison_with_every_kept_thumbnail():
+    rng = np.random.default_rng(0)
+    bases = rng.integers(0, 256, (100, 32, 32))
+    kept, index, decisions = [], Thumbnails(3.0), []
+    for _ in range(600):  # brightness-shifted copies of some bases, half with noise: duplicates and near misses
+        base = bases[rng.integers(len(bases))] + rng.integers(-4, 5)
+        thumb = np.clip(base + rng.integers(-2, 3, (32, 32)) * rng.integers(0, 2), 0, 255).astype(np.float32)
+        brute = bool(kept) and float(np.abs(np.stack(kept) - thumb).mean(axis=(1, 2)).min()) < 3.0
+        decisions.append(brute)
+        assert index.is_duplicate(thumb) == brute
+        if not brute:
+            kept.append(thumb)
+            index.add(thumb)
+    assert 300 < sum(decisions) < 500 and len(kept) > 128  # both outcomes, past the array's growth
 
 
 def test_empty_or_faceless_inputs_raise_a_dataset_error(tmp_path):

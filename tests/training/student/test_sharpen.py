@@ -6,7 +6,7 @@ from torch import nn
 
 from engine.metrics import sharpness
 from training import metrics
-from training.student.sharpen import MAX_AMOUNT, EdgeSharpen, SharpenSettings, calibrate
+from training.student.sharpen import MAX_AMOUNT, SEARCH_STEPS, EdgeSharpen, SharpenSettings, calibrate
 
 
 def _blurred_step_with_grain(seed: int = 0) -> np.ndarray:
@@ -77,3 +77,46 @@ def test_a_student_as_sharp_as_its_teacher_gets_no_sharpening():
     targets = _ink_like(4)
     settings, record = calibrate(nn.Identity(), targets, targets)
     assert settings.amount < 0.01 and record["sharpness_vs_teacher_before"] == pytest.approx(1.0)
+
+
+class _Counting(_Blur):
+    """_Blur that counts the images it is given."""
+
+    seen = 0
+
+    def forward(self, x):
+        self.seen += len(x)
+        return super().forward(x)
+
+
+def _unbounded_amount(net: nn.Module, photos: list[np.ndarray], targets: list[np.ndarray]) -> float:
+    """The calibration as it was before the bound: every raw output held, the layer run on all at once."""
+    with torch.no_grad():
+        raw = net(metrics.to_tensor(np.stack(photos)))
+    goal = metrics.mean_sharpness(targets)
+
+    def ratio(amount):
+        with torch.no_grad():
+            return metrics.mean_sharpness(metrics.to_images(EdgeSharpen(SharpenSettings(amount))(raw))) / goal
+
+    lo, hi = 0.0, MAX_AMOUNT
+    for _ in range(SEARCH_STEPS):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ratio(mid) < 1.0 else (lo, mid)
+    return round(lo, 3)
+
+
+def test_calibration_within_the_bound_matches_the_unbounded_search():
+    targets = _ink_like(40)  # more than one chunk of the layer
+    settings, record = calibrate(_Blur(), targets, targets, max_pairs=40)
+    assert settings.amount == _unbounded_amount(_Blur(), targets, targets)
+    assert record["calibrated_on"] == "40 training pairs"
+
+
+def test_calibration_runs_the_student_on_at_most_max_pairs_evenly_spaced_pairs():
+    targets = _ink_like(10)
+    net = _Counting()
+    settings, record = calibrate(net, targets, targets, max_pairs=4)
+    assert net.seen == 4 and record["calibrated_on"] == "4 of 10 training pairs"
+    spaced = [targets[i] for i in (0, 2, 5, 7)]
+    assert settings.amount == calibrate(_Blur(), spaced, spaced)[0].amount == _unbounded_amount(_Blur(), spaced, spaced)
