@@ -79,7 +79,7 @@ def cmd_rows(args) -> None:
     import cv2
     import numpy as np
 
-    from training.stylegan.images import grid
+    from training.images import grid
 
     rows = []
     for folder in args.folders:

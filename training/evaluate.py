@@ -31,7 +31,7 @@ import torch
 
 from training import metrics
 from training.errors import DatasetError
-from training.images import preview_grid
+from training.images import preview_grid, to_tensor, to_uint8
 from training.pairs import Pair, split_pairs
 from training.student.networks import load_student
 
@@ -128,8 +128,8 @@ def array_stylizer(net: Callable[[np.ndarray], np.ndarray], size: int | None = N
         side = crop.shape[0]
         if size and size != side:
             crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
-        x = metrics.to_tensor(crop[None]).numpy()
-        out = metrics.to_images(torch.from_numpy(np.asarray(net(np.ascontiguousarray(x)))[:, :3]))[0]
+        x = to_tensor(crop[None], "bgr").numpy()
+        out = to_uint8(torch.from_numpy(np.asarray(net(np.ascontiguousarray(x)))[:, :3]), "bgr")[0]
         return cv2.resize(out, (side, side), interpolation=cv2.INTER_LINEAR) if out.shape[0] != side else out
 
     return stylize

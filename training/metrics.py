@@ -29,6 +29,7 @@ from engine.align import FFHQ_TEMPLATE
 from engine.metrics import block_ratio, sharpness
 from training import pretrained
 from training.errors import TrainingError
+from training.images import to_tensor, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +49,6 @@ def _feature_net(space: str, device: str) -> torch.nn.Module:
     raise TrainingError(f"unknown feature space '{space}' (known: {', '.join(SPACES)})")
 
 
-def to_tensor(images: Images) -> torch.Tensor:
-    """BGR uint8 images (a list or an (N, H, W, 3) array) -> (N, 3, H, W) float RGB in [-1, 1].
-
-    A tensor is returned unchanged (it is taken to be RGB [-1, 1] already).
-    """
-    if isinstance(images, torch.Tensor):
-        return images
-    arr = np.stack([np.asarray(im) for im in images]) if not isinstance(images, np.ndarray) else images
-    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
-        raise TrainingError(f"expected (N, H, W, 3) uint8 BGR images, got {arr.shape} {arr.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(arr[..., ::-1])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def to_images(x: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) RGB [-1, 1] tensor -> (N, H, W, 3) uint8 BGR (rounded, clipped)."""
-    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return np.ascontiguousarray(arr[..., ::-1])
-
-
 @torch.no_grad()
 def features(images: Images, space: str = "el0", device: str = "cpu", batch: int = 16) -> np.ndarray:
     """Pooled features (N, D) float64 in ``space`` ('el0': 1280-d, 'vgg': 512-d) of images of any size."""
@@ -76,7 +58,8 @@ def features(images: Images, space: str = "el0", device: str = "cpu", batch: int
         raise TrainingError("no images to compute features of")
     out = []
     for i in range(0, n, batch):
-        x = to_tensor(images[i : i + batch]).to(device)
+        chunk = images[i : i + batch]
+        x = (chunk if isinstance(chunk, torch.Tensor) else to_tensor(chunk, "bgr")).to(device)
         if space == "el0":
             f = net(x)
         else:
@@ -207,7 +190,7 @@ def identity_similarity(photos_bgr: Images, stylized_bgr: Images) -> np.ndarray:
 
 def _mean_over_images(metric, images_bgr: Images) -> float:
     if isinstance(images_bgr, torch.Tensor):
-        images_bgr = to_images(images_bgr)
+        images_bgr = to_uint8(images_bgr, "bgr")
     return float(np.mean([metric(np.asarray(im)) for im in images_bgr]))
 
 

@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,4 +350,3 @@ class StageContext:
     progress: Progress
     abort: AbortFlag
     device: str = "cpu"
-    on_sample: Callable[[Path], None] | None = None

@@ -7,7 +7,7 @@ import torch
 
 from training import pretrained
 from training.errors import TrainingError
-from training.metrics import to_tensor
+from training.images import to_tensor
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_hed_responds_to_a_drawn_edge_more_than_to_a_flat_area():
     img = np.full((96, 96, 3), 40, np.uint8)
     cv2.rectangle(img, (30, 30), (66, 66), (220, 220, 220), -1)
     with torch.no_grad():
-        edges = net(to_tensor(img[None]))[0, 0].numpy()
+        edges = net(to_tensor(img[None], "bgr"))[0, 0].numpy()
     assert edges.shape == (96, 96) and edges.min() >= 0 and edges.max() <= 1
     on_edge = edges[29:32, 35:60].mean()  # the square's top border
     flat = max(edges[45:52, 45:52].mean(), edges[5:12, 5:12].mean())  # inside, outside
@@ -66,7 +66,7 @@ def test_lpips_is_zero_for_identical_images_and_ranks_distortions(astronaut_crop
         cv2.GaussianBlur(img, (0, 0), 0.8),
         cv2.GaussianBlur(img, (0, 0), 3.0),
     ]
-    x = to_tensor(versions)
+    x = to_tensor(versions, "bgr")
     with torch.no_grad():
         d = net(x[:1].expand_as(x), x).numpy()
     assert d.shape == (5,)
@@ -79,7 +79,7 @@ def test_efficientnet_lite0_classifies_a_cat_and_gives_pooled_and_multiscale_fea
 
     net = pretrained.efficientnet_lite0()
     cat = cv2.cvtColor(data.chelsea(), cv2.COLOR_RGB2BGR)
-    x = to_tensor(cat[None])
+    x = to_tensor(cat[None], "bgr")
     with torch.no_grad():
         top = net.logits(x).argmax(1).item()
         pooled = net(x)

@@ -45,8 +45,7 @@ from engine.bundle import (
     sha256_file,
 )
 from training.errors import TrainingError
-from training.images import preview_grid
-from training.metrics import to_tensor
+from training.images import preview_grid, to_tensor
 from training.modules import count_params
 from training.pairs import Pair, split_pairs
 from training.runs import git_commit, options_hash
@@ -113,7 +112,7 @@ def probe_inputs(size: int, photos: list[np.ndarray] | None = None) -> torch.Ten
     """Parity probes (N, 3, size, size): uniform noise plus real photos when given."""
     probes = [torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1]
     for photo in (photos or [])[:2]:
-        probes.append(to_tensor(cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)[None]))
+        probes.append(to_tensor(cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)[None], "bgr"))
     return torch.cat(probes)
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from engine.metrics import sharpness
 from training import metrics
+from training.images import to_tensor, to_uint8
 
 SIGMA = 0.8  # px: the blur the detail is measured against (students behave like the teacher blurred ~0.6 px)
 THRESHOLD = 3.0  # grey levels of mean |detail| where the gate is half open
@@ -91,15 +92,13 @@ def calibrate(
     picked = [i * n // max_pairs for i in range(max_pairs)] if n > max_pairs else range(n)
     photos, targets = [photos[i] for i in picked], [targets[i] for i in picked]
     with torch.no_grad():
-        raw = torch.cat(
-            [net(metrics.to_tensor(np.stack(photos[i : i + 16])))[:, :3] for i in range(0, len(photos), 16)]
-        )
+        raw = torch.cat([net(to_tensor(photos[i : i + 16], "bgr"))[:, :3] for i in range(0, len(photos), 16)])
     goal = metrics.mean_sharpness(targets)
 
     def ratio(amount: float) -> float:
         layer = EdgeSharpen(SharpenSettings(amount))
         with torch.no_grad():
-            values = [sharpness(im) for i in range(0, len(raw), 32) for im in metrics.to_images(layer(raw[i : i + 32]))]
+            values = [sharpness(im) for i in range(0, len(raw), 32) for im in to_uint8(layer(raw[i : i + 32]), "bgr")]
         return float(np.mean(values)) / goal
 
     before = ratio(0.0)

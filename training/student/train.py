@@ -15,16 +15,15 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from training.errors import DatasetError, TrainingError
-from training.metrics import to_images
+from training.images import to_uint8
+from training.loop import ABORTED_EXIT, Budget, LoopOptions, resume, train_loop
 from training.modules import count_params, cpu_has_native_bf16, load_strict, ramped_decay, update_ema
 from training.pairs import FolderPairs
 from training.runs import (
@@ -158,41 +157,58 @@ def sample_batch(data: PairTensors, batch: int, crop: int, device: str) -> tuple
 # ----- training -------------------------------------------------------------------------------
 
 
+class SharedBatches:
+    """The augmented batch of each step, drawn once for all the students trained side by side, with its
+    targets' VGG features: every student sees the batches the first would see alone."""
+
+    def __init__(self, train: PairTensors, cfg: StudentConfig, device: str, perceptual: PerceptualLoss | None):
+        self.train, self.cfg, self.device, self.perceptual = train, cfg, device, perceptual
+        self.aug = AugmentConfig()
+        self._step: int | None = None
+
+    def at(self, step: int) -> tuple[tuple, dict | None]:
+        """(photo, target, edge-smoothed target, [alpha target] or []) and the target features of ``step``."""
+        if step != self._step:
+            cfg = self.cfg
+            photo, target, smoothed, *alpha = sample_batch(self.train, cfg.batch, cfg.crop, self.device)
+            if cfg.augment:
+                photo, (target, smoothed), alpha = augment_batch(photo, [target, smoothed], self.aug, alpha)
+            feats = self.perceptual.target_features(target) if self.perceptual is not None else None
+            self._step, self._batch = step, ((photo, target, smoothed, alpha), feats)
+        return self._batch
+
+
 class StudentTrainer:
-    """Owns the networks, optimisers and the step loop of one student run."""
+    """The networks and optimisers of one student run; ``step()`` trains one step (a
+    :class:`training.loop.Trainer`)."""
+
+    progress_keys = ("l1", "perceptual", "d", "g_adv", "alpha_l1", "identity")
 
     def __init__(
-        self,
-        cfg: StudentConfig,
-        train: PairTensors,
-        preview: PairTensors,
-        ctx: StageContext,
-        perceptual: PerceptualLoss | None = None,
+        self, cfg: StudentConfig, train: PairTensors, preview: PairTensors, batches: SharedBatches, device: str
     ) -> None:
-        """``perceptual``: a VGG loss shared with students trained beside this one (built here otherwise)."""
-        self.cfg, self.train, self.preview, self.ctx = cfg, train, preview, ctx
-        dev = ctx.device
+        self.cfg, self.train, self.preview, self.batches, self.device = cfg, train, preview, batches, device
         self.spec = asdict(replace(TIERS[cfg.tier], alpha=train.alpha is not None))
-        self.g = build_student(**self.spec).to(dev)
+        self.g = build_student(**self.spec).to(device)
         self.g_ema = copy.deepcopy(self.g).eval()
         for p in self.g_ema.parameters():
             p.requires_grad_(False)
         w = cfg.weights
         self.use_gan = w.gan > 0
-        self.d = PatchDiscriminator(cfg.d_base).to(dev) if self.use_gan else None
-        self.perceptual = (perceptual or PerceptualLoss(dev)) if w.perceptual > 0 else None
+        self.d = PatchDiscriminator(cfg.d_base).to(device) if self.use_gan else None
+        self.perceptual = batches.perceptual if w.perceptual > 0 else None
         self.identity = None
         if w.identity > 0:
             from training.student.identity import IdentityLoss
 
-            self.identity = IdentityLoss(dev)
+            self.identity = IdentityLoss(device)
         self.opt_g = torch.optim.Adam(self.g.parameters(), cfg.lr_g, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.d.parameters(), cfg.lr_d, betas=(0.5, 0.999)) if self.d else None
-        self.aug = AugmentConfig()
-        self.step = 0
+        self.iteration = 0
+        self.images_per_step = cfg.batch
 
     def _autocast(self):
-        dev_type = "cuda" if str(self.ctx.device).startswith("cuda") else "cpu"
+        dev_type = "cuda" if str(self.device).startswith("cuda") else "cpu"
         return torch.autocast(dev_type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
     # checkpoint ---------------------------------------------------------------------------
@@ -203,16 +219,15 @@ class StudentTrainer:
             "init_kwargs": self.spec,
             "params": self.g.state_dict(),
             "params_ema": self.g_ema.state_dict(),
-            "step": self.step,
+            "step": self.iteration,
             "tier": self.cfg.tier,
         }
 
-    def save(self) -> None:
-        state = {"step": self.step, "opt_g": self.opt_g.state_dict()}
+    def state(self) -> tuple[dict, dict]:
+        state = {"step": self.iteration, "opt_g": self.opt_g.state_dict()}
         if self.d is not None:
             state |= {"d": self.d.state_dict(), "opt_d": self.opt_d.state_dict()}
-        self.ctx.run.save_checkpoint(self.model_record(), state)
-        log.info("checkpoint at step %d", self.step)
+        return self.model_record(), state
 
     def init_from(self, path: Path) -> None:
         """Start from another run's student weights (fine-tuning); the discriminator starts fresh."""
@@ -224,37 +239,24 @@ class StudentTrainer:
         load_strict(self.g_ema, record.get("params_ema") or record["params"], str(file))
         log.info("student initialised from %s (step %s)", file, record.get("step"))
 
-    def resume(self) -> bool:
-        loaded = self.ctx.run.load_checkpoint()
-        if loaded is None:
-            return False
-        model, state = loaded
+    def load(self, model: dict, state: dict) -> None:
         self.g.load_state_dict(model["params"])
         self.g_ema.load_state_dict(model["params_ema"])
         self.opt_g.load_state_dict(state["opt_g"])
         if self.d is not None:
             self.d.load_state_dict(state["d"])
             self.opt_d.load_state_dict(state["opt_d"])
-        self.step = state["step"]
-        log.info("resumed at step %d", self.step)
-        return True
+        self.iteration = state["step"]
+        log.info("%s resumed at step %d", self.cfg.tier, self.iteration)
 
     # one step -----------------------------------------------------------------------------
 
-    def sample(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """One augmented batch: photo, target, edge-smoothed target and [alpha target] (or [])."""
-        cfg = self.cfg
-        photo, target, smoothed, *alpha = sample_batch(self.train, cfg.batch, cfg.crop, self.ctx.device)
-        if cfg.augment:
-            photo, (target, smoothed), alpha = augment_batch(photo, [target, smoothed], self.aug, alpha)
-        return photo, target, smoothed, alpha
-
-    def train_step(self, batch: tuple | None = None, target_feats: dict | None = None) -> dict[str, float]:
-        """One step on ``batch`` (drawn here when None); ``target_feats``: the batch's VGG target features."""
+    def step(self) -> dict[str, float]:
         cfg, w = self.cfg, self.cfg.weights
-        photo, target, smoothed, alpha = batch if batch is not None else self.sample()
+        (photo, target, smoothed, alpha), target_feats = self.batches.at(self.iteration)
+        self.g.train()
         stats: dict[str, float] = {}
-        gan_on = self.use_gan and self.step >= cfg.gan_start
+        gan_on = self.use_gan and self.iteration >= cfg.gan_start
         with self._autocast():
             out = self.g(photo)
             fake = out[:, :3]
@@ -293,83 +295,24 @@ class StudentTrainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss.float().backward()
         self.opt_g.step()
-        self.update_ema()
-        self.step += 1
+        update_ema(self.g_ema, self.g, ramped_decay(cfg.ema, self.iteration))
+        self.iteration += 1
         return stats
 
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        update_ema(self.g_ema, self.g, ramped_decay(self.cfg.ema, self.step))
+    def gauges(self) -> dict[str, float]:
+        return {"gan_on": float(self.use_gan and self.iteration >= self.cfg.gan_start)}
 
     @torch.no_grad()
-    def write_sample(self) -> Path | None:
-        """Grid of up to 4 preview pairs: photo / teacher / EMA student [/ its alpha], at full size."""
+    def samples(self) -> np.ndarray:
+        """Up to 4 preview pairs in columns; rows photo / teacher / EMA student [/ its alpha], RGB."""
         data = self.preview if len(self.preview) else self.train
-        if not len(data):
-            return None
         n = min(4, len(data))
-        photo = data.photos[:n].to(self.ctx.device).float() / 127.5 - 1
+        photo = data.photos[:n].to(self.device).float() / 127.5 - 1
         out = self.g_ema(photo)
-        rows = [to_images(photo), to_images(data.targets[:n].float() / 127.5 - 1), to_images(out[:, :3])]
+        rows = [photo, data.targets[:n].float() / 127.5 - 1, out[:, :3]]
         if out.shape[1] == 4:  # the predicted blend mask, as grey
-            rows.append(to_images(out[:, 3:].expand(-1, 3, -1, -1)))
-        grid = np.vstack([np.hstack(list(r)) for r in rows])
-        path = self.ctx.run.root / "samples" / f"step_{self.step:06d}.png"
-        cv2.imwrite(str(path), grid)
-        self.ctx.progress.sample(path)
-        if self.ctx.on_sample:
-            self.ctx.on_sample(path)
-        return path
-
-    def finish(self) -> None:
-        self.save()
-        self.write_sample()
-
-
-def fit_students(trainers: list[StudentTrainer], progress: Progress, abort: AbortFlag) -> bool:
-    """Train students of one config side by side to ``steps`` (from their resumed step). False when aborted.
-
-    They learn the same augmented batches, and the targets' VGG features are computed once per batch for
-    all of them: three tiers in one process cost well under three separate runs. Each keeps its own run
-    directory, discriminator, stats, samples and checkpoints.
-    """
-    lead = trainers[0]
-    cfg = lead.cfg
-    if len({t.step for t in trainers}) != 1:
-        raise TrainingError(f"students resumed at different steps {[t.step for t in trainers]}; resume each alone")
-    progress.start("student:" + "+".join(t.cfg.tier for t in trainers), cfg.steps, lead.step)
-    for t in trainers:
-        t.g.train()
-    t0, done_since_log = time.perf_counter(), 0
-    while lead.step < cfg.steps:
-        if abort:
-            for t in trainers:
-                t.save()
-            progress.finish(aborted=True, step=lead.step)
-            log.warning("aborted at step %d; the checkpoints are saved, rerun with --resume", lead.step)
-            return False
-        batch = lead.sample()
-        feats = lead.perceptual.target_features(batch[1]) if lead.perceptual is not None else None
-        all_stats = [t.train_step(batch, feats) for t in trainers]
-        done_since_log += 1
-        step = lead.step
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            elapsed = time.perf_counter() - t0
-            for t, stats in zip(trainers, all_stats):
-                t.ctx.run.write_stats(
-                    {"step": step, **stats, "img_per_s": done_since_log * cfg.batch / max(elapsed, 1e-9)}
-                )
-            t0, done_since_log = time.perf_counter(), 0
-        progress.update(step, cfg.steps, **all_stats[0])
-        for t in trainers:
-            if step % cfg.sample_every == 0:
-                t.write_sample()
-            if step % cfg.ckpt_every == 0 and step < cfg.steps:
-                t.save()
-    for t in trainers:
-        t.finish()
-    progress.finish(step=lead.step)
-    return True
+            rows.append(out[:, 3:].expand(-1, 3, -1, -1))
+        return np.vstack([np.hstack(list(to_uint8(r, "rgb"))) for r in rows])
 
 
 def train_students(
@@ -396,12 +339,14 @@ def train_students(
             f"the identity loss needs whole aligned faces: use --crop {train.photos.shape[-1]} (got {cfg.crop})"
         )
     preview = load_pairs(pairs, "heldout")
-    perceptual = PerceptualLoss(ctxs[0].device) if cfg.weights.perceptual > 0 else None
-    trainers = [StudentTrainer(c, train, preview, ctx, perceptual) for c, ctx in zip(cfgs, ctxs)]
-    resumed = [t.resume() for t in trainers]
-    if not all(resumed):
-        for t, done, parent in zip(trainers, resumed, init_from or [None] * len(trainers)):
-            if not done and parent is not None:
+    device = ctxs[0].device
+    perceptual = PerceptualLoss(device) if cfg.weights.perceptual > 0 else None
+    batches = SharedBatches(train, cfg, device, perceptual)
+    trainers = [StudentTrainer(c, train, preview, batches, device) for c in cfgs]
+    clocks = [resume(t, ctx.run) for t, ctx in zip(trainers, ctxs)]
+    if not all(clocks):
+        for t, clock, parent in zip(trainers, clocks, init_from or [None] * len(trainers)):
+            if clock is None and parent is not None:
                 t.init_from(Path(parent))
         seed_everything(cfg.seed)
     summaries = []
@@ -417,8 +362,11 @@ def train_students(
             ", with a learned alpha" if train.alpha is not None else "",
         )
         summaries.append({"tier": t.cfg.tier, "gmacs": macs / 1e9, "params": count_params(t.g)})
-    finished = fit_students(trainers, ctxs[0].progress, ctxs[0].abort)
-    return [{**s, "steps": t.step, "finished": finished} for s, t in zip(summaries, trainers)]
+    loop = LoopOptions(Budget(steps=cfg.steps), cfg.log_every, cfg.sample_every, cfg.ckpt_every)
+    stage = "student:" + "+".join(c.tier for c in cfgs)
+    members = [(t, ctx.run) for t, ctx in zip(trainers, ctxs)]
+    summary = train_loop(members, loop, stage, ctxs[0].progress, ctxs[0].abort, clocks[0])
+    return [{**s, "steps": t.iteration, "finished": not summary["aborted"]} for s, t in zip(summaries, trainers)]
 
 
 def train_student(pairs: Path, cfg: StudentConfig, ctx: StageContext, init_from: Path | None = None) -> dict:
@@ -502,4 +450,4 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for r in run_dirs:
             r.close()
-    return 0 if finished else 130
+    return 0 if finished else ABORTED_EXIT

@@ -155,13 +155,3 @@ VARIETY_TRICKS: dict[str, Any] = {
     "g_lr_mult": (("synthesis.b4", 0.1), ("synthesis.b8", 0.3)),
     "freeze_d": 2,
 }
-
-
-@dataclass(frozen=True)
-class Budget:
-    """When to stop: whichever of the limits comes first (None = no limit)."""
-
-    kimg: float | None = None
-    cpu_minutes: float | None = None
-    iterations: int | None = None
-    wall_minutes: float | None = None

@@ -159,7 +159,7 @@ def run(args) -> int:
 @torch.no_grad()
 def write_fusion_grid(a: Generator, b: Generator, path: Path, seed: int = 0, psi: float = 0.7, n: int = 6) -> Path:
     """Rows: swap levels from 'all A' to 'all B'; then α blends 0, 0.25 … 1. Columns: the same latents."""
-    from training.stylegan.images import save_grid
+    from training.images import save_grid
 
     z = torch.randn([n, a.z_dim], generator=torch.Generator().manual_seed(seed))
     ws = a.mapping(z, truncation_psi=psi)

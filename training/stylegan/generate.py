@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from training.errors import TrainingError
+from training.images import save_grid, save_rgb, to_uint8, write_video
 from training.runs import Progress
-from training.stylegan.images import save_grid, save_rgb, to_uint8, write_video
 from training.stylegan.networks import Generator
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def latents_for_seeds(G: Generator, seeds: list[int], psi: float, cutoff: int | 
 @torch.no_grad()
 def render(G: Generator, ws: torch.Tensor, batch: int = 16) -> np.ndarray:
     """ws → ``[N, R, R, 3]`` uint8 RGB, constant noise (deterministic)."""
-    out = [to_uint8(G.synthesis(ws[i : i + batch], noise_mode="const")) for i in range(0, len(ws), batch)]
+    out = [to_uint8(G.synthesis(ws[i : i + batch], noise_mode="const"), "rgb") for i in range(0, len(ws), batch)]
     return np.concatenate(out)
 
 
@@ -72,7 +72,7 @@ def interpolation_frames(
         for f in range(frames_per_key):
             t = 0.5 - 0.5 * np.cos(np.pi * f / frames_per_key)
             w = torch.lerp(ws[i : i + 1], ws[i + 1 : i + 2], float(t))
-            frames.append(to_uint8(G.synthesis(w, noise_mode="const"))[0])
+            frames.append(to_uint8(G.synthesis(w, noise_mode="const"), "rgb")[0])
     return frames
 
 

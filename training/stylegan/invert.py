@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from training.errors import TrainingError
+from training.images import to_tensor, to_uint8
 from training.runs import Progress
-from training.stylegan.images import from_uint8, to_uint8
 from training.stylegan.networks import Generator
 
 log = logging.getLogger(__name__)
@@ -220,10 +220,10 @@ def invert_files(
     if progress is not None:
         progress.start("invert", len(paths))
     for i, (path, target) in enumerate(zip(paths, targets)):
-        result = inverter.invert(from_uint8(target[None]), seed=i)
-        recon = to_uint8(result.image)[0]
+        result = inverter.invert(to_tensor(target[None], "rgb"), seed=i)
+        recon = to_uint8(result.image, "rgb")[0]
         with torch.no_grad():
-            lp = float(inverter._perceptual(result.image, from_uint8(target[None])))
+            lp = float(inverter._perceptual(result.image, to_tensor(target[None], "rgb")))
         records.append({"source": str(path), "psnr": psnr(recon, target), "lpips": lp, "final_loss": result.losses[-1]})
         images.append(recon)
         ws_all.append(result.ws)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +27,15 @@ import numpy as np
 import torch
 
 from training.errors import TrainingError
+from training.images import grid, save_grid, to_uint8
+from training.loop import Budget, Clock, LoopOptions, add_loop_arguments, exit_code, loop_options, resume, train_loop
 from training.modules import cpu_state_dict, load_strict, update_ema
 from training.runs import AbortFlag, Progress, RunDir
 from training.stylegan import loss as L
 from training.stylegan.augment import AdaController, AugmentPipe
 from training.stylegan.checkpoint import RUN_ARCH, LoadedNetworks, save_generator
-from training.stylegan.config import Budget, TrainConfig
+from training.stylegan.config import TrainConfig
 from training.stylegan.distributed import World
-from training.stylegan.images import save_grid
 from training.stylegan.networks import Discriminator, Generator
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,10 @@ def build_discriminator(cfg: TrainConfig, device: str) -> torch.nn.Module:
 
 
 class Trainer:
-    """Holds the networks, optimizers and loop state; ``step()`` runs one iteration."""
+    """Holds the networks, optimizers and loop state; ``step()`` runs one iteration (a
+    :class:`training.loop.Trainer`)."""
+
+    progress_keys = ("loss_G", "loss_D", "augment_p")
 
     def __init__(
         self, cfg: TrainConfig, images: np.ndarray, world: World = World(), base: LoadedNetworks | None = None
@@ -89,8 +92,9 @@ class Trainer:
         self.pl_mean = torch.zeros([], device=self.device)
         self.iteration = 0
         self.nimg = 0
-        self.cpu_seconds = 0.0
-        self.wall_seconds = 0.0
+        self.images_per_step = cfg.batch
+        # fixed latents of the sample grids, drawn without touching the global RNG
+        self.grid_z = torch.randn([16, cfg.z_dim], generator=torch.Generator().manual_seed(1234)).to(self.device)
         self._perm_cache: dict[int, torch.Tensor] = {}
         autocast = None
         if cfg.precision == "bf16":
@@ -287,11 +291,20 @@ class Trainer:
         names = sorted(logged)
         values = torch.stack([logged[k] for k in names]) if names else torch.zeros(0, device=self.device)
         values = self.world.all_reduce_sum(values)
-        out = {k: float(v) for k, v in zip(names, values.cpu())}
-        out.update(iteration=self.iteration, kimg=self.nimg / 1000, augment_p=self.augment_p)
-        if cfg.augment == "ada":
+        return {k: float(v) for k, v in zip(names, values.cpu())}
+
+    def gauges(self) -> dict[str, float]:
+        out = {"kimg": self.nimg / 1000, "augment_p": self.augment_p}
+        if self.cfg.augment == "ada":
             out["ada_rt"] = self.ada.r_t
         return out
+
+    @torch.no_grad()
+    def samples(self) -> np.ndarray:
+        rng = torch.get_rng_state()  # noise buffers aside, synthesis may draw: keep the training stream intact
+        images = self.G_ema(self.grid_z, noise_mode="const")
+        torch.set_rng_state(rng)
+        return grid(to_uint8(images, "rgb"), cols=4)
 
     @property
     def augment_p(self) -> float:
@@ -321,27 +334,24 @@ class Trainer:
 
     # ----- checkpoint state --------------------------------------------------------------------
 
-    def model_dict(self) -> dict[str, Any]:
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         d_kwargs = self.cfg.discriminator_config().to_dict() if isinstance(self.D, Discriminator) else {}
-        return {
+        model = {
             "arch": RUN_ARCH,
             "init_kwargs": {"G": self.G.cfg.to_dict(), "D": d_kwargs, "discriminator": self.cfg.discriminator},
             "params": {"G": cpu_state_dict(self.G), "D": cpu_state_dict(self.D)},
             "params_ema": {"G": cpu_state_dict(self.G_ema)},
             "step": self.iteration,
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "iteration": self.iteration,
             "nimg": self.nimg,
-            "cpu_seconds": self.cpu_seconds,
-            "wall_seconds": self.wall_seconds,
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
             "ada": self.ada.state_dict(),
             "pl_mean": self.pl_mean.cpu(),
         }
+        return model, state
 
     def load(self, model: dict[str, Any], state: dict[str, Any]) -> None:
         load_strict(self.G, model["params"]["G"], "checkpoint [G]")
@@ -353,165 +363,73 @@ class Trainer:
         self.pl_mean.copy_(state["pl_mean"])
         self.iteration = state["iteration"]
         self.nimg = state["nimg"]
-        self.cpu_seconds = state["cpu_seconds"]
-        self.wall_seconds = state["wall_seconds"]
 
 
-# ----- the loop with checkpoints, samples, snapshots ------------------------------------------
+# ----- the shared loop, with snapshots -----------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class LoopOptions:
-    budget: Budget
-    log_every: int = 10
-    sample_every: int = 200
-    ckpt_every: int = 200
-    snapshot_cpu_minutes: float | None = None
-    snapshot_kimg: float | None = None
+class Snapshots:
+    """When to keep a G_ema snapshot (for the FID curve and curation): every N CPU minutes or N kimg."""
+
+    cpu_minutes: float | None = None
+    kimg: float | None = None
+
+    def due(self, trainer: Trainer, clock: Clock) -> float | None:
+        """The snapshot index the run has reached (None when snapshots are off)."""
+        if self.cpu_minutes:
+            return math.floor(clock.cpu_seconds / (self.cpu_minutes * 60))
+        if self.kimg:
+            return math.floor(trainer.nimg / (self.kimg * 1000))
+        return None
 
 
-def train_loop(
+def budget_of(cfg: TrainConfig, steps=None, kimg=None, cpu_minutes=None, wall_minutes=None) -> Budget:
+    """The loop's budget for a StyleGAN run: ``kimg`` becomes steps (every step shows ``cfg.batch`` reals)."""
+    limits = [n for n in (steps, math.ceil(kimg * 1000 / cfg.batch) if kimg is not None else None) if n is not None]
+    return Budget(steps=min(limits) if limits else None, cpu_minutes=cpu_minutes, wall_minutes=wall_minutes)
+
+
+def train(
     trainer: Trainer,
     run: RunDir | None,
     options: LoopOptions,
+    snapshots: Snapshots = Snapshots(),
     progress: Progress | None = None,
     abort: AbortFlag | None = None,
-    on_iteration: Callable[[Trainer, dict[str, float]], None] | None = None,
+    clock: Clock | None = None,
+    on_step: Callable[[Trainer, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train until the budget is spent or an abort is requested; checkpoint at the end in either case.
-
-    Returns a summary (iterations, kimg, CPU minutes, kimg per wall/CPU hour, whether it was aborted).
-    ``run`` is None on non-zero ranks (they neither log nor write).
-    """
-    world = trainer.world
-    budget = options.budget
-    abort = abort if abort is not None else AbortFlag()
-    grid_z = torch.randn([16, trainer.cfg.z_dim], generator=torch.Generator().manual_seed(1234)).to(trainer.device)
-    total = _total_iterations(trainer.cfg, budget)
-    if progress is not None:
-        progress.start("stylegan", total, initial=trainer.iteration)
+    """:func:`training.loop.train_loop` with what StyleGAN adds: the reals grid, G_ema snapshots, ranks that
+    stop together. ``run`` is None on non-zero ranks (they neither log nor write)."""
+    clock = clock or Clock()
     if run is not None and trainer.iteration == 0:
         save_grid(run.root / "samples" / "reals.png", trainer.images[:16].cpu().numpy())
-        _write_samples(trainer, run, grid_z, progress)
-    next_snapshot = _next_snapshot(trainer, options)
-    aborted = False
-    t_start_cpu, t_start_wall = time.process_time(), time.perf_counter()
-    cpu0, wall0 = trainer.cpu_seconds, trainer.wall_seconds
-    window_start = (trainer.nimg, time.perf_counter())
-    stats: dict[str, float] = {}
-    last_logged = trainer.iteration
-    while True:
-        done = _budget_reached(trainer, budget)
-        if world.any(bool(abort) or done):
-            aborted = not done
-            break
-        stats = trainer.step()
-        trainer.cpu_seconds = cpu0 + time.process_time() - t_start_cpu
-        trainer.wall_seconds = wall0 + time.perf_counter() - t_start_wall
-        stats.update(cpu_minutes=trainer.cpu_seconds / 60, wall_minutes=trainer.wall_seconds / 60)
-        if on_iteration is not None:
-            on_iteration(trainer, stats)
-        it = trainer.iteration
-        if run is not None:
-            if it % options.log_every == 0 or it == 1:
-                nimg0, t0 = window_start
-                dt = time.perf_counter() - t0
-                stats["kimg_per_hour"] = (trainer.nimg - nimg0) / 1000 / dt * 3600 if dt > 0 else 0.0
-                window_start = (trainer.nimg, time.perf_counter())
-                run.write_stats(stats)
-                last_logged = it
-            if it % options.sample_every == 0:
-                _write_samples(trainer, run, grid_z, progress)
-            if it % options.ckpt_every == 0:
-                run.save_checkpoint(trainer.model_dict(), trainer.state_dict())
-            if next_snapshot is not None and _snapshot_due(trainer, options, next_snapshot):
-                _write_snapshot(trainer, run)
-                next_snapshot = _next_snapshot(trainer, options)
-        if progress is not None:
-            progress.update(it, total, **{k: stats[k] for k in ("loss_G", "loss_D", "augment_p") if k in stats})
-    summary = {
-        "iterations": trainer.iteration,
-        "kimg": trainer.nimg / 1000,
-        "cpu_minutes": trainer.cpu_seconds / 60,
-        "wall_minutes": trainer.wall_seconds / 60,
-        "kimg_per_cpu_hour": trainer.nimg / 1000 / max(trainer.cpu_seconds / 3600, 1e-9),
-        "kimg_per_wall_hour": trainer.nimg / 1000 / max(trainer.wall_seconds / 3600, 1e-9),
-        "augment_p": trainer.augment_p,
-        "aborted": aborted,
-    }
-    if run is not None:
-        if stats and last_logged != trainer.iteration:
-            run.write_stats(stats)
-        run.save_checkpoint(trainer.model_dict(), trainer.state_dict())
-        _write_samples(trainer, run, grid_z, progress)
-        if next_snapshot is not None:
-            _write_snapshot(trainer, run)
-        log.info(
-            "%s at iteration %d (%.2f kimg): %s",
-            "aborted" if aborted else "finished",
-            trainer.iteration,
-            trainer.nimg / 1000,
-            summary,
-        )
-    if progress is not None:
-        progress.finish(**summary)
-    return summary
+    last = snapshots.due(trainer, clock)
+
+    def after_step(t: Trainer, stats: dict[str, float]) -> None:
+        nonlocal last
+        if on_step is not None:
+            on_step(t, stats)
+        due = snapshots.due(t, clock)
+        if run is not None and due is not None and due > last:
+            _write_snapshot(t, run, clock)
+            last = due
+
+    summary = train_loop([(trainer, run)], options, "stylegan", progress, abort, clock, trainer.world.any, after_step)
+    if run is not None and last is not None:
+        _write_snapshot(trainer, run, clock)
+    return summary | trainer.gauges()
 
 
-def _total_iterations(cfg: TrainConfig, budget: Budget) -> int:
-    limits = []
-    if budget.iterations is not None:
-        limits.append(budget.iterations)
-    if budget.kimg is not None:
-        limits.append(math.ceil(budget.kimg * 1000 / cfg.batch))
-    return min(limits) if limits else 0
-
-
-def _budget_reached(trainer: Trainer, budget: Budget) -> bool:
-    if budget.iterations is not None and trainer.iteration >= budget.iterations:
-        return True
-    if budget.kimg is not None and trainer.nimg >= budget.kimg * 1000:
-        return True
-    if budget.wall_minutes is not None and trainer.wall_seconds >= budget.wall_minutes * 60:
-        return True
-    return budget.cpu_minutes is not None and trainer.cpu_seconds >= budget.cpu_minutes * 60
-
-
-def _next_snapshot(trainer: Trainer, options: LoopOptions) -> float | None:
-    if options.snapshot_cpu_minutes:
-        step = options.snapshot_cpu_minutes * 60
-        return (math.floor(trainer.cpu_seconds / step) + 1) * step
-    if options.snapshot_kimg:
-        step = options.snapshot_kimg * 1000
-        return (math.floor(trainer.nimg / step) + 1) * step
-    return None
-
-
-def _snapshot_due(trainer: Trainer, options: LoopOptions, due: float) -> bool:
-    return (trainer.cpu_seconds if options.snapshot_cpu_minutes else trainer.nimg) >= due
-
-
-def _write_snapshot(trainer: Trainer, run: RunDir) -> None:
+def _write_snapshot(trainer: Trainer, run: RunDir, clock: Clock) -> None:
     meta = {
         "iteration": trainer.iteration,
-        "kimg": trainer.nimg / 1000,
-        "cpu_minutes": trainer.cpu_seconds / 60,
-        "wall_minutes": trainer.wall_seconds / 60,
-        "augment_p": trainer.augment_p,
+        "cpu_minutes": clock.cpu_seconds / 60,
+        "wall_minutes": clock.wall_seconds / 60,
+        **trainer.gauges(),
     }
     save_generator(trainer.G_ema, run.root / "snapshots" / f"G_ema-{trainer.iteration:07d}.pt", meta)
-
-
-@torch.no_grad()
-def _write_samples(trainer: Trainer, run: RunDir, grid_z: torch.Tensor, progress: Progress | None) -> None:
-    rng = torch.get_rng_state()
-    imgs = trainer.G_ema(grid_z, noise_mode="const")
-    torch.set_rng_state(rng)
-    path = run.root / "samples" / f"fakes-{trainer.iteration:07d}.png"
-    save_grid(path, imgs, cols=4)
-    save_grid(run.root / "samples" / "latest.png", imgs, cols=4)
-    if progress is not None:
-        progress.sample(path)
 
 
 # ----- the ``stylegan`` stage ------------------------------------------------------------------
@@ -560,9 +478,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--log-every", type=int, default=10)
-    parser.add_argument("--sample-every", type=int, default=200)
-    parser.add_argument("--ckpt-every", type=int, default=200)
+    add_loop_arguments(parser)
     parser.add_argument("--snapshot-cpu-minutes", type=float, help="save a G_ema snapshot every N CPU minutes")
     parser.add_argument("--snapshot-kimg", type=float, help="save a G_ema snapshot every N kimg")
 
@@ -645,29 +561,27 @@ def run(args) -> int:
         torch.distributed.barrier()
     trainer = Trainer(cfg, data.images, world, base)
     reader = run_dir or RunDir(Path(args.run), "stylegan", options)
-    if args.resume:
-        loaded = reader.load_checkpoint()
-        if loaded is not None:
-            trainer.load(*loaded)
-            log.info("resumed at iteration %d (%.2f kimg)", trainer.iteration, trainer.nimg / 1000)
-    budget = Budget(kimg=args.kimg, cpu_minutes=args.cpu_minutes, iterations=args.steps, wall_minutes=args.wall_minutes)
+    clock = resume(trainer, reader) if args.resume else None
+    if clock is not None:
+        log.info("resumed at iteration %d (%.2f kimg)", trainer.iteration, trainer.nimg / 1000)
+    budget = budget_of(cfg, args.steps, args.kimg, args.cpu_minutes, args.wall_minutes)
     if budget == Budget():
         raise TrainingError("give a budget: --kimg, --steps, --cpu-minutes or --wall-minutes")
-    loop = LoopOptions(
-        budget=budget,
-        log_every=args.log_every,
-        sample_every=args.sample_every,
-        ckpt_every=args.ckpt_every,
-        snapshot_cpu_minutes=args.snapshot_cpu_minutes,
-        snapshot_kimg=args.snapshot_kimg,
-    )
     progress = Progress(args.progress) if world.is_main else None
     abort = AbortFlag()
     try:
         with abort_on_signals(abort):
-            summary = train_loop(trainer, run_dir, loop, progress, abort)
+            summary = train(
+                trainer,
+                run_dir,
+                loop_options(args, budget),
+                Snapshots(args.snapshot_cpu_minutes, args.snapshot_kimg),
+                progress,
+                abort,
+                clock,
+            )
     finally:
         if run_dir is not None:
             run_dir.close()
         shutdown(world)
-    return 130 if summary["aborted"] else 0
+    return exit_code(summary)

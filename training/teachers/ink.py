@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from training import pretrained
-from training.metrics import to_tensor
+from training.images import to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class InkTeacher:
     @torch.no_grad()
     def edges(self, images: list[np.ndarray]) -> np.ndarray:
         """(N, H, W) float32 HED edge probabilities in [0, 1]."""
-        return self._hed(to_tensor(images).to(self.device))[:, 0].float().cpu().numpy()
+        return self._hed(to_tensor(images, "bgr").to(self.device))[:, 0].float().cpu().numpy()
 
     def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
         c = self.config

@@ -22,8 +22,8 @@ import torch
 
 from training.errors import DatasetError
 from training.imagefolder import MIN_IMAGES, ImageSet, load_image_folder
+from training.images import to_tensor
 from training.prepare import MANIFEST, load_crops
-from training.stylegan.images import from_uint8
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,10 @@ class DomainSampler:
             y, x = int(offsets[j, 0]), int(offsets[j, 1])
             crop = self.images[i, y : y + self.size, x : x + self.size]
             crops.append(crop.flip(1) if self.flip and flips[j] else crop)
-        return from_uint8(torch.stack(crops).numpy(), device)
+        return to_tensor(torch.stack(crops).numpy(), "rgb", device)
 
     def fixed(self, n: int, device: str | torch.device = "cpu") -> torch.Tensor:
         """The first ``n`` images, centre-cropped, unflipped: the sample-grid inputs."""
         o = (self.images.shape[1] - self.size) // 2
         crops = self.images[:n, o : o + self.size, o : o + self.size]
-        return from_uint8(crops.numpy(), device)
+        return to_tensor(crops.numpy(), "rgb", device)

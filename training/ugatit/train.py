@@ -20,10 +20,8 @@ import argparse
 import copy
 import itertools
 import logging
-import time
-from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from training.errors import TrainingError
+from training.images import grid, to_uint8
+from training.loop import Budget, add_loop_arguments, exit_code, loop_options, resume, train_loop
 from training.modules import cpu_state_dict, load_strict, ramped_decay, update_ema
 from training.runs import AbortFlag, Progress, RunDir, abort_on_signals
-from training.stylegan.images import grid, save_rgb, to_uint8
 from training.ugatit.config import PRECISIONS, PRESETS, TrainConfig
 from training.ugatit.data import DomainSampler
 from training.ugatit.networks import Discriminator, Generator, clip_rho
@@ -45,11 +44,13 @@ log = logging.getLogger(__name__)
 ARCH = "ugatit"
 GENERATORS = ("genA2B", "genB2A")
 DISCRIMINATORS = ("disGA", "disGB", "disLA", "disLB")
-PROGRESS_KEYS = ("loss_G", "loss_D", "cycle")
 
 
 class Trainer:
-    """Networks, optimizers and the iteration counter; ``step()`` runs one iteration."""
+    """Networks, optimizers and the iteration counter; ``step()`` runs one iteration (a
+    :class:`training.loop.Trainer`)."""
+
+    progress_keys = ("loss_G", "loss_D", "cycle")
 
     def __init__(
         self, cfg: TrainConfig, images_a: np.ndarray, images_b: np.ndarray, total_steps: int, device: str = "cpu"
@@ -73,8 +74,7 @@ class Trainer:
         self.opt_G = torch.optim.Adam(itertools.chain(*(self._net(n).parameters() for n in GENERATORS)), **adam)
         self.opt_D = torch.optim.Adam(itertools.chain(*(self._net(n).parameters() for n in DISCRIMINATORS)), **adam)
         self.iteration = 0
-        self.cpu_seconds = 0.0
-        self.wall_seconds = 0.0
+        self.images_per_step = cfg.batch
         device_type = torch.device(device).type
         self._autocast = (
             (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else nullcontext
@@ -162,9 +162,13 @@ class Trainer:
             "identity": identity,
             "cam_G": cam_G,
         }
-        out = {k: float(v.detach()) for k, v in stats.items()}
-        out.update(iteration=self.iteration, lr=lr, rho_mean=self._rho_mean())
-        return out
+        return {k: float(v.detach()) for k, v in stats.items()}
+
+    def gauges(self) -> dict[str, float]:
+        return {"lr": self.lr_at(self.iteration), "rho_mean": self._rho_mean()}
+
+    def samples(self) -> np.ndarray:
+        return sample_grid(self)
 
     def _requires_grad(self, names: tuple[str, ...], flag: bool) -> None:
         for name in names:
@@ -183,9 +187,9 @@ class Trainer:
 
     # ----- checkpoint state ------------------------------------------------------------------
 
-    def model_dict(self) -> dict[str, Any]:
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg = self.cfg
-        return {
+        model = {
             "arch": ARCH,
             "init_kwargs": {
                 "generator": cfg.generator().to_dict(),
@@ -196,15 +200,8 @@ class Trainer:
             "params_ema": {name: cpu_state_dict(self.ema[name]) for name in GENERATORS},
             "step": self.iteration,
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "iteration": self.iteration,
-            "cpu_seconds": self.cpu_seconds,
-            "wall_seconds": self.wall_seconds,
-            "opt_G": self.opt_G.state_dict(),
-            "opt_D": self.opt_D.state_dict(),
-        }
+        state = {"iteration": self.iteration, "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict()}
+        return model, state
 
     def load(self, model: dict[str, Any], state: dict[str, Any]) -> None:
         if model.get("arch") != ARCH:
@@ -216,8 +213,6 @@ class Trainer:
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
         self.iteration = state["iteration"]
-        self.cpu_seconds = state["cpu_seconds"]
-        self.wall_seconds = state["wall_seconds"]
 
 
 def _lsgan(x: torch.Tensor, target: float) -> torch.Tensor:
@@ -254,93 +249,14 @@ def sample_grid(trainer: Trainer, n: int = 4) -> np.ndarray:
     for real, forward, back in ((trainer.data_a, a2b, b2a), (trainer.data_b, b2a, a2b)):
         x = real.fixed(min(n, len(real)), trainer.device)
         y, _, heat = forward(x)
-        rows += [to_uint8(x), _overlay(heat, to_uint8(x)), to_uint8(y), to_uint8(back(y)[0])]
+        rows += [
+            to_uint8(x, "rgb"),
+            _overlay(heat, to_uint8(x, "rgb")),
+            to_uint8(y, "rgb"),
+            to_uint8(back(y)[0], "rgb"),
+        ]
     cols = min(len(r) for r in rows)
     return grid(np.concatenate([r[:cols] for r in rows]), cols=cols)
-
-
-def write_samples(trainer: Trainer, run: RunDir, progress: Progress) -> None:
-    image = sample_grid(trainer)
-    path = run.root / "samples" / f"samples-{trainer.iteration:07d}.png"
-    save_rgb(path, image)
-    save_rgb(run.root / "samples" / "latest.png", image)
-    progress.sample(path)
-
-
-# ----- the loop ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoopOptions:
-    cpu_minutes: float | None = None  # stop early after this much process CPU time (the schedule keeps --steps)
-    log_every: int = 10
-    sample_every: int = 200
-    ckpt_every: int = 200
-
-
-def train_loop(
-    trainer: Trainer,
-    run: RunDir,
-    options: LoopOptions = LoopOptions(),
-    progress: Progress | None = None,
-    abort: AbortFlag | None = None,
-    on_iteration: Callable[[Trainer, dict[str, float]], None] | None = None,
-) -> dict[str, Any]:
-    """Train to ``trainer.total_steps`` (or the CPU budget, or an abort); checkpoint at the end in every case."""
-    abort = abort if abort is not None else AbortFlag()
-    progress = progress or Progress("none")
-    progress.start("ugatit", trainer.total_steps, initial=trainer.iteration)
-    if trainer.iteration == 0:
-        write_samples(trainer, run, progress)
-    cpu0, wall0 = trainer.cpu_seconds, trainer.wall_seconds
-    t_cpu, t_wall = time.process_time(), time.perf_counter()
-    window: dict[str, float] = {}
-    window_start = (trainer.iteration, time.perf_counter())
-    aborted = False
-    while trainer.iteration < trainer.total_steps:
-        if options.cpu_minutes is not None and trainer.cpu_seconds >= options.cpu_minutes * 60:
-            log.info("CPU budget of %.1f minutes spent", options.cpu_minutes)
-            break
-        if abort:
-            aborted = True
-            break
-        stats = trainer.step()
-        trainer.cpu_seconds = cpu0 + time.process_time() - t_cpu
-        trainer.wall_seconds = wall0 + time.perf_counter() - t_wall
-        if on_iteration is not None:
-            on_iteration(trainer, stats)
-        for k, v in stats.items():
-            window[k] = window.get(k, 0.0) + v
-        it = trainer.iteration
-        if it % options.log_every == 0 or it == trainer.total_steps:
-            it0, t0 = window_start
-            n = it - it0
-            record = {k: v / n for k, v in window.items()}  # means over the logging window
-            record.update(
-                iteration=it,
-                it_per_s=n / max(time.perf_counter() - t0, 1e-9),
-                cpu_minutes=trainer.cpu_seconds / 60,
-                wall_minutes=trainer.wall_seconds / 60,
-            )
-            run.write_stats(record)
-            window, window_start = {}, (it, time.perf_counter())
-        if it % options.sample_every == 0:
-            write_samples(trainer, run, progress)
-        if it % options.ckpt_every == 0:
-            run.save_checkpoint(trainer.model_dict(), trainer.state_dict())
-        progress.update(it, trainer.total_steps, **{k: stats[k] for k in PROGRESS_KEYS})
-    run.save_checkpoint(trainer.model_dict(), trainer.state_dict())
-    write_samples(trainer, run, progress)
-    summary = {
-        "iterations": trainer.iteration,
-        "total_steps": trainer.total_steps,
-        "cpu_minutes": trainer.cpu_seconds / 60,
-        "wall_minutes": trainer.wall_seconds / 60,
-        "aborted": aborted,
-    }
-    log.info("%s at iteration %d: %s", "aborted" if aborted else "stopped", trainer.iteration, summary)
-    progress.finish(**summary)
-    return summary
 
 
 # ----- the ``ugatit`` stage ----------------------------------------------------------------------
@@ -365,9 +281,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--log-every", type=int, default=10)
-    parser.add_argument("--sample-every", type=int, default=200)
-    parser.add_argument("--ckpt-every", type=int, default=200)
+    add_loop_arguments(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -395,16 +309,14 @@ def run(args: argparse.Namespace) -> int:
     run_dir = RunDir.open(args.run, ARCH, options, resume=args.resume)
     try:
         trainer = Trainer(cfg, faces.images, styles.images, args.steps, args.device)
-        if args.resume:
-            loaded = run_dir.load_checkpoint()
-            if loaded is not None:
-                trainer.load(*loaded)
-                log.info("resumed at iteration %d", trainer.iteration)
+        clock = resume(trainer, run_dir) if args.resume else None
+        if clock is not None:
+            log.info("resumed at iteration %d", trainer.iteration)
         log.info("%d faces, %d style images, %d² on %s", len(faces), len(styles), cfg.img_size, args.device)
         abort = AbortFlag()
-        loop = LoopOptions(args.cpu_minutes, args.log_every, args.sample_every, args.ckpt_every)
+        loop = loop_options(args, Budget(steps=args.steps, cpu_minutes=args.cpu_minutes))
         with abort_on_signals(abort):
-            summary = train_loop(trainer, run_dir, loop, Progress(args.progress), abort)
+            summary = train_loop([(trainer, run_dir)], loop, ARCH, Progress(args.progress), abort, clock)
     finally:
         run_dir.close()
-    return 130 if summary["aborted"] else 0
+    return exit_code(summary)

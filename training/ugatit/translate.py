@@ -13,16 +13,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from engine.bundle import sha256_file
 from training.errors import TrainingError
-from training.images import resize_antialiased
+from training.images import resize_antialiased, to_tensor, to_uint8
 from training.modules import load_strict
 from training.runs import find_model_file, load_model_file
-from training.stylegan.images import from_uint8, to_uint8
 from training.ugatit.networks import Generator, GeneratorConfig
 from training.ugatit.train import ARCH
 
@@ -75,7 +73,6 @@ class UgatitTeacher:
     def __call__(self, photos: list[np.ndarray]) -> list[np.ndarray]:
         if not photos:
             return []
-        rgb = [cv2.cvtColor(resize_antialiased(p, self.size), cv2.COLOR_BGR2RGB) for p in photos]
-        out = to_uint8(self.G(from_uint8(np.stack(rgb), self.device))[0])  # [N, S, S, 3] uint8 RGB
-        bgr = [cv2.cvtColor(o, cv2.COLOR_RGB2BGR) for o in out]
-        return [resize_antialiased(o, p.shape[0], p.shape[1]) for o, p in zip(bgr, photos)]
+        x = to_tensor([resize_antialiased(p, self.size) for p in photos], "bgr", self.device)
+        out = to_uint8(self.G(x)[0], "bgr")
+        return [resize_antialiased(o, p.shape[0], p.shape[1]) for o, p in zip(out, photos)]

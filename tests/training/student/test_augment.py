@@ -2,12 +2,12 @@ import cv2
 import numpy as np
 import torch
 
-from training.metrics import to_images, to_tensor
+from training.images import to_tensor, to_uint8
 from training.student.augment import AugmentConfig, augment_batch, colour_jitter, degrade, gaussian_blur, jpeg
 
 
 def _batch(astronaut_crop, n=4):
-    return to_tensor(np.stack([cv2.resize(astronaut_crop, (64, 64))] * n))
+    return to_tensor(np.stack([cv2.resize(astronaut_crop, (64, 64))] * n), "bgr")
 
 
 def test_paired_geometry_and_colour_are_identical_for_photo_and_targets(astronaut_crop):
@@ -33,12 +33,12 @@ def test_jpeg_simulation_resembles_a_real_encoder(astronaut_crop):
     img = astronaut_crop[64:192, 64:192]
     _, enc = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 20])
     real = cv2.imdecode(enc, cv2.IMREAD_COLOR).astype(float)
-    sim = to_images(jpeg(to_tensor(img[None]), torch.tensor([20.0])))[0].astype(float)
+    sim = to_uint8(jpeg(to_tensor(img[None], "bgr"), torch.tensor([20.0])), "bgr")[0].astype(float)
     real_loss, sim_loss = np.abs(img - real).mean(), np.abs(img - sim).mean()
     assert np.abs(sim - real).mean() < 0.6 * real_loss  # artefacts land where the encoder puts them
     assert 0.75 * real_loss < sim_loss < 1.25 * real_loss  # and as strong
-    same = jpeg(to_tensor(img[None]), torch.tensor([100.0]))
-    assert (same - to_tensor(img[None])).abs().mean() < 0.01
+    same = jpeg(to_tensor(img[None], "bgr"), torch.tensor([100.0]))
+    assert (same - to_tensor(img[None], "bgr")).abs().mean() < 0.01
 
 
 def test_blur_and_jitter_behave(astronaut_crop):
@@ -46,8 +46,8 @@ def test_blur_and_jitter_behave(astronaut_crop):
     blurred = gaussian_blur(x, torch.tensor([0.5, 2.0]))
     from engine.metrics import sharpness
 
-    s = [sharpness(im) for im in to_images(blurred)]
-    assert s[1] < s[0] < sharpness(to_images(x)[0])
+    s = [sharpness(im) for im in to_uint8(blurred, "bgr")]
+    assert s[1] < s[0] < sharpness(to_uint8(x, "bgr")[0])
     torch.manual_seed(0)
     a, b = colour_jitter([x, x.clone()], AugmentConfig())
     assert torch.equal(a, b) and a.min() >= -1 and a.max() <= 1

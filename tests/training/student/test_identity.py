@@ -4,6 +4,7 @@ import torch
 
 from training import metrics, pretrained
 from training.errors import TrainingError
+from training.images import to_tensor
 from training.student.identity import IdentityLoss, SFaceTorch
 
 
@@ -17,7 +18,7 @@ def test_the_torch_rebuild_of_sface_matches_onnxruntime(astronaut_crop):
 
 def test_identity_loss_is_zero_for_the_same_face_and_passes_gradients(astronaut_crop):
     loss = IdentityLoss()
-    photo = metrics.to_tensor(astronaut_crop[None])
+    photo = to_tensor(astronaut_crop[None], "bgr")
     assert float(loss(photo, photo)) == pytest.approx(0.0, abs=1e-5)
     other = photo.flip(2).clone().requires_grad_(True)  # upside down: not a recognisable face
     value = loss(photo, other)

@@ -6,6 +6,7 @@ from torch import nn
 
 from engine.metrics import sharpness
 from training import metrics
+from training.images import to_tensor, to_uint8
 from training.student.sharpen import MAX_AMOUNT, SEARCH_STEPS, EdgeSharpen, SharpenSettings, calibrate
 
 
@@ -69,7 +70,7 @@ def test_calibration_matches_the_teachers_sharpness_on_the_given_pairs():
     assert record["sharpness_vs_teacher_after"] == pytest.approx(1.0, abs=0.02)
     assert 0 < settings.amount < MAX_AMOUNT
     with torch.no_grad():
-        out = metrics.to_images(EdgeSharpen(settings)(_Blur()(metrics.to_tensor(np.stack(targets)))))
+        out = to_uint8(EdgeSharpen(settings)(_Blur()(to_tensor(np.stack(targets), "bgr"))), "bgr")
     assert metrics.mean_block_ratio(list(out)) == pytest.approx(metrics.mean_block_ratio(targets), abs=0.15)
 
 
@@ -92,12 +93,12 @@ class _Counting(_Blur):
 def _unbounded_amount(net: nn.Module, photos: list[np.ndarray], targets: list[np.ndarray]) -> float:
     """The calibration as it was before the bound: every raw output held, the layer run on all at once."""
     with torch.no_grad():
-        raw = net(metrics.to_tensor(np.stack(photos)))
+        raw = net(to_tensor(np.stack(photos), "bgr"))
     goal = metrics.mean_sharpness(targets)
 
     def ratio(amount):
         with torch.no_grad():
-            return metrics.mean_sharpness(metrics.to_images(EdgeSharpen(SharpenSettings(amount))(raw))) / goal
+            return metrics.mean_sharpness(to_uint8(EdgeSharpen(SharpenSettings(amount))(raw), "bgr")) / goal
 
     lo, hi = 0.0, MAX_AMOUNT
     for _ in range(SEARCH_STEPS):

@@ -171,7 +171,7 @@ def test_tiers_trained_side_by_side_learn_what_each_learns_alone_and_resume(tmp_
     cfgs = [cfg, replace(cfg, tier="standard")]
     abort = AbortFlag()
     ctxs = [_ctx(tmp_path / "joint" / c.tier, abort) for c in cfgs]
-    ctxs[0].on_sample = lambda _path: abort.request()  # stop at the first sample grid (step 4)
+    ctxs[0].progress.sample = lambda path: "step_0000004" in path.name and abort.request()  # stop at step 4
     cut = train_students(ink_pairs, cfgs, ctxs)
     assert [s["steps"] for s in cut] == [4, 4] and not cut[0]["finished"]
     resumed = train_students(ink_pairs, cfgs, [_ctx(tmp_path / "joint" / c.tier) for c in cfgs])

@@ -93,11 +93,11 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
         return [json.loads(line) for line in (tmp_path / name / "stats.jsonl").read_text().splitlines()]
 
     a, b = stats("one"), stats("two")
-    assert [r["iteration"] for r in a] == [r["iteration"] for r in b] == list(range(1, 13))
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 13))
     for ra, rb in zip(a, b):
         for key in ("loss_G", "loss_D", "pl_penalty", "r1_penalty", "augment_p"):
             if key in ra:
-                assert rb[key] == pytest.approx(ra[key], rel=TOL, abs=1e-7), (ra["iteration"], key)
+                assert rb[key] == pytest.approx(ra[key], rel=TOL, abs=1e-7), (ra["step"], key)
     ga, gb = load_networks(tmp_path / "one").G_ema.state_dict(), load_networks(tmp_path / "two").G_ema.state_dict()
     for k in ga:
         torch.testing.assert_close(gb[k], ga[k], rtol=TOL, atol=1e-7)

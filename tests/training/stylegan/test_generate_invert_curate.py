@@ -9,9 +9,9 @@ import torch
 
 from training.cli import main as train_main
 from training.errors import TrainingError
+from training.images import to_uint8
 from training.stylegan.checkpoint import save_generator
 from training.stylegan.curate import apply_decisions, parse_accept_list, prompt_decisions
-from training.stylegan.images import to_uint8
 from training.stylegan.invert import InversionConfig, Inverter, psnr
 from training.stylegan.networks import Generator, GeneratorConfig
 
@@ -61,7 +61,7 @@ def test_generate_writes_images_latents_manifest_and_video(tmp_path, generator_f
     # Image 2 can be re-made alone from its seed and matches the file.
     z = torch.randn([32], generator=torch.Generator().manual_seed(9))[None]
     with torch.no_grad():
-        again = to_uint8(G(z, truncation_psi=0.5, noise_mode="const"))[0]
+        again = to_uint8(G(z, truncation_psi=0.5, noise_mode="const"), "rgb")[0]
     saved = cv2.cvtColor(cv2.imread(str(out / manifest["images"][2]["file"])), cv2.COLOR_BGR2RGB)
     assert np.array_equal(saved, again)
     cap = cv2.VideoCapture(str(tmp_path / "walk.mp4"))
@@ -84,7 +84,7 @@ def test_inversion_recovers_an_image_of_a_known_latent():
         target = G.synthesis(ws, noise_mode="const")
     inverter = Inverter(G, InversionConfig(steps=350, space="w", lpips_weight=0, optimize_noise=False))
     result = inverter.invert(target)
-    assert psnr(to_uint8(result.image)[0], to_uint8(target)[0]) >= 30.0
+    assert psnr(to_uint8(result.image, "rgb")[0], to_uint8(target, "rgb")[0]) >= 30.0
     assert result.losses[-1] < result.losses[0] / 100
 
 

@@ -7,11 +7,12 @@ import cv2
 import numpy as np
 import torch
 
+from training.loop import Budget, LoopOptions
 from training.runs import RunDir
-from training.stylegan.config import PRESETS, Budget
+from training.stylegan.config import PRESETS
 from training.stylegan.evaluate import evaluate_run
 from training.stylegan.projected import ProjectedDiscriminator
-from training.stylegan.train import LoopOptions, Trainer, train_loop
+from training.stylegan.train import Snapshots, Trainer, train
 
 
 def test_projected_discriminator_trains_only_its_heads_and_passes_gradients_to_the_image():
@@ -41,9 +42,9 @@ def test_training_with_the_projected_discriminator_and_fid_over_snapshots(tmp_pa
     run = RunDir.open(tmp_path / "run", "stylegan", cfg.to_dict())
     trainer = Trainer(cfg, images[..., ::-1].copy())
     head = next(trainer.D.heads.parameters()).clone()
-    summary = train_loop(trainer, run, LoopOptions(Budget(iterations=4), snapshot_kimg=0.008))
+    summary = train(trainer, run, LoopOptions(Budget(steps=4)), Snapshots(kimg=0.008))
     run.close()
-    assert summary["iterations"] == 4
+    assert summary["steps"] == 4
     assert not torch.equal(head, next(trainer.D.heads.parameters()))
     records = evaluate_run(tmp_path / "run", [style], n_fake=8)
     assert [r["iteration"] for r in records] == [2, 4]

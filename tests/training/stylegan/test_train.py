@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from training.errors import TrainingError
+from training.loop import Budget, LoopOptions
+from training.loop import resume as resume_run
 from training.runs import AbortFlag, RunDir
 from training.stylegan.checkpoint import load_networks
-from training.stylegan.config import PRESETS, Budget
-from training.stylegan.train import LoopOptions, Trainer, train_loop
+from training.stylegan.config import PRESETS
+from training.stylegan.train import Trainer, train
 
 REPO = Path(__file__).resolve().parents[3]
 # Every phase and the ADA update happen within a few iterations.
@@ -29,23 +31,18 @@ def _images(n=12, res=16, seed=0):
 def _train(run_root, iterations, abort_at=None, resume=False, cfg=CFG):
     run = RunDir.open(run_root, "stylegan", cfg.to_dict(), resume=resume)
     trainer = Trainer(cfg, _images())
-    if resume:
-        trainer.load(*run.load_checkpoint())
+    clock = resume_run(trainer, run) if resume else None
     records = []
     abort = AbortFlag()
 
     def on_iteration(t, stats):
-        records.append({k: stats[k] for k in LOSSES if k in stats} | {"iteration": t.iteration})
+        seen = stats | t.gauges()
+        records.append({k: seen[k] for k in LOSSES if k in seen} | {"iteration": t.iteration})
         if abort_at is not None and t.iteration == abort_at:
             abort.request()
 
-    summary = train_loop(
-        trainer,
-        run,
-        LoopOptions(Budget(iterations=iterations), log_every=1, sample_every=100, ckpt_every=100),
-        abort=abort,
-        on_iteration=on_iteration,
-    )
+    options = LoopOptions(Budget(steps=iterations), log_every=1, sample_every=100, ckpt_every=100)
+    summary = train(trainer, run, options, abort=abort, clock=clock, on_step=on_iteration)
     run.close()
     return trainer, records, summary
 
@@ -54,10 +51,10 @@ def test_resume_after_interruption_is_bit_exact(tmp_path):
     full, full_records, _ = _train(tmp_path / "full", 10)
     # Interrupted at iteration 5 (an abort request, as Ctrl-C or the GUI sends): checkpoint written.
     _, first, summary = _train(tmp_path / "split", 10, abort_at=5)
-    assert summary["aborted"] and summary["iterations"] == 5
+    assert summary["aborted"] and summary["steps"] == 5
     assert first == full_records[:5]
     resumed, rest, summary = _train(tmp_path / "split", 10, resume=True)
-    assert not summary["aborted"] and summary["iterations"] == 10
+    assert not summary["aborted"] and summary["steps"] == 10
     # The next k losses after the resume equal the uninterrupted run's, bit for bit.
     assert rest == full_records[5:]
     assert any("r1_penalty" in r for r in rest) and any("pl_penalty" in r for r in rest)
@@ -70,7 +67,7 @@ def test_resume_after_interruption_is_bit_exact(tmp_path):
 def test_stats_samples_and_checkpoint_files(tmp_path):
     _train(tmp_path / "run", 3)
     stats = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
-    assert [s["iteration"] for s in stats] == [1, 2, 3]
+    assert [s["step"] for s in stats] == [1, 2, 3]
     assert all(np.isfinite(s["loss_G"]) and np.isfinite(s["loss_D"]) for s in stats)
     assert (tmp_path / "run" / "samples" / "latest.png").stat().st_size > 0
     nets = load_networks(tmp_path / "run")
@@ -130,13 +127,13 @@ def test_cli_refuses_to_overwrite_and_resumes(tmp_path):
     first = call("--steps", "3")
     assert first.returncode == 0, first.stderr[-2000:]
     events = [json.loads(line) for line in first.stdout.splitlines() if line.startswith("{")]
-    assert events[0]["event"] == "start" and events[-1]["event"] == "done" and events[-1]["iterations"] == 3
+    assert events[0]["event"] == "start" and events[-1]["event"] == "done" and events[-1]["steps"] == 3
     again = call("--steps", "5")
     assert again.returncode != 0 and "--resume" in again.stderr
     resumed = call("--steps", "5", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     stats = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
-    assert stats[-1]["iteration"] == 5
+    assert stats[-1]["step"] == 5
 
 
 def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path):
@@ -160,4 +157,4 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path):
         cmd + ["--steps", str(stopped + 2), "--resume"], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert json.loads(stats.read_text().splitlines()[-1])["iteration"] == stopped + 2
+    assert json.loads(stats.read_text().splitlines()[-1])["step"] == stopped + 2

@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from training.errors import DatasetError, TrainingError
+from training.loop import Budget, LoopOptions, train_loop
+from training.loop import resume as resume_run
 from training.runs import AbortFlag, RunDir
 from training.ugatit.config import PRESETS, TrainConfig
 from training.ugatit.data import DomainSampler, load_domain
 from training.ugatit.networks import LIN, AdaLIN
-from training.ugatit.train import LoopOptions, Trainer, train_loop
+from training.ugatit.train import Trainer
 
 CFG = PRESETS["tiny"]
 LOSSES = ("loss_D", "loss_G", "adv_D", "adv_G", "cycle", "identity", "cam_G", "lr", "rho_mean")
@@ -28,18 +30,17 @@ def _train(root, toy, steps, abort_at=None, resume=False, cfg=CFG):
     torch.set_num_threads(1)
     run = RunDir.open(root, "ugatit", cfg.to_dict(), resume=resume)
     trainer = Trainer(cfg, *toy, total_steps=steps)
-    if resume:
-        trainer.load(*run.load_checkpoint())
+    clock = resume_run(trainer, run) if resume else None
     records = []
     abort = AbortFlag()
 
     def on_iteration(t, stats):
-        records.append({k: stats[k] for k in LOSSES} | {"iteration": t.iteration})
+        records.append({k: (stats | t.gauges())[k] for k in LOSSES} | {"iteration": t.iteration})
         if t.iteration == abort_at:
             abort.request()
 
-    summary = train_loop(trainer, run, LoopOptions(log_every=2, sample_every=100, ckpt_every=100), abort=abort,
-                         on_iteration=on_iteration)  # fmt: skip
+    options = LoopOptions(Budget(steps=steps), log_every=2, sample_every=100, ckpt_every=100)
+    summary = train_loop([(trainer, run)], options, "ugatit", abort=abort, clock=clock, on_step=on_iteration)
     run.close()
     return trainer, records, summary
 
@@ -50,7 +51,7 @@ def _mean_colour(x: torch.Tensor) -> torch.Tensor:
 
 def test_tiny_run_learns_the_toy_translation(tmp_path, toy):
     trainer, records, summary = _train(tmp_path / "run", toy, 30)
-    assert summary["iterations"] == 30 and not summary["aborted"]
+    assert summary["steps"] == 30 and not summary["aborted"]
     first, last = records[:5], records[-5:]
     for key in ("loss_G", "cycle", "identity", "adv_G"):
         assert np.mean([r[key] for r in last]) < 0.95 * np.mean([r[key] for r in first]), key
@@ -67,13 +68,13 @@ def test_tiny_run_learns_the_toy_translation(tmp_path, toy):
 def test_resume_after_interruption_is_bit_exact(tmp_path, toy):
     full, full_records, _ = _train(tmp_path / "full", toy, 6)
     _, first, summary = _train(tmp_path / "split", toy, 6, abort_at=3)
-    assert summary["aborted"] and summary["iterations"] == 3
+    assert summary["aborted"] and summary["steps"] == 3
     assert first == full_records[:3]
     resumed, rest, summary = _train(tmp_path / "split", toy, 6, resume=True)
-    assert summary["iterations"] == 6 and not summary["aborted"]
+    assert summary["steps"] == 6 and not summary["aborted"]
     assert rest == full_records[3:]  # the next k losses equal the uninterrupted run's, bit for bit
-    assert full.model_dict()["step"] == resumed.model_dict()["step"] == 6
-    a, b = full.model_dict(), resumed.model_dict()
+    a, b = full.state()[0], resumed.state()[0]
+    assert a["step"] == b["step"] == 6
     for group in ("params", "params_ema"):
         for net, state in a[group].items():
             assert all(torch.equal(state[k], b[group][net][k]) for k in state), (group, net)
@@ -82,8 +83,8 @@ def test_resume_after_interruption_is_bit_exact(tmp_path, toy):
 def test_run_directory_holds_stats_samples_and_a_complete_checkpoint(tmp_path, toy):
     _train(tmp_path / "run", toy, 4)
     stats = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
-    assert [s["iteration"] for s in stats] == [2, 4]
-    assert all(np.isfinite(s["loss_G"]) and s["it_per_s"] > 0 for s in stats)
+    assert [s["step"] for s in stats] == [2, 4]
+    assert all(np.isfinite(s["loss_G"]) and s["steps_per_s"] > 0 and s["cpu_minutes"] > 0 for s in stats)
     grid = cv2.imread(str(tmp_path / "run" / "samples" / "latest.png"))
     assert grid.shape == (8 * 34 + 2, 4 * 34 + 2, 3)  # 8 rows (A, CAM, A→B, A→B→A, B, ...) × 4 samples
     model, state = RunDir(tmp_path / "run", "ugatit").load_checkpoint()
@@ -91,7 +92,7 @@ def test_run_directory_holds_stats_samples_and_a_complete_checkpoint(tmp_path, t
     assert set(model["params"]) == {"genA2B", "genB2A", "disGA", "disGB", "disLA", "disLB"}
     assert set(model["params_ema"]) == {"genA2B", "genB2A"}
     assert model["init_kwargs"]["generator"] == CFG.generator().to_dict()
-    assert {"opt_G", "opt_D", "iteration", "rng"} <= set(state)
+    assert {"opt_G", "opt_D", "iteration", "rng", "clock"} <= set(state)
 
 
 def test_rho_stays_in_unit_interval_under_a_huge_learning_rate(toy):

@@ -11,8 +11,8 @@ import torch
 from engine.bundle import sha256_file
 from training.cli import main
 from training.errors import TrainingError
+from training.images import to_tensor, to_uint8
 from training.pairs import FolderPairs, TeacherPairs
-from training.stylegan.images import from_uint8, to_uint8
 from training.ugatit.translate import UgatitTeacher, load_translator
 
 
@@ -37,7 +37,7 @@ def test_teacher_translates_with_the_ema_generator_at_its_resolution(trained, to
     photo = cv2.imread(str(faces / "000.png"))  # 48² BGR
     native = cv2.resize(photo, (32, 32), interpolation=cv2.INTER_AREA)
     with torch.no_grad():
-        expected = to_uint8(G(from_uint8(cv2.cvtColor(native, cv2.COLOR_BGR2RGB)[None]))[0])[0]
+        expected = to_uint8(G(to_tensor(cv2.cvtColor(native, cv2.COLOR_BGR2RGB)[None], "rgb"))[0], "rgb")[0]
     out_native = teacher([native])[0]
     assert np.array_equal(out_native, cv2.cvtColor(expected, cv2.COLOR_RGB2BGR))
     batched, out_48 = teacher([native, photo])
@@ -70,7 +70,8 @@ def test_pairs_stage_writes_a_folder_the_student_reads_and_resumes(trained, toy_
         pair = pairs.pair(key)
         photo = cv2.imread(str(faces / f"{key}.png"))
         assert np.array_equal(pair.photo, photo)
-        assert np.array_equal(pair.stylized, teacher([photo])[0])
+        # batch 5 against batch 1: CPU kernels may round differently (one grey level, seen on AMX cores)
+        assert np.abs(pair.stylized.astype(int) - teacher([photo])[0]).max() <= 1
     manifest = json.loads((out / "teacher.json").read_text())["teacher"]
     model_file = trained / "checkpoints" / "model.json"
     assert manifest["sha256"] == sha256_file(model_file) and manifest["step"] == 3
