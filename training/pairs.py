@@ -30,6 +30,8 @@ import numpy as np
 
 from training.errors import DatasetError, TrainingError
 from training.images import resize_antialiased
+from training.loop import ABORTED_EXIT
+from training.options import add_config_arguments, apply_flags, opt
 from training.prepare import IMAGE_EXTS, MANIFEST, Manifest
 from training.runs import AbortFlag, Progress, RunDir, abort_on_signals
 from training.teachers.masks import BlendTargets, keep_skin_tone
@@ -311,57 +313,88 @@ def _monochrome(teacher) -> bool:
     return float(np.abs(lab[:, :, 1:] - 128).mean()) < 2.0
 
 
+@dataclass(frozen=True)
+class PairsConfig:
+    size: int | None = opt(None, "side of the written pairs (default: as the photos are stored)")
+    alpha: bool = opt(True, "write alpha targets (needs --masks)")
+    skin_tone: str = opt(
+        "auto",
+        "keep the photo's skin tone (auto: for colour teachers, when --masks has the skin model)",
+        choices=("auto", "keep", "teacher"),
+    )
+    batch: int = opt(8, "photos stylized per teacher call")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--teacher", default="ink", help="'ink', 'ugatit:RUN' (a U-GAT-IT run) or a teacher folder (teacher.json)"
     )
     parser.add_argument("--photos", type=Path, required=True, help="a `train prepare` folder or aligned photos")
     parser.add_argument("--out", type=Path, required=True, help="pairs folder to write (photos/, stylized/)")
-    parser.add_argument("--size", type=int, help="side of the written pairs (default: as the photos are stored)")
     parser.add_argument("--masks", type=Path, help="mask-model folder (skin_clothes_hair.json, hair.json)")
-    parser.add_argument("--no-alpha", dest="alpha", action="store_false", help="write no alpha targets")
-    parser.add_argument(
-        "--skin-tone",
-        choices=["auto", "keep", "teacher"],
-        default="auto",
-        help="keep the photo's skin tone (auto: for colour teachers, when --masks has the skin model)",
-    )
-    parser.add_argument("--batch", type=int, default=8)
+    add_config_arguments(parser, PairsConfig)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch and teacher runtimes)")
+
+
+def make_pairs(
+    teacher_name: str,
+    photos: Path,
+    out: Path,
+    cfg: PairsConfig,
+    progress: Progress,
+    abort: AbortFlag,
+    masks: Path | None = None,
+    device: str = "cpu",
+    threads: int = 1,
+) -> int:
+    """The ``pairs`` stage: stylize ``photos`` with a teacher into the pairs folder ``out`` (resumable);
+    returns the number of pairs written now. ``threads`` is the teacher runtimes' own setting."""
+    from training.teachers.masks import BlendTargets, open_mask_models
+
+    teacher = resolve_teacher(teacher_name, device, threads)
+    models = open_mask_models(masks, threads) if cfg.alpha else {}
+    skin_tone = cfg.skin_tone == "keep" or (
+        cfg.skin_tone == "auto" and teacher.colour and "skin_clothes_hair" in models
+    )
+    record = {
+        "teacher": teacher.record,
+        "size": cfg.size,
+        "alpha": cfg.alpha,
+        "masks": sorted(m.spec.sha256 for m in models.values()),
+        "skin_tone": "keep" if skin_tone else "teacher",
+    }
+    check_source(out, record)
+    run_dir = RunDir.open(out, "pairs", {"teacher": teacher_name, "photos": str(photos), "batch": cfg.batch, **record})
+    targets = BlendTargets(models) if cfg.alpha else None
+    try:
+        source = TeacherPairs(photos, teacher.stylize, teacher.name, cfg.size, targets, skin_tone)
+        (out / SOURCE_FILE).write_text(json.dumps(record, indent=1))
+        written = write_pairs(source, out, cfg.batch, progress, abort)
+    finally:
+        run_dir.close()
+        if targets is not None:
+            targets.close()
+    log.info("%d pairs written now, %d in %s (skin tone: %s)", written, len(source), out, record["skin_tone"])
+    return written
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from training.teachers.masks import BlendTargets, open_mask_models
-
     torch.set_num_threads(args.threads)
-    teacher = resolve_teacher(args.teacher, args.device, args.threads)
-    models = open_mask_models(args.masks, args.threads) if args.alpha else {}
-    skin_tone = args.skin_tone == "keep" or (
-        args.skin_tone == "auto" and teacher.colour and "skin_clothes_hair" in models
-    )
-    record = {
-        "teacher": teacher.record,
-        "size": args.size,
-        "alpha": args.alpha,
-        "masks": sorted(m.spec.sha256 for m in models.values()),
-        "skin_tone": "keep" if skin_tone else "teacher",
-    }
-    check_source(args.out, record)
-    options = {"teacher": args.teacher, "photos": str(args.photos), "batch": args.batch, **record}
-    run_dir = RunDir.open(args.out, "pairs", options)
     abort = AbortFlag()
-    targets = BlendTargets(models) if args.alpha else None
-    try:
-        source = TeacherPairs(args.photos, teacher.stylize, teacher.name, args.size, targets, skin_tone)
-        (args.out / SOURCE_FILE).write_text(json.dumps(record, indent=1))
-        with abort_on_signals(abort):
-            written = write_pairs(source, args.out, args.batch, Progress(args.progress), abort)
-    finally:
-        run_dir.close()
-        if targets is not None:
-            targets.close()
-    log.info("%d pairs written now, %d in %s (skin tone: %s)", written, len(source), args.out, record["skin_tone"])
-    return 130 if abort else 0
+    with abort_on_signals(abort):
+        cfg = apply_flags(PairsConfig(), args)
+        make_pairs(
+            args.teacher,
+            args.photos,
+            args.out,
+            cfg,
+            Progress(args.progress),
+            abort,
+            args.masks,
+            args.device,
+            args.threads,
+        )
+    return ABORTED_EXIT if abort else 0

@@ -33,6 +33,8 @@ import numpy as np
 from engine.align import FFHQ_TEMPLATE, similarity_from_landmarks, warp_crop
 from engine.tracking import LargestFaceFinder
 from training.errors import DatasetError
+from training.loop import ABORTED_EXIT
+from training.options import add_config_arguments, apply_flags, opt
 from training.runs import AbortFlag, Progress, RunDir, abort_on_signals
 
 log = logging.getLogger(__name__)
@@ -44,12 +46,12 @@ MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    size: int = 256
-    every_seconds: float = 0.5  # video frame sampling interval
-    max_frames_per_video: int = 60
-    min_face: int = 64  # smallest accepted crop side in source pixels (smaller faces upscale to mush)
-    dedup: float = 3.0  # mean |grey difference| of 32² thumbnails below which a crop is a duplicate
-    holdout: float = 0.15  # fraction of sources held back for evaluation
+    size: int = opt(256, "side of the aligned crops")
+    every_seconds: float = opt(0.5, "video frame sampling interval (seconds)")
+    max_frames_per_video: int = opt(60, "frames taken from one video at most")
+    min_face: int = opt(64, "smallest accepted face side in source pixels (smaller faces upscale to mush)")
+    dedup: float = opt(3.0, "mean |grey difference| of 32² thumbnails below which a crop is a duplicate")
+    holdout: float = opt(0.15, "fraction of sources held back for evaluation")
 
 
 @dataclass
@@ -250,34 +252,25 @@ def load_crops(folder: Path, split: str | None = None) -> list[Path]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = PrepareConfig()
     parser.add_argument("inputs", nargs="+", type=Path, help="photo folders, photos or videos")
     parser.add_argument("--out", type=Path, required=True, help="output folder (crops/ + manifest.json)")
-    parser.add_argument("--size", type=int, default=d.size)
-    parser.add_argument("--every-seconds", type=float, default=d.every_seconds, help="video frame sampling")
-    parser.add_argument("--max-frames-per-video", type=int, default=d.max_frames_per_video)
-    parser.add_argument("--min-face", type=int, default=d.min_face, help="smallest face side in pixels")
-    parser.add_argument("--dedup", type=float, default=d.dedup, help="near-duplicate threshold (grey levels)")
-    parser.add_argument("--holdout", type=float, default=d.holdout, help="fraction of sources held back")
+    add_config_arguments(parser, PrepareConfig)
 
 
-def run(args: argparse.Namespace) -> int:
-    cfg = PrepareConfig(
-        size=args.size,
-        every_seconds=args.every_seconds,
-        max_frames_per_video=args.max_frames_per_video,
-        min_face=args.min_face,
-        dedup=args.dedup,
-        holdout=args.holdout,
-    )
-    options = {"inputs": [str(p) for p in args.inputs], **asdict(cfg)}
-    run_dir = RunDir.open(args.out, "prepare", options)
-    abort = AbortFlag()
+def prepare_folder(inputs: list[Path], out: Path, cfg: PrepareConfig, progress: Progress, abort: AbortFlag) -> Manifest:
+    """The ``prepare`` stage: :func:`prepare` inside its run directory (options, log)."""
+    run_dir = RunDir.open(out, "prepare", {"inputs": [str(p) for p in inputs], **asdict(cfg)})
     try:
-        with abort_on_signals(abort):
-            manifest = prepare(args.inputs, args.out, cfg, Progress(args.progress), abort)
+        manifest = prepare(inputs, out, cfg, progress, abort)
     finally:
         run_dir.close()
     splits = {s: sum(it["split"] == s for it in manifest.items) for s in ("train", "heldout")}
-    log.info("%d crops (%s), %d skipped -> %s", len(manifest.items), splits, len(manifest.skipped), args.out)
-    return 1 if abort else 0
+    log.info("%d crops (%s), %d skipped -> %s", len(manifest.items), splits, len(manifest.skipped), out)
+    return manifest
+
+
+def run(args: argparse.Namespace) -> int:
+    abort = AbortFlag()
+    with abort_on_signals(abort):
+        prepare_folder(args.inputs, args.out, apply_flags(PrepareConfig(), args), Progress(args.progress), abort)
+    return ABORTED_EXIT if abort else 0

@@ -12,9 +12,9 @@ Four starting points:
   U-GAT-IT between real faces and that set → translated pairs.
 
 then students in the preset's tiers → ONNX/MNN export → bundle → installed into a models folder.
-Each step is an ordinary stage run through the same CLI (so its options, checks and resume logic are
-the stage's own) in its own sub-directory of ``--run``; running the same command again resumes where
-it stopped and skips finished steps.
+Each step calls a stage's own function with its typed config (so its checks and resume logic are the
+stage's own), in its own sub-directory of ``--run``; running the same command again resumes where it
+stopped and skips finished steps. Process-wide settings (torch threads, logging) are made once, here.
 """
 
 from __future__ import annotations
@@ -24,10 +24,13 @@ import json
 import logging
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.bundle import load_bundle
 from training.errors import TrainingError
+from training.loop import ABORTED_EXIT, Budget
+from training.runs import AbortFlag, Progress, abort_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +38,16 @@ SOURCES = ("teacher", "ink", "pairs", "styles")
 TIERS_BY_PRESET = {"tiny": ["light"], "cpu": ["light", "standard"], "gpu": ["light", "standard", "high"]}
 TEACHER_TIERS = {"tiny": ["light"], "cpu": ["light", "standard", "high"], "gpu": ["light", "standard", "high"]}
 # Teacher route, cpu preset: steps from scratch and when fine-tuning a parent style's students.
-TEACHER_STEPS = {"scratch": "600", "finetune": "300"}
+TEACHER_STEPS = {"scratch": 600, "finetune": 300}
 TEACHER_INPUT = 512  # faces are aligned at this side for the teachers (their preferred input); pairs are 256²
 STYLE_SET_SIZE = {"tiny": 16, "cpu": 500, "gpu": 5000}
 UGATIT_STEPS = {"tiny": 4, "cpu": 1200, "gpu": 100_000}
-STYLEGAN_BUDGET = {"tiny": ["--steps", "4"], "cpu": ["--wall-minutes", "60"], "gpu": ["--kimg", "2000"]}
+STYLEGAN_BUDGET = {"tiny": dict(steps=4), "cpu": dict(wall_minutes=60), "gpu": dict(kimg=2000)}
 DONE = ".done"
+
+
+class Aborted(Exception):
+    """A step stopped on request (its checkpoint is saved); the recipe stops before the next one."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,164 +63,172 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style-id", required=True, help="id of the bundle to build")
     parser.add_argument("--run", type=Path, help="run root (default: runs/<style-id>)")
     parser.add_argument("--install-to", type=Path, help="models folder to install the bundle into")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per stage")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
 
 
 class Recipe:
-    """Runs the steps of one ``train all`` call; each step is a stage in its own folder of the run root."""
+    """The steps of one ``train all`` call; each is a stage run in its own folder of the run root."""
 
-    def __init__(self, root: Path, progress: str, threads: int) -> None:
-        self.root, self.progress, self.threads = root, progress, threads
+    def __init__(self, root: Path, progress: Progress, abort: AbortFlag) -> None:
+        self.root, self.progress, self.abort = root, progress, abort
 
-    def stage(self, argv: list[str], threaded: bool = True) -> None:
-        """Run one stage through the training CLI; a failing stage stops the recipe."""
-        from training.cli import main as cli_main
-
-        log.info("train %s", " ".join(argv))
-        threads = ["--threads", str(self.threads)] if threaded else []
-        code = cli_main([*argv, *threads, "--progress", self.progress])
-        if code != 0:
-            raise TrainingError(f"stage '{argv[0]}' stopped with exit code {code}; run the same command to resume")
-
-    def step(self, name: str, argv: list[str], resumable: bool = False, threaded: bool = True) -> Path:
-        """Run ``argv`` (where ``{dir}`` is the step's folder) unless an earlier call finished it."""
+    def step(self, name: str, work: Callable[[Path, bool], object]) -> Path:
+        """Run ``work(folder, resume)`` unless an earlier call finished it; ``resume`` is True when an earlier
+        call started it. Raises :class:`Aborted` when the step was stopped on request."""
         folder = self.root / name
         if not (folder / DONE).exists():
-            args = [str(folder) if a == "{dir}" else a for a in argv]
-            if resumable and (folder / "options.json").exists():
-                args.append("--resume")
-            self.stage(args, threaded)
+            log.info("step %s", name)
+            work(folder, (folder / "options.json").exists())
+            if self.abort:
+                raise Aborted(name)
             folder.mkdir(parents=True, exist_ok=True)
             (folder / DONE).write_text("")
         return folder
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
     root = args.run or Path("runs") / args.style_id
     root.mkdir(parents=True, exist_ok=True)
-    preset = args.preset
-    device = ["--device", args.device]
-    recipe = Recipe(root, args.progress, args.threads)
+    abort = AbortFlag()
+    recipe = Recipe(root, Progress(args.progress), abort)
+    try:
+        with abort_on_signals(abort):
+            if args.source == "teacher":
+                runs, pairs, data = _teacher_route(args, recipe)
+            else:
+                runs, pairs, data = _classic_route(args, recipe)
+            _export_and_install(args, recipe, runs, pairs, data)
+    except Aborted as stopped:
+        log.warning("stopped in step %s; run the same command to resume", stopped)
+        return ABORTED_EXIT
+    return 0
 
-    if args.source == "teacher":
-        return _teacher_route(args, recipe, root)
+
+def _classic_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path], Path, str]:
+    """ink / pairs / styles: (faces →) pairs → one student run per tier of the preset."""
+    from training.pairs import PairsConfig, make_pairs
+    from training.prepare import PrepareConfig, prepare_folder
+    from training.student.train import config_from, student_stage
+
     if len(args.data) != 1:
         raise TrainingError(f"--source {args.source} takes one --data folder")
-    args.data = args.data[0]
-    pairs = args.data
+    data, preset, progress, abort = args.data[0], args.preset, recipe.progress, recipe.abort
+    pairs = data
     if args.source in ("ink", "styles"):
-        face_inputs = args.faces or ([args.data] if args.source == "ink" else [])
+        face_inputs = args.faces or ([data] if args.source == "ink" else [])
         if not face_inputs:
             raise TrainingError("--source styles needs --faces: real face photos or videos to translate")
-        faces = recipe.step("faces", ["prepare", *map(str, face_inputs), "--out", "{dir}"], threaded=False)
-        if args.source == "ink":
-            pairs = recipe.step(
-                "pairs", ["pairs", "--teacher", "ink", "--photos", str(faces), "--out", "{dir}", *device]
-            )
-        else:
-            gan = recipe.step(
-                "stylegan",
-                [
-                    "stylegan",
-                    "--data",
-                    str(args.data),
-                    "--run",
-                    "{dir}",
-                    "--preset",
-                    preset,
-                    *STYLEGAN_BUDGET[preset],
-                    *device,
-                ],
-                resumable=True,
-            )
-            count = str(STYLE_SET_SIZE[preset])
-            style_set = recipe.step(
-                "style_set", ["generate", "--generator", str(gan), "--out", "{dir}", "--count", count]
-            )
-            translator = recipe.step(
-                "ugatit",
-                [
-                    "ugatit",
-                    "--faces",
-                    str(faces),
-                    "--styles",
-                    str(style_set / "images"),
-                    "--run",
-                    "{dir}",
-                    "--preset",
-                    preset,
-                    "--steps",
-                    str(UGATIT_STEPS[preset]),
-                    *device,
-                ],
-                resumable=True,
-            )
-            pairs = recipe.step(
-                "pairs",
-                ["pairs", "--teacher", f"ugatit:{translator}", "--photos", str(faces), "--out", "{dir}", *device],
-            )
-
-    student_runs = [
+        faces = recipe.step("faces", lambda out, _: prepare_folder(face_inputs, out, PrepareConfig(), progress, abort))
+        teacher = "ink" if args.source == "ink" else f"ugatit:{_styles_translator(args, recipe, data, faces)}"
+        pairs = recipe.step(
+            "pairs",
+            lambda out, _: make_pairs(
+                teacher, faces, out, PairsConfig(), progress, abort, None, args.device, args.threads
+            ),
+        )
+    cfg = config_from(preset)
+    runs = [
         recipe.step(
             f"student-{tier}",
-            ["student", "--pairs", str(pairs), "--run", "{dir}", "--tier", tier, "--preset", preset, *device],
-            resumable=True,
+            lambda out, resume, tier=tier: student_stage(
+                pairs, out, [tier], cfg, progress, abort, resume=resume, device=args.device, labels={"preset": preset}
+            ),
         )
         for tier in TIERS_BY_PRESET[preset]
     ]
-    return _export_and_install(args, recipe, root, student_runs, pairs, f"{args.source}: {args.data}")
+    return runs, pairs, f"{args.source}: {data}"
 
 
-def _teacher_route(args: argparse.Namespace, recipe: Recipe, root: Path) -> int:
-    """prepare (at the teacher's input side) -> teacher pairs -> three tiers side by side -> export."""
+def _styles_translator(args: argparse.Namespace, recipe: Recipe, styles: Path, faces: Path) -> Path:
+    """StyleGAN2-ADA on the style images → a generated style set → U-GAT-IT between faces and that set."""
+    from training.stylegan.config import PRESETS as GAN_PRESETS
+    from training.stylegan.generate import generate_set
+    from training.stylegan.train import budget_of, stylegan_stage
+    from training.ugatit.config import PRESETS as UGATIT_PRESETS
+    from training.ugatit.train import ugatit_stage
+
+    preset, progress, abort, device = args.preset, recipe.progress, recipe.abort, args.device
+    gan_cfg = GAN_PRESETS[preset]
+    gan_budget = budget_of(gan_cfg, **STYLEGAN_BUDGET[preset])
+    gan = recipe.step(
+        "stylegan",
+        lambda out, resume: stylegan_stage([styles], out, gan_cfg, gan_budget, progress, abort, None, resume, device),
+    )
+    style_set = recipe.step("style_set", lambda out, _: generate_set(gan, out, progress, count=STYLE_SET_SIZE[preset]))
+    steps = Budget(steps=UGATIT_STEPS[preset])
+    cfg = UGATIT_PRESETS[preset]
+    return recipe.step(
+        "ugatit",
+        lambda out, resume: ugatit_stage(
+            [faces], [style_set / "images"], out, cfg, steps, progress, abort, resume, device
+        ),
+    )
+
+
+def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path], Path, str]:
+    """prepare (at the teacher's input side) -> teacher pairs -> three tiers side by side."""
+    from dataclasses import replace
+
     from training.modules import cpu_has_native_bf16
+    from training.pairs import PairsConfig, make_pairs
+    from training.prepare import PrepareConfig, prepare_folder
+    from training.student.train import config_from, student_stage, tier_runs
     from training.teachers.network import load_teacher_spec
 
     if args.teacher is None:
         raise TrainingError("--source teacher needs --teacher: a folder with a teacher.json")
     spec = load_teacher_spec(args.teacher)  # fail before any work on a bad teacher
     masks = args.masks or (spec.path.parent.parent / "masks")
-    device = ["--device", args.device]
+    progress, abort, device = recipe.progress, recipe.abort, args.device
     faces = recipe.step(
-        "faces", ["prepare", *map(str, args.data), "--out", "{dir}", "--size", str(TEACHER_INPUT)], threaded=False
+        "faces",
+        lambda out, _: prepare_folder(args.data, out, PrepareConfig(size=TEACHER_INPUT), progress, abort),
     )
-    pairs_argv = ["pairs", "--teacher", str(args.teacher), "--photos", str(faces), "--out", "{dir}", "--size", "256"]
-    if masks.is_dir():
-        pairs_argv += ["--masks", str(masks)]
-    pairs = recipe.step("pairs", [*pairs_argv, *device])
+    pairs = recipe.step(
+        "pairs",
+        lambda out, _: make_pairs(
+            str(args.teacher),
+            faces,
+            out,
+            PairsConfig(size=256),
+            progress,
+            abort,
+            masks if masks.is_dir() else None,
+            device,
+            args.threads,
+        ),
+    )
     tiers = TEACHER_TIERS[args.preset]
-    student_argv = ["student", "--pairs", str(pairs), "--run", "{dir}", "--tier", *tiers, "--preset", args.preset]
+    cfg = config_from(args.preset)
     if args.preset == "cpu":
         steps = TEACHER_STEPS["finetune" if args.init_from else "scratch"]
-        student_argv += ["--steps", steps, "--gan-start", str(int(steps) // 4)]
-    if args.init_from:
-        student_argv += ["--init-from", str(args.init_from)]
-    if args.device == "cpu" and cpu_has_native_bf16():
-        student_argv.append("--bf16")
-    students = recipe.step("students", [*student_argv, *device], resumable=True)
-    runs = [students] if len(tiers) == 1 else [students / t for t in tiers]
-    data = f"teacher {spec.id} on faces of {', '.join(map(str, args.data))}"
-    return _export_and_install(args, recipe, root, runs, pairs, data)
+        cfg = replace(cfg, steps=steps, gan_start=steps // 4)
+    if device == "cpu" and cpu_has_native_bf16():
+        cfg = replace(cfg, bf16=True)
+    labels = {"preset": args.preset}
+    students = recipe.step(
+        "students",
+        lambda out, resume: student_stage(
+            pairs, out, tiers, cfg, progress, abort, args.init_from, resume, device, labels
+        ),
+    )
+    return tier_runs(students, tiers), pairs, f"teacher {spec.id} on faces of {', '.join(map(str, args.data))}"
 
 
-def _export_and_install(
-    args: argparse.Namespace,
-    recipe: Recipe,
-    root: Path,
-    student_runs: list[Path],
-    pairs: Path,
-    data: str,
-) -> int:
-    bundle_dir = root / "bundle" / args.style_id
-    argv = ["export", "--runs", *map(str, student_runs), "--out", str(bundle_dir), "--style-id", args.style_id]
-    recipe.stage([*argv, "--pairs", str(pairs), "--data", data], threaded=False)
+def _export_and_install(args: argparse.Namespace, recipe: Recipe, runs: list[Path], pairs: Path, data: str) -> None:
+    from training.student.export import export_bundle
+
+    bundle_dir = recipe.root / "bundle" / args.style_id
+    export_bundle(runs, bundle_dir, args.style_id, pairs=pairs, data=data)
     installed = install(bundle_dir, args.install_to) if args.install_to else bundle_dir
     if args.progress == "json":
         sys.stdout.write(json.dumps({"event": "installed", "style_id": args.style_id, "path": str(installed)}) + "\n")
         sys.stdout.flush()
     log.info("style %s ready in %s", args.style_id, installed)
-    return 0
 
 
 def install(bundle_dir: Path, models_dir: Path) -> Path:

@@ -17,16 +17,17 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from training import pretrained
+from training.options import opt
 
 
 @dataclass(frozen=True)
 class LossWeights:
-    l1: float = 1.0
-    perceptual: float = 1.0  # 0 disables the VGG16 loss
-    gan: float = 0.1  # 0 disables the discriminator
-    edge: bool = True  # edge-promoting fakes for D (needs gan > 0)
-    identity: float = 0.0  # SFace identity loss (0 = off)
-    alpha: float = 1.0  # L1 of the predicted blend mask (when the pairs have alpha targets)
+    l1: float = opt(1.0, "weight of the L1 loss")
+    perceptual: float = opt(1.0, "weight of the VGG16 loss (0: off)")
+    gan: float = opt(0.1, "weight of the adversarial loss (0: no discriminator)")
+    edge: bool = opt(True, "edge-smoothed targets as extra discriminator fakes (needs a GAN weight)", flag="edge-fakes")
+    identity: float = opt(0.0, "weight of the SFace identity loss (0: off)")
+    alpha: float = opt(1.0, "weight of the L1 of the predicted blend mask (pairs with alpha targets)")
 
 
 class PatchDiscriminator(nn.Module):

@@ -25,6 +25,7 @@ from training.errors import DatasetError, TrainingError
 from training.images import to_uint8
 from training.loop import ABORTED_EXIT, Budget, LoopOptions, resume, train_loop
 from training.modules import count_params, cpu_has_native_bf16, load_strict, ramped_decay, update_ema
+from training.options import SKIP, add_config_arguments, apply_flags, opt
 from training.pairs import FolderPairs
 from training.runs import (
     AbortFlag,
@@ -52,23 +53,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StudentConfig:
-    tier: str = "light"
-    crop: int = 128
-    batch: int = 8
-    steps: int = 3000
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    gan_start: int = 300
-    weights: LossWeights = field(default_factory=LossWeights)
-    augment: bool = True
-    ema: float = 0.999
-    seed: int = 0
-    min_pairs: int = 16
-    d_base: int = 32
-    bf16: bool = False
-    log_every: int = 50
-    sample_every: int = 500
-    ckpt_every: int = 250
+    tier: str = field(default="light", metadata=SKIP)  # --tier takes several, trained side by side
+    crop: int = opt(128, "side of the random training crops")
+    batch: int = opt(8, "pairs per step")
+    steps: int = opt(3000, "training steps")
+    lr_g: float = opt(2e-4, "student learning rate")
+    lr_d: float = opt(2e-4, "discriminator learning rate")
+    gan_start: int = opt(300, "step at which the adversarial loss starts")
+    weights: LossWeights = field(default_factory=LossWeights, metadata={"suffix": "-weight"})
+    augment: bool = opt(True, "photo-side augmentation (blur, noise, JPEG, colour)")
+    ema: float = opt(0.999, "EMA decay of the exported student")
+    seed: int = opt(0, "random seed")
+    min_pairs: int = opt(16, "fewest training pairs accepted")
+    d_base: int = opt(32, "discriminator width")
+    bf16: bool = opt(False, "bfloat16 autocast (refused on CPUs without native bf16)")
+    log_every: int = opt(50, "steps between stats records")
+    sample_every: int = opt(500, "steps between sample grids")
+    ckpt_every: int = opt(250, "steps between checkpoints")
 
 
 PRESETS: dict[str, dict] = {
@@ -385,23 +386,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tier", nargs="+", default=["light"], choices=list(TIERS), help="one tier, or several trained side by side"
     )
-    parser.add_argument("--preset", default="cpu", choices=list(PRESETS))
+    parser.add_argument("--preset", default="cpu", choices=list(PRESETS), help="defaults of the options below")
     parser.add_argument("--ablation", choices=list(ABLATION_ROWS), help="loss set of one published ablation row")
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--batch", type=int)
-    parser.add_argument("--crop", type=int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--gan-start", type=int, help="step at which the adversarial loss starts")
+    add_config_arguments(parser, StudentConfig)
     parser.add_argument(
         "--init-from",
         type=Path,
         help="fine-tune: start from this run's (or a model file's) student; with several tiers, a"
         " folder holding one run per tier",
     )
-    parser.add_argument("--gan-weight", type=float, help="weight of the adversarial loss (preset default 0.1)")
-    parser.add_argument("--perceptual-weight", type=float, help="weight of the VGG16 loss (preset default 1)")
-    parser.add_argument("--identity", type=float, help="weight of the SFace identity loss (default 0: off)")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (refused on CPUs without native bf16)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
@@ -414,40 +407,59 @@ def tier_runs(run: Path, tiers: list[str]) -> list[Path]:
     return [run] if len(tiers) == 1 else [run / t for t in tiers]
 
 
-def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    overrides = dict(steps=args.steps, batch=args.batch, crop=args.crop, seed=args.seed, gan_start=args.gan_start)
-    if args.ablation:
-        overrides |= ABLATION_ROWS[args.ablation]
-    cfg = config_from(args.preset, **overrides)
-    weights = {"gan": args.gan_weight, "perceptual": args.perceptual_weight, "identity": args.identity}
-    cfg = replace(cfg, weights=replace(cfg.weights, **{k: v for k, v in weights.items() if v is not None}))
-    if args.bf16:
-        if args.device == "cpu" and not cpu_has_native_bf16():
-            raise TrainingError(
-                "--bf16: this CPU has no native bfloat16 (AVX512-BF16/AMX); autocast would be ~100× slower"
-            )
-        cfg = replace(cfg, bf16=True)
-    cfgs = [replace(cfg, tier=t) for t in args.tier]
-    runs = tier_runs(args.run, args.tier)
-    parents = tier_runs(args.init_from, args.tier) if args.init_from else [None] * len(runs)
-    progress, abort = Progress(args.progress), AbortFlag()
+def student_stage(
+    pairs: Path,
+    run: Path,
+    tiers: list[str],
+    cfg: StudentConfig,
+    progress: Progress,
+    abort: AbortFlag,
+    init_from: Path | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    labels: dict | None = None,
+) -> list[dict]:
+    """The ``student`` stage: ``tiers`` trained side by side on ``pairs``, in ``run`` (one folder per tier when
+    there are several); ``labels`` (e.g. the preset) are recorded with the options."""
+    if cfg.bf16 and device == "cpu" and not cpu_has_native_bf16():
+        raise TrainingError("--bf16: this CPU has no native bfloat16 (AVX512-BF16/AMX); autocast would be ~100× slower")
+    cfgs = [replace(cfg, tier=t) for t in tiers]
+    runs = tier_runs(run, tiers)
+    parents = tier_runs(init_from, tiers) if init_from else [None] * len(runs)
     run_dirs = []
     try:
         for c, run_path, parent in zip(cfgs, runs, parents):
-            options = {"pairs": str(args.pairs), "preset": args.preset, "ablation": args.ablation, **asdict(c)}
+            options = {"pairs": str(pairs), **(labels or {}), **asdict(c)}
             if parent:
                 options["init_from"] = str(parent)
-            run_dirs.append(RunDir.open(run_path, "student", options, resume=args.resume))
-        ctxs = [StageContext(r, progress, abort, device=args.device) for r in run_dirs]
-        with abort_on_signals(abort):
-            summaries = train_students(args.pairs, cfgs, ctxs, parents)
-        finished = all(s["finished"] for s in summaries)
-        if finished and args.export_to:
-            from training.student.export import export_bundle
-
-            export_bundle(runs, args.export_to, style_id=args.style_id, pairs=args.pairs)
+            run_dirs.append(RunDir.open(run_path, "student", options, resume=resume))
+        ctxs = [StageContext(r, progress, abort, device=device) for r in run_dirs]
+        return train_students(pairs, cfgs, ctxs, parents)
     finally:
         for r in run_dirs:
             r.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    cfg = config_from(args.preset, **(ABLATION_ROWS[args.ablation] if args.ablation else {}))
+    abort = AbortFlag()
+    with abort_on_signals(abort):
+        summaries = student_stage(
+            args.pairs,
+            args.run,
+            args.tier,
+            apply_flags(cfg, args),
+            Progress(args.progress),
+            abort,
+            args.init_from,
+            args.resume,
+            args.device,
+            {"preset": args.preset, "ablation": args.ablation},
+        )
+    finished = all(s["finished"] for s in summaries)
+    if finished and args.export_to:
+        from training.student.export import export_bundle
+
+        export_bundle(tier_runs(args.run, args.tier), args.export_to, style_id=args.style_id, pairs=args.pairs)
     return 0 if finished else ABORTED_EXIT

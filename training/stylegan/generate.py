@@ -104,38 +104,57 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int)
 
 
-def run(args) -> int:
+def generate_set(
+    generator: Path | str,
+    out: Path,
+    progress: Progress,
+    count: int = 64,
+    seed: int = 0,
+    truncation: float = 0.7,
+    truncation_cutoff: int | None = None,
+    inversion: Path | None = None,
+) -> Path:
+    """The ``generate`` stage: an image set with its manifest from a generator, of random latents (image i
+    uses seed + i) or of an invert-stage folder's W+ latents; returns the manifest's path."""
     from training.stylegan.checkpoint import load_generator
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    G = load_generator(args.generator)
-    out = Path(args.out)
-    progress = Progress(args.progress)
-    info: dict[str, Any] = {"generator": str(args.generator), "resolution": G.img_resolution}
-    if args.from_inversion:
-        ws, sources = load_inversion(Path(args.from_inversion))
+    G = load_generator(generator)
+    info: dict[str, Any] = {"generator": str(generator), "resolution": G.img_resolution}
+    if inversion:
+        ws, sources = load_inversion(Path(inversion))
         if ws.shape[1:] != (G.num_ws, G.w_dim):
             raise TrainingError(
-                f"{args.from_inversion}: latents {tuple(ws.shape[1:])} do not fit this generator "
+                f"{inversion}: latents {tuple(ws.shape[1:])} do not fit this generator "
                 f"({G.num_ws}, {G.w_dim}); invert with a generator of the same architecture"
             )
         records = [{"source": rec.get("source"), "inversion_file": rec.get("file")} for rec in sources]
-        info.update(mode="inversion-synthesis", inversion=str(args.from_inversion))
+        info.update(mode="inversion-synthesis", inversion=str(inversion))
     else:
-        seeds = [args.seed + i for i in range(args.count)]
-        ws = latents_for_seeds(G, seeds, args.truncation, args.truncation_cutoff)
+        seeds = [seed + i for i in range(count)]
+        ws = latents_for_seeds(G, seeds, truncation, truncation_cutoff)
         records = [{"seed": s} for s in seeds]
-        info.update(mode="random", truncation=args.truncation, truncation_cutoff=args.truncation_cutoff)
+        info.update(mode="random", truncation=truncation, truncation_cutoff=truncation_cutoff)
     progress.start("generate", len(ws))
     chunks = []
     for i in range(0, len(ws), 16):
         chunks.append(render(G, ws[i : i + 16]))
         progress.update(min(i + 16, len(ws)), len(ws))
-    manifest = write_image_set(out, np.concatenate(chunks), ws, records, info)
-    if args.video:
-        keys = [args.seed + 10_000 + k for k in range(args.video_keys)]
-        write_video(args.video, interpolation_frames(G, keys, args.truncation, args.video_frames))
+    manifest = write_image_set(Path(out), np.concatenate(chunks), ws, records, info)
     progress.finish(images=len(ws), manifest=str(manifest))
     log.info("wrote %d images and %s", len(ws), manifest)
+    return manifest
+
+
+def run(args) -> int:
+    from training.stylegan.checkpoint import load_generator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    progress = Progress(args.progress)
+    args_set = (args.count, args.seed, args.truncation, args.truncation_cutoff, args.from_inversion)
+    generate_set(args.generator, Path(args.out), progress, *args_set)
+    if args.video:
+        keys = [args.seed + 10_000 + k for k in range(args.video_keys)]
+        G = load_generator(args.generator)
+        write_video(args.video, interpolation_frames(G, keys, args.truncation, args.video_frames))
     return 0

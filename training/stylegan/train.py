@@ -19,7 +19,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -538,50 +538,72 @@ def _parse_mult(item: str, option: str) -> tuple[str, float]:
         raise TrainingError(f"--{option.replace('_', '-')} expects PREFIX=MULT, got {item!r}") from None
 
 
-def run(args) -> int:
+def stylegan_stage(
+    data: list[Path],
+    run: Path,
+    cfg: TrainConfig,
+    budget: Budget,
+    progress: Progress | None,
+    abort: AbortFlag,
+    base: LoadedNetworks | None = None,
+    resume_run: bool = False,
+    device: str = "cpu",
+    loop: LoopOptions | None = None,
+    snapshots: Snapshots = Snapshots(),
+) -> dict[str, Any]:
+    """The ``stylegan`` stage: train or fine-tune (from ``base``) a generator on style image folders in
+    ``run``; under torchrun each rank calls it. Returns the loop's summary."""
     from training.imagefolder import load_image_folder
-    from training.runs import abort_on_signals
-    from training.stylegan.checkpoint import load_networks
     from training.stylegan.distributed import init_world, shutdown
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    world = init_world(args.device)
-    base = load_networks(args.base) if args.base else None
-    cfg = config_from_args(args, base)
-    data = load_image_folder(args.data, cfg.resolution)
-    options = {
-        **cfg.to_dict(),
-        "data": [str(Path(d)) for d in args.data],
-        "images": len(data),
-        "base": str(args.base) if args.base else None,
-    }
-    run_dir = RunDir.open(args.run, "stylegan", options, resume=args.resume) if world.is_main else None
-    if world.distributed:
-        torch.distributed.barrier()
-    trainer = Trainer(cfg, data.images, world, base)
-    reader = run_dir or RunDir(Path(args.run), "stylegan", options)
-    clock = resume(trainer, reader) if args.resume else None
-    if clock is not None:
-        log.info("resumed at iteration %d (%.2f kimg)", trainer.iteration, trainer.nimg / 1000)
-    budget = budget_of(cfg, args.steps, args.kimg, args.cpu_minutes, args.wall_minutes)
     if budget == Budget():
         raise TrainingError("give a budget: --kimg, --steps, --cpu-minutes or --wall-minutes")
-    progress = Progress(args.progress) if world.is_main else None
-    abort = AbortFlag()
+    world = init_world(device)
+    images = load_image_folder(data, cfg.resolution)
+    options = {
+        **cfg.to_dict(),
+        "data": [str(Path(d)) for d in data],
+        "images": len(images),
+        "base": base.source if base is not None else None,
+    }
+    run_dir = RunDir.open(run, "stylegan", options, resume=resume_run) if world.is_main else None
     try:
-        with abort_on_signals(abort):
-            summary = train(
-                trainer,
-                run_dir,
-                loop_options(args, budget),
-                Snapshots(args.snapshot_cpu_minutes, args.snapshot_kimg),
-                progress,
-                abort,
-                clock,
-            )
+        if world.distributed:
+            torch.distributed.barrier()
+        trainer = Trainer(cfg, images.images, world, base)
+        clock = resume(trainer, run_dir or RunDir(Path(run), "stylegan", options)) if resume_run else None
+        if clock is not None:
+            log.info("resumed at iteration %d (%.2f kimg)", trainer.iteration, trainer.nimg / 1000)
+        options = replace(loop or LoopOptions(budget), budget=budget)
+        return train(trainer, run_dir, options, snapshots, progress if world.is_main else None, abort, clock)
     finally:
         if run_dir is not None:
             run_dir.close()
         shutdown(world)
+
+
+def run(args) -> int:
+    from training.runs import abort_on_signals
+    from training.stylegan.checkpoint import load_networks
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base = load_networks(args.base) if args.base else None
+    cfg = config_from_args(args, base)
+    budget = budget_of(cfg, args.steps, args.kimg, args.cpu_minutes, args.wall_minutes)
+    abort = AbortFlag()
+    with abort_on_signals(abort):
+        summary = stylegan_stage(
+            args.data,
+            args.run,
+            cfg,
+            budget,
+            Progress(args.progress),
+            abort,
+            base,
+            args.resume,
+            args.device,
+            loop_options(args, budget),
+            Snapshots(args.snapshot_cpu_minutes, args.snapshot_kimg),
+        )
     return exit_code(summary)

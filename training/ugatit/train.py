@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from training.errors import TrainingError
 from training.images import grid, to_uint8
-from training.loop import Budget, add_loop_arguments, exit_code, loop_options, resume, train_loop
+from training.loop import Budget, LoopOptions, add_loop_arguments, exit_code, loop_options, resume, train_loop
 from training.modules import cpu_state_dict, load_strict, ramped_decay, update_ema
 from training.runs import AbortFlag, Progress, RunDir, abort_on_signals
 from training.ugatit.config import PRECISIONS, PRESETS, TrainConfig
@@ -290,33 +290,63 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return replace(PRESETS[args.preset], **overrides)
 
 
-def run(args: argparse.Namespace) -> int:
+def ugatit_stage(
+    faces: list[Path],
+    styles: list[Path],
+    run: Path,
+    cfg: TrainConfig,
+    budget: Budget,
+    progress: Progress,
+    abort: AbortFlag,
+    resume_run: bool = False,
+    device: str = "cpu",
+    loop: LoopOptions | None = None,
+) -> dict[str, Any]:
+    """The ``ugatit`` stage: train (or resume) a translator between aligned faces and style images in ``run``;
+    ``budget.steps`` also sets the learning-rate schedule. Returns the loop's summary."""
     from training.ugatit.data import load_domain
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = config_from_args(args)
-    faces = load_domain(args.faces, cfg.load_size, "face")
-    styles = load_domain(args.styles, cfg.load_size, "style")
+    if budget.steps is None:
+        raise TrainingError("a U-GAT-IT run needs a step budget (its learning rate decays over it)")
+    domain_a = load_domain(faces, cfg.load_size, "face")
+    domain_b = load_domain(styles, cfg.load_size, "style")
     options = {
         **cfg.to_dict(),
-        "steps": args.steps,
-        "faces": [str(Path(f)) for f in args.faces],
-        "styles": [str(Path(s)) for s in args.styles],
-        "images_a": len(faces),
-        "images_b": len(styles),
+        "steps": budget.steps,
+        "faces": [str(Path(f)) for f in faces],
+        "styles": [str(Path(s)) for s in styles],
+        "images_a": len(domain_a),
+        "images_b": len(domain_b),
     }
-    run_dir = RunDir.open(args.run, ARCH, options, resume=args.resume)
+    run_dir = RunDir.open(run, ARCH, options, resume=resume_run)
     try:
-        trainer = Trainer(cfg, faces.images, styles.images, args.steps, args.device)
-        clock = resume(trainer, run_dir) if args.resume else None
+        trainer = Trainer(cfg, domain_a.images, domain_b.images, budget.steps, device)
+        clock = resume(trainer, run_dir) if resume_run else None
         if clock is not None:
             log.info("resumed at iteration %d", trainer.iteration)
-        log.info("%d faces, %d style images, %d² on %s", len(faces), len(styles), cfg.img_size, args.device)
-        abort = AbortFlag()
-        loop = loop_options(args, Budget(steps=args.steps, cpu_minutes=args.cpu_minutes))
-        with abort_on_signals(abort):
-            summary = train_loop([(trainer, run_dir)], loop, ARCH, Progress(args.progress), abort, clock)
+        log.info("%d faces, %d style images, %d² on %s", len(domain_a), len(domain_b), cfg.img_size, device)
+        options = replace(loop or LoopOptions(budget), budget=budget)
+        return train_loop([(trainer, run_dir)], options, ARCH, progress, abort, clock)
     finally:
         run_dir.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    budget = Budget(steps=args.steps, cpu_minutes=args.cpu_minutes)
+    abort = AbortFlag()
+    with abort_on_signals(abort):
+        summary = ugatit_stage(
+            args.faces,
+            args.styles,
+            args.run,
+            config_from_args(args),
+            budget,
+            Progress(args.progress),
+            abort,
+            args.resume,
+            args.device,
+            loop_options(args, budget, log_every=10, sample_every=200, ckpt_every=200),
+        )
     return exit_code(summary)
