@@ -2,10 +2,10 @@
 
 A config field carries its help in ``field(metadata={"help": ...})`` (see :func:`opt`); its name gives the
 flag (``gan_start`` → ``--gan-start``), its annotation the type (``bool`` → ``--x/--no-x``, ``list[T]``
-→ several values). A nested config's fields become flags too, named with the nesting field's
-``metadata["suffix"]`` (``weights.gan`` → ``--gan-weight``); ``metadata["flag"]`` names a flag outright.
-Every derived flag defaults to None, so what a user leaves unset keeps the value of the config (or preset)
-it is applied to (:func:`apply_flags`).
+→ several values; ``metadata["parse"]`` reads each). A nested config's fields become flags too, named
+with the nesting field's ``metadata["suffix"]`` (``weights.gan`` → ``--gan-weight``);
+``metadata["flag"]`` names a flag outright. Every derived flag defaults to None, so what a user leaves
+unset keeps the value of the config (or preset) it is applied to (:func:`apply_flags`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, suffix: str
         if base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = base
+            kwargs["type"] = f.metadata.get("parse", base)
             if many:
                 kwargs["nargs"] = "*"
             if "choices" in f.metadata:

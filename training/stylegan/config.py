@@ -7,11 +7,13 @@ configuration of the official "paper256" setup (channel base 16384, max 512).
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from training.errors import TrainingError
+from training.options import opt
 from training.stylegan.networks import DiscriminatorConfig, GeneratorConfig
 
 AUGMENT_MODES = ("ada", "fixed", "none")
@@ -19,43 +21,56 @@ DISCRIMINATORS = ("stylegan", "projected")
 PRECISIONS = ("fp32", "bf16")
 
 
+def lr_mult(item: str) -> tuple[str, float]:
+    """``PREFIX=MULT`` (a learning-rate multiplier on the command line) → (prefix, multiplier)."""
+    prefix, sep, mult = item.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return prefix, float(mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects PREFIX=MULT, got {item!r}") from None
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    resolution: int = 64
-    z_dim: int = 256
-    w_dim: int = 256
-    mapping_layers: int = 4
-    channel_base: int = 8192
-    channel_max: int = 128
-    mbstd_group: int = 4
-    batch: int = 8
-    batch_gpu: int = 8
-    g_lr: float = 0.0025
-    d_lr: float = 0.0025
-    r1_gamma: float = 0.1
-    r1_interval: int = 16
-    pl_weight: float = 2.0
-    pl_interval: int = 4
-    pl_batch_shrink: int = 2
-    pl_decay: float = 0.01
-    style_mixing: float = 0.9
-    ema_kimg: float = 2.5
-    ema_rampup: float | None = 0.05
-    augment: str = "ada"
-    aug_p: float = 0.0
-    ada_target: float = 0.6
-    ada_interval: int = 4
-    ada_kimg: float = 10.0
-    discriminator: str = "stylegan"
-    projected_channels: int = 64
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
-    freeze_d: int = 0
-    freeze_g: tuple[str, ...] = ()
-    g_lr_mult: tuple[tuple[str, float], ...] = ()
-    d_lr_mult: tuple[tuple[str, float], ...] = ()
-    seed: int = 0
+    resolution: int = opt(64, "image side")
+    z_dim: int = opt(256, "latent size")
+    w_dim: int = opt(256, "intermediate latent size")
+    mapping_layers: int = opt(4, "layers of the mapping network")
+    channel_base: int = opt(8192, "channel budget (channels at resolution r: base / r, capped)")
+    channel_max: int = opt(128, "most channels of a layer")
+    mbstd_group: int = opt(4, "minibatch standard deviation group size")
+    batch: int = opt(8, "images per iteration (all ranks together)")
+    batch_gpu: int = opt(8, "images per round and process")
+    g_lr: float = opt(0.0025, "generator learning rate")
+    d_lr: float = opt(0.0025, "discriminator learning rate")
+    r1_gamma: float = opt(0.1, "R1 regularisation weight")
+    r1_interval: int = opt(16, "iterations between R1 steps (lazy regularisation)")
+    pl_weight: float = opt(2.0, "path-length regularisation weight (0: off)")
+    pl_interval: int = opt(4, "iterations between path-length steps")
+    pl_batch_shrink: int = opt(2, "batch divisor of the path-length step")
+    pl_decay: float = opt(0.01, "decay of the path-length mean")
+    style_mixing: float = opt(0.9, "probability of mixing two latents")
+    ema_kimg: float = opt(2.5, "half-life of the G EMA in thousands of images")
+    ema_rampup: float | None = opt(0.05, "EMA ramp-up as a fraction of the images shown")
+    augment: str = opt("ada", "augmentation: ada (adaptive), fixed p, or none", choices=AUGMENT_MODES)
+    aug_p: float = opt(0.0, "initial (ada) or fixed augmentation probability")
+    ada_target: float = opt(0.6, "ADA's target for the sign of the real logits")
+    ada_interval: int = opt(4, "iterations between ADA updates")
+    ada_kimg: float = opt(10.0, "kimg for ADA's p to go from 0 to 1")
+    discriminator: str = opt("stylegan", "discriminator kind", choices=DISCRIMINATORS)
+    projected_channels: int = opt(64, "channels of the projected discriminator's heads")
+    precision: str = opt("fp32", "autocast precision", choices=PRECISIONS)
+    channels_last: bool = opt(False, "channels-last memory format")
+    compile: bool = opt(False, "torch.compile D's main pass")
+    freeze_d: int = opt(0, "freeze the first N discriminator blocks (from the input; Freeze-D)")
+    freeze_g: tuple[str, ...] = opt((), "generator parameter prefixes to freeze, e.g. mapping")
+    g_lr_mult: tuple[tuple[str, float], ...] = opt(
+        (), "G learning-rate multipliers, e.g. synthesis.b4=0.1", parse=lr_mult
+    )
+    d_lr_mult: tuple[tuple[str, float], ...] = opt((), "D learning-rate multipliers, e.g. b64=0.1 b4=2", parse=lr_mult)
+    seed: int = opt(0, "random seed")
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENT_MODES:

@@ -30,6 +30,7 @@ from training.errors import TrainingError
 from training.images import grid, save_grid, to_uint8
 from training.loop import Budget, Clock, LoopOptions, add_loop_arguments, exit_code, loop_options, resume, train_loop
 from training.modules import cpu_state_dict, load_strict, update_ema
+from training.options import add_config_arguments, apply_flags
 from training.runs import AbortFlag, Progress, RunDir
 from training.stylegan import loss as L
 from training.stylegan.augment import AdaController, AugmentPipe
@@ -436,7 +437,7 @@ def _write_snapshot(trainer: Trainer, run: RunDir, clock: Clock) -> None:
 
 
 def add_arguments(parser) -> None:
-    from training.stylegan.config import AUGMENT_MODES, DISCRIMINATORS, PRECISIONS, PRESETS
+    from training.stylegan.config import PRESETS
 
     parser.add_argument("--data", nargs="+", required=True, help="style image folder(s)")
     parser.add_argument(
@@ -447,30 +448,15 @@ def add_arguments(parser) -> None:
         help="run directory (created, or resumed with --resume); under torchrun spell it --run-dir, since "
         "torchrun's own parser takes --run for an abbreviation of --run-path",
     )
-    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="defaults of the options below")
     parser.add_argument("--base", help="base checkpoint: ours (run dir, model.json, generator file) or official")
     parser.add_argument(
         "--no-variety-tricks",
         action="store_true",
         help="with --base: plain fine-tuning (no frozen mapping, lr multipliers, Freeze-D)",
     )
-    parser.add_argument("--freeze-d", type=int, help="freeze the first N discriminator blocks (from the input)")
-    parser.add_argument("--freeze-g", nargs="*", help="generator parameter prefixes to freeze, e.g. mapping")
-    parser.add_argument("--g-lr-mult", nargs="*", metavar="PREFIX=MULT", help="e.g. synthesis.b4=0.1")
-    parser.add_argument("--d-lr-mult", nargs="*", metavar="PREFIX=MULT", help="e.g. b64=0.1 b4=2")
-    parser.add_argument("--augment", choices=AUGMENT_MODES)
-    parser.add_argument("--aug-p", type=float, help="initial (ada) or fixed augmentation probability")
-    parser.add_argument("--ada-kimg", type=float, help="kimg for ADA's p to go from 0 to 1")
-    parser.add_argument("--discriminator", choices=DISCRIMINATORS)
-    parser.add_argument("--precision", choices=PRECISIONS)
-    parser.add_argument("--channels-last", action="store_true", default=None)
-    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile D's main pass")
-    parser.add_argument("--resolution", type=int)
-    parser.add_argument("--batch", type=int)
-    parser.add_argument("--batch-gpu", type=int, help="images per round and process (default: the preset's)")
+    add_config_arguments(parser, TrainConfig)
     parser.add_argument("--lr", type=float, help="G and D learning rate")
-    parser.add_argument("--r1-gamma", type=float)
-    parser.add_argument("--seed", type=int)
     parser.add_argument("--kimg", type=float, help="stop after this many thousand real images shown")
     parser.add_argument("--steps", type=int, help="stop after this many iterations")
     parser.add_argument("--cpu-minutes", type=float, help="stop after this much process CPU time")
@@ -485,8 +471,6 @@ def add_arguments(parser) -> None:
 
 def config_from_args(args, base: LoadedNetworks | None) -> TrainConfig:
     """Preset ← explicit options; a base generator fixes the architecture and enables the variety tricks."""
-    from dataclasses import replace
-
     from training.stylegan.config import PRESETS, VARIETY_TRICKS
 
     cfg = PRESETS[args.preset]
@@ -494,48 +478,15 @@ def config_from_args(args, base: LoadedNetworks | None) -> TrainConfig:
         cfg = cfg.with_generator(base.G_ema.cfg)
         if not args.no_variety_tricks:
             cfg = replace(cfg, **VARIETY_TRICKS)
-    overrides: dict[str, Any] = {}
-    for name in (
-        "freeze_d",
-        "augment",
-        "aug_p",
-        "ada_kimg",
-        "discriminator",
-        "precision",
-        "channels_last",
-        "compile",
-        "resolution",
-        "batch",
-        "r1_gamma",
-        "seed",
-    ):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
+    preset_resolution = cfg.resolution
     if args.batch is not None and args.batch_gpu is None:
-        overrides["batch_gpu"] = min(args.batch, cfg.batch_gpu)
-    if args.batch_gpu is not None:
-        overrides["batch_gpu"] = args.batch_gpu
+        args.batch_gpu = min(args.batch, cfg.batch_gpu)  # rounds no larger than the batch
     if args.lr is not None:
-        overrides["g_lr"] = overrides["d_lr"] = args.lr
-    if args.freeze_g is not None:
-        overrides["freeze_g"] = tuple(args.freeze_g)
-    for key in ("g_lr_mult", "d_lr_mult"):
-        if getattr(args, key, None) is not None:
-            overrides[key] = tuple(_parse_mult(item, key) for item in getattr(args, key))
-    if base is not None and overrides.get("resolution", cfg.resolution) != cfg.resolution:
-        raise TrainingError(f"--resolution {overrides['resolution']} differs from the base's {cfg.resolution}²")
-    return replace(cfg, **overrides)
-
-
-def _parse_mult(item: str, option: str) -> tuple[str, float]:
-    prefix, sep, mult = item.partition("=")
-    try:
-        if not sep:
-            raise ValueError
-        return prefix, float(mult)
-    except ValueError:
-        raise TrainingError(f"--{option.replace('_', '-')} expects PREFIX=MULT, got {item!r}") from None
+        args.g_lr = args.d_lr = args.lr
+    cfg = apply_flags(cfg, args)
+    if base is not None and cfg.resolution != preset_resolution:
+        raise TrainingError(f"--resolution {cfg.resolution} differs from the base's {preset_resolution}²")
+    return cfg
 
 
 def stylegan_stage(

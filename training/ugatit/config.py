@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from training.errors import TrainingError
+from training.options import opt
 from training.ugatit.networks import DiscriminatorConfig, GeneratorConfig
 
 PRECISIONS = ("fp32", "bf16")
@@ -27,28 +28,28 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    img_size: int = 128
-    ngf: int = 32
-    ndf: int = 32
-    n_blocks: int = 4
-    light: bool = False
-    global_layers: int = 7
-    local_layers: int = 5
-    batch: int = 4
-    lr: float = 1e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    weight_decay: float = 1e-4
-    adv_weight: float = 1.0
-    cycle_weight: float = 10.0
-    identity_weight: float = 10.0
-    cam_weight: float = 1000.0
-    decay: bool = True  # linear lr decay to 0 over the second half of the run
-    jitter: float = 30 / 256  # resize to (1 + jitter)·S, then random-crop S (the reference's 256 → 286 → 256)
-    flip: bool = True
-    ema_beta: float = 0.999  # EMA of both generators (translation and samples use it)
-    precision: str = "fp32"
-    seed: int = 0
+    img_size: int = opt(128, "training crop side")
+    ngf: int = opt(32, "generator base width")
+    ndf: int = opt(32, "discriminator base width")
+    n_blocks: int = opt(4, "residual blocks of the generator")
+    light: bool = opt(False, "the paper's light generator (a pooled MLP for AdaLIN's γ, β)")
+    global_layers: int = opt(7, "layers of the global discriminator")
+    local_layers: int = opt(5, "layers of the local discriminator")
+    batch: int = opt(4, "images of each domain per step")
+    lr: float = opt(1e-4, "Adam learning rate")
+    beta1: float = opt(0.5, "Adam β1")
+    beta2: float = opt(0.999, "Adam β2")
+    weight_decay: float = opt(1e-4, "Adam weight decay")
+    adv_weight: float = opt(1.0, "weight of the adversarial losses")
+    cycle_weight: float = opt(10.0, "weight of the cycle L1")
+    identity_weight: float = opt(10.0, "weight of the identity L1")
+    cam_weight: float = opt(1000.0, "weight of the CAM losses")
+    decay: bool = opt(True, "linear lr decay to 0 over the second half of the run")
+    jitter: float = opt(30 / 256, "resize to (1 + jitter)·S, then random-crop S (the reference's 256 → 286 → 256)")
+    flip: bool = opt(True, "random horizontal flips")
+    ema_beta: float = opt(0.999, "EMA of both generators (translation and samples use it)")
+    precision: str = opt("fp32", "autocast precision", choices=PRECISIONS)
+    seed: int = opt(0, "random seed")
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

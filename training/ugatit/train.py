@@ -34,8 +34,9 @@ from training.errors import TrainingError
 from training.images import grid, to_uint8
 from training.loop import Budget, LoopOptions, add_loop_arguments, exit_code, loop_options, resume, train_loop
 from training.modules import cpu_state_dict, load_strict, ramped_decay, update_ema
+from training.options import add_config_arguments, apply_flags
 from training.runs import AbortFlag, Progress, RunDir, abort_on_signals
-from training.ugatit.config import PRECISIONS, PRESETS, TrainConfig
+from training.ugatit.config import PRESETS, TrainConfig
 from training.ugatit.data import DomainSampler
 from training.ugatit.networks import Discriminator, Generator, clip_rho
 
@@ -269,25 +270,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     parser.add_argument("--steps", type=int, required=True, help="iterations; the lr decays over the second half")
     parser.add_argument("--cpu-minutes", type=float, help="stop early after this much CPU time (resume later)")
-    parser.add_argument("--img-size", type=int)
-    parser.add_argument("--ngf", type=int)
-    parser.add_argument("--ndf", type=int)
-    parser.add_argument("--n-blocks", type=int)
-    parser.add_argument("--light", action=argparse.BooleanOptionalAction, help="the paper's light generator")
-    parser.add_argument("--batch", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--precision", choices=PRECISIONS)
-    parser.add_argument("--seed", type=int)
+    add_config_arguments(parser, TrainConfig)
     parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     add_loop_arguments(parser)
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    names = ("img_size", "ngf", "ndf", "n_blocks", "light", "batch", "lr", "precision", "seed")
-    overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    return replace(PRESETS[args.preset], **overrides)
 
 
 def ugatit_stage(
@@ -341,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
             args.faces,
             args.styles,
             args.run,
-            config_from_args(args),
+            apply_flags(PRESETS[args.preset], args),
             budget,
             Progress(args.progress),
             abort,
