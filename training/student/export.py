@@ -50,7 +50,7 @@ from training.modules import count_params
 from training.pairs import Pair, split_pairs
 from training.runs import git_commit, options_hash
 from training.student.networks import TIERS, InferenceStudent, count_macs, load_student
-from training.student.sharpen import calibrate, sharpened
+from training.student.sharpen import CALIBRATION_PAIRS, calibrate, sharpened
 
 log = logging.getLogger(__name__)
 
@@ -448,7 +448,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="", help="what the students were trained on, for the model card")
     parser.add_argument("--size", type=int, default=256, help="static input side of the exported graphs")
     parser.add_argument(
-        "--calibration-pairs", type=int, default=128, help="training pairs the sharpening is calibrated on (0: all)"
+        "--calibration-pairs",
+        type=int,
+        default=CALIBRATION_PAIRS,
+        help=f"training pairs the sharpening is calibrated on (evenly spaced; at most {CALIBRATION_PAIRS})",
     )
     parser.add_argument(
         "--temporal",
