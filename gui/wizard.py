@@ -73,6 +73,21 @@ def build_command(
     return args
 
 
+def build_estimate_command(source: str, data: str, preset: str, teacher: str = "") -> list[str]:
+    """The ``main.py train estimate`` command line: the route's time on this machine, measured."""
+    args = [str(MAIN), "train", "estimate", "--source", source, "--data", data, "--preset", preset]
+    return args + (["--teacher", teacher] if source == "teacher" else [])
+
+
+def describe_estimate(record: dict) -> str:
+    """One sentence for a ``train estimate`` record."""
+    parts = ", ".join(f"{name} {minutes:g}" for name, minutes in record["parts"].items())
+    return (
+        f"Measured on this machine ({record['cpu']}, {record['threads']} threads): about {record['minutes']:g}"
+        f" minutes ({parts}; {record['faces']} faces, {record['steps']} steps of {'+'.join(record['tiers'])})."
+    )
+
+
 def validate(source: str, data: str, faces: str, style_id: str, teacher: str = "") -> str | None:
     """A message for what is wrong with the choices, or None when they can run."""
     if not re.fullmatch(r"[A-Za-z0-9_-]+", style_id or ""):
@@ -154,6 +169,11 @@ class DataPage(QWizardPage):
         self.preset.setCurrentIndex(1)
         self.note = QLabel()
         self.note.setWordWrap(True)
+        self.estimate_button = QPushButton("Estimate the time on this machine")
+        self.estimate_button.clicked.connect(self.start_estimate)
+        self.estimate = QLabel()
+        self.estimate.setWordWrap(True)
+        self._estimator: QProcess | None = None
         self.error = QLabel()
         self.error.setStyleSheet("color: #c33;")
         form.addRow("Data folder (faces for the teacher route)", _folder_row(self.data, self))
@@ -162,10 +182,39 @@ class DataPage(QWizardPage):
         form.addRow("Style name", self.style_id)
         form.addRow("Preset", self.preset)
         form.addRow(self.note)
+        form.addRow(self.estimate_button)
+        form.addRow(self.estimate)
         form.addRow(self.error)
 
     def initializePage(self) -> None:  # noqa: N802
-        self.note.setText(ROUTE_NOTES[self.wizard().choice_page.choice()])
+        choice = self.wizard().choice_page.choice()
+        self.note.setText(ROUTE_NOTES[choice])
+        self.estimate_button.setEnabled(choice != "styles")  # needs a GPU: nothing to estimate on a CPU
+        self.estimate.setText("")
+
+    def start_estimate(self) -> None:
+        """Measure the chosen route on this machine in a background process (about 20 s)."""
+        choice = self.wizard().choice_page.choice()
+        message = validate(choice, self.data.text(), self.faces.text(), self.style_id.text(), self.teacher.text())
+        if message is not None:
+            self.error.setText(message)
+            return
+        if self._estimator is not None and self._estimator.state() != QProcess.ProcessState.NotRunning:
+            return
+        self.estimate.setText("measuring this machine…")
+        args = build_estimate_command(choice, self.data.text(), self.preset.currentData(), self.teacher.text())
+        self._estimator = QProcess(self)
+        self._estimator.finished.connect(self._estimated)
+        self._estimator.start(sys.executable, args)
+
+    def _estimated(self, code: int, _status) -> None:
+        out = bytes(self._estimator.readAllStandardOutput()).decode(errors="replace").splitlines()
+        records = [json.loads(line) for line in out if line.startswith('{"event": "estimate"')]
+        if code == 0 and records:
+            self.estimate.setText(describe_estimate(records[-1]))
+        else:
+            err = bytes(self._estimator.readAllStandardError()).decode(errors="replace").strip().splitlines()
+            self.estimate.setText(f"could not estimate: {err[-1] if err else f'exit code {code}'}")
 
     def validatePage(self) -> bool:  # noqa: N802
         choice = self.wizard().choice_page.choice()

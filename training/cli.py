@@ -21,6 +21,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "generate": ("training.stylegan.generate", "generate an image set + manifest from a StyleGAN generator"),
     "curate": ("training.stylegan.curate", "curation round: candidates, accept/reject, grow the style set"),
     "ugatit": ("training.ugatit.train", "train U-GAT-IT between aligned real faces and a style image set"),
+    "estimate": ("training.estimate", "how long a train all route takes on this machine, from measured throughput"),
     "all": ("training.recipe", "the whole recipe: data folder -> pairs -> students -> installed bundle (resumable)"),
 }
 

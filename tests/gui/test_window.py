@@ -282,3 +282,38 @@ def test_a_video_file_loops_in_the_window_and_says_when_it_ended_without_looping
     assert wait_until(qapp, lambda: not c.runtime.running, timeout=10)
     c._report_status()
     assert any("ended" in m for m in messages)
+
+
+def test_wizard_measures_the_route_on_this_machine_before_starting(qapp, window, tmp_path):
+    """The data page's estimate runs `train estimate` in the background and says the minutes it measured."""
+    import cv2
+    from skimage.data import astronaut
+
+    from gui.wizard import build_estimate_command, describe_estimate
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(faces / f"{i}.png"), cv2.resize(astronaut()[:, :, ::-1], (256, 256)))
+    cmd = build_estimate_command("teacher", str(faces), "cpu", "T")
+    assert cmd[1:3] == ["train", "estimate"] and cmd[cmd.index("--teacher") + 1] == "T"
+    wizard = window.open_wizard()
+    page = wizard.data_page
+    wizard.choice_page.buttons["styles"].setChecked(True)
+    page.initializePage()
+    assert not page.estimate_button.isEnabled()  # nothing to measure: that route needs a GPU
+    wizard.choice_page.buttons["ink"].setChecked(True)
+    page.initializePage()
+    page.data.setText(str(faces))
+    page.preset.setCurrentIndex(page.preset.findData("tiny"))
+    page.start_estimate()
+    assert wait_until(qapp, lambda: "minutes" in page.estimate.text() or "could not" in page.estimate.text(), 300)
+    text = page.estimate.text()
+    assert text.startswith("Measured on this machine") and "3 faces" in text and "24 steps" in text, text
+    record = {"parts": {"pairs": 1.5, "students": 20}, "minutes": 21.5, "cpu": "X", "threads": 2, "faces": 9,
+              "steps": 600, "tiers": ["light", "high"]}  # fmt: skip
+    assert describe_estimate(record) == (
+        "Measured on this machine (X, 2 threads): about 21.5 minutes (pairs 1.5, students 20; 9 faces,"
+        " 600 steps of light+high)."
+    )
+    wizard.close()

@@ -1,0 +1,40 @@
+"""`train estimate`: the route's minutes come from what it measures on this machine."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from skimage.data import astronaut
+
+from training.errors import TrainingError
+from training.estimate import count_faces, estimate
+
+
+def test_faces_count_images_and_the_sampled_frames_of_videos(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 32))
+    for _ in range(30):  # 3 s at 10 fps, sampled every 0.5 s: frames 0, 5, ..., 25
+        writer.write(np.zeros((32, 32, 3), np.uint8))
+    writer.release()
+    assert count_faces([tmp_path]) == 1 + 6
+
+
+def test_the_ink_route_is_timed_and_the_parts_add_up(tmp_path):
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), cv2.resize(astronaut()[:, :, ::-1], (256, 256)))
+    record = estimate("ink", [tmp_path], "tiny", None, threads=1)
+    assert record["faces"] == 4 and record["steps"] == 24 and record["tiers"] == ["light"]
+    assert record["measured"]["teacher_s_per_face"] > 0 and record["measured"]["student_s_per_step"] > 0
+    students = record["steps"] * record["measured"]["student_s_per_step"] / 60
+    assert record["parts"]["students"] == pytest.approx(students, abs=0.06)
+    assert record["minutes"] == pytest.approx(sum(record["parts"].values()), abs=0.2)
+    json.dumps(record)  # the wizard reads it as one JSON line
+
+
+def test_routes_that_cannot_be_estimated_say_why(tmp_path):
+    with pytest.raises(TrainingError, match="needs a GPU"):
+        estimate("styles", [tmp_path], "cpu", None, 1)
+    (tmp_path / "a.png").write_bytes(b"x")
+    with pytest.raises(TrainingError, match="needs --teacher"):
+        estimate("teacher", [tmp_path], "cpu", None, 1)

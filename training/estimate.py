@@ -1,0 +1,163 @@
+"""``train estimate``: how long a ``train all`` route will take on this machine, from measured throughput.
+
+Before a long run, the wizard (and a user on the command line) wants a figure for *this* CPU, not for the
+machine the docs were measured on. The estimate times the parts that dominate, on this machine, now:
+
+* the data: how many faces the sources give (images, plus the sampled frames of each video);
+* the teacher: seconds per face at its input side (two warm calls, then two timed);
+* the students: seconds per training step of the route's tiers at the preset's crop and batch (side by side
+  for the teacher route, one after the other otherwise), on random pairs, after a warm-up step;
+
+and multiplies them by what the route does. Face alignment and export are not timed: they are small next to
+the rest (0.6 and 5 min of the 55-minute hayao run, docs/styles.md) and are added as those figures.
+The StyleGAN route is not estimated: on a CPU it never reaches a usable style (docs/stylegan.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from engine.backends import cpu_model
+from training.errors import TrainingError
+from training.prepare import VIDEO_EXTS, PrepareConfig, find_sources
+from training.recipe import TEACHER_INPUT, TEACHER_STEPS, TEACHER_TIERS, TIERS_BY_PRESET
+
+FIXED_MINUTES = {"prepare": 0.6, "export": 5.0}  # measured on the hayao run (docs/styles.md), not timed here
+
+
+def count_faces(inputs: list[Path], cfg: PrepareConfig = PrepareConfig()) -> int:
+    """Images plus sampled video frames in ``inputs``: the most crops ``train prepare`` can make of them."""
+    total = 0
+    for path in find_sources(inputs):
+        if path.suffix.lower() not in VIDEO_EXTS:
+            total += 1
+            continue
+        cap = cv2.VideoCapture(str(path))
+        frames, fps = cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS) or 25.0
+        cap.release()
+        step = max(1, round(fps * cfg.every_seconds))
+        total += min(cfg.max_frames_per_video, -(-int(frames) // step))  # frames 0, step, 2·step, ...
+    return total
+
+
+def _face(side: int) -> np.ndarray:
+    from skimage import data
+
+    return cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (side, side), interpolation=cv2.INTER_AREA)
+
+
+def teacher_seconds(teacher: str, side: int, threads: int) -> float:
+    """Seconds per face of a teacher (``ink`` or a teacher folder) at input ``side``, median of two calls."""
+    from training.pairs import resolve_teacher
+
+    stylize = resolve_teacher(teacher, "cpu", threads).stylize
+    face = _face(side)
+    stylize([face])  # warm-up: graph optimisation, first allocations
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        stylize([face])
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def student_step_seconds(tiers: list[str], preset: str, bf16: bool) -> float:
+    """Seconds per step of ``tiers`` trained side by side at the preset's crop and batch (random pairs)."""
+    from training.student.losses import PerceptualLoss
+    from training.student.train import PairTensors, SharedBatches, StudentTrainer, config_from
+
+    cfg = replace(config_from(preset), bf16=bf16)
+    n, side = max(cfg.batch, 4), max(cfg.crop, 64)
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (n, 3, side, side), dtype=np.uint8))
+    alpha = torch.from_numpy(rng.integers(0, 256, (n, 1, side, side), dtype=np.uint8))
+    pairs = PairTensors([str(i) for i in range(n)], images, images.flip(1), images, alpha)
+    perceptual = PerceptualLoss("cpu") if cfg.weights.perceptual > 0 else None
+    batches = SharedBatches(pairs, cfg, "cpu", perceptual)
+    trainers = [StudentTrainer(replace(cfg, tier=t, gan_start=0), pairs, pairs, batches, "cpu") for t in tiers]
+    times = []
+    for _ in range(3):  # the first step warms up (allocations, oneDNN kernel choice)
+        t0 = time.perf_counter()
+        for t in trainers:
+            t.step()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[1:]))
+
+
+def estimate(
+    source: str, data: list[Path], preset: str, teacher: Path | None, threads: int, finetune: bool = False
+) -> dict:
+    """The route's estimated minutes, its parts and what was measured (see module docstring)."""
+    from training.modules import cpu_has_native_bf16
+
+    if source == "styles":
+        raise TrainingError("the style-image route trains StyleGAN2 and U-GAT-IT: it needs a GPU (docs/stylegan.md)")
+    torch.set_num_threads(threads)
+    bf16 = cpu_has_native_bf16()
+    parts = {"prepare": FIXED_MINUTES["prepare"], "export": FIXED_MINUTES["export"]}
+    measured: dict[str, float] = {}
+    if source == "teacher":
+        if teacher is None:
+            raise TrainingError("--source teacher needs --teacher")
+        faces = count_faces(data)
+        measured["teacher_s_per_face"] = teacher_seconds(str(teacher), TEACHER_INPUT, threads)
+        parts["pairs"] = faces * measured["teacher_s_per_face"] / 60
+        tiers = TEACHER_TIERS[preset]
+        steps = TEACHER_STEPS["finetune" if finetune else "scratch"] if preset == "cpu" else _preset_steps(preset)
+        measured["student_s_per_step"] = student_step_seconds(tiers, preset, bf16)
+    else:
+        faces = count_faces(data) if source == "ink" else 0
+        if source == "ink":
+            measured["teacher_s_per_face"] = teacher_seconds("ink", 256, threads)
+            parts["pairs"] = faces * measured["teacher_s_per_face"] / 60
+        else:
+            parts.pop("prepare")
+        tiers = TIERS_BY_PRESET[preset]
+        steps = _preset_steps(preset)
+        measured["student_s_per_step"] = sum(student_step_seconds([t], preset, False) for t in tiers)
+    parts["students"] = steps * measured["student_s_per_step"] / 60
+    return {
+        "event": "estimate",
+        "source": source,
+        "preset": preset,
+        "minutes": round(sum(parts.values()), 1),
+        "parts": {k: round(v, 1) for k, v in parts.items()},
+        "measured": {k: round(v, 3) for k, v in measured.items()},
+        "faces": faces,
+        "tiers": tiers,
+        "steps": steps,
+        "bf16": bf16,
+        "threads": threads,
+        "cpu": cpu_model(),
+    }
+
+
+def _preset_steps(preset: str) -> int:
+    from training.student.train import config_from
+
+    return config_from(preset).steps
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", choices=("teacher", "ink", "pairs", "styles"), required=True)
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="as for train all")
+    parser.add_argument("--teacher", type=Path, help="teacher folder (teacher route)")
+    parser.add_argument("--preset", default="cpu", choices=sorted(TIERS_BY_PRESET))
+    parser.add_argument("--init-from", type=Path, help="teacher route: fine-tuning a parent style (fewer steps)")
+    parser.add_argument("--threads", type=int, default=2)
+
+
+def run(args: argparse.Namespace) -> int:
+    record = estimate(args.source, args.data, args.preset, args.teacher, args.threads, args.init_from is not None)
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+    return 0
