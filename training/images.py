@@ -24,16 +24,22 @@ log = logging.getLogger(__name__)
 Order = Literal["bgr", "rgb"]
 
 
-def to_tensor(
-    images: Sequence[np.ndarray] | np.ndarray, order: Order, device: str | torch.device = "cpu"
-) -> torch.Tensor:
-    """uint8 images in colour ``order`` (a list or an (N, H, W, 3) array) → (N, 3, H, W) float RGB in [-1, 1]."""
+def to_uint8_tensor(images: Sequence[np.ndarray] | np.ndarray, order: Order) -> torch.Tensor:
+    """uint8 images in colour ``order`` (a list or an (N, H, W, 3) array) → (N, 3, H, W) uint8 RGB, the
+    compact form training sets are held in."""
     arr = images if isinstance(images, np.ndarray) else np.stack([np.asarray(im) for im in images])
     if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
         raise TrainingError(f"expected (N, H, W, 3) uint8 {order.upper()} images, got {arr.shape} {arr.dtype}")
     if order == "bgr":
         arr = arr[..., ::-1]
-    return torch.from_numpy(np.ascontiguousarray(arr)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous()
+
+
+def to_tensor(
+    images: Sequence[np.ndarray] | np.ndarray, order: Order, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """uint8 images in colour ``order`` (a list or an (N, H, W, 3) array) → (N, 3, H, W) float RGB in [-1, 1]."""
+    return to_uint8_tensor(images, order).to(device).float() / 127.5 - 1.0
 
 
 def to_uint8(x: torch.Tensor, order: Order) -> np.ndarray:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from training.errors import TrainingError
-from training.images import grid, to_tensor, to_uint8
+from training.images import grid, to_tensor, to_uint8, to_uint8_tensor
 
 
 def test_round_trips_are_exact_in_either_colour_order():
@@ -15,6 +15,8 @@ def test_round_trips_are_exact_in_either_colour_order():
         assert x.shape == (3, 3, 8, 6) and x.dtype == torch.float32 and -1 <= x.min() <= x.max() <= 1
         assert np.array_equal(to_uint8(x, order), images)
     assert np.array_equal(to_uint8(to_tensor(images, "bgr"), "rgb"), images[..., ::-1])
+    held = to_uint8_tensor(images, "bgr")  # the compact form training sets are held in
+    assert held.dtype == torch.uint8 and torch.equal(held.float() / 127.5 - 1, to_tensor(images, "bgr"))
 
 
 def test_the_tensor_channel_order_is_rgb():

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from training.errors import DatasetError, TrainingError
-from training.images import to_uint8
+from training.images import to_uint8, to_uint8_tensor
 from training.loop import ABORTED_EXIT, Budget, LoopOptions, resume, train_loop
 from training.modules import count_params, cpu_has_native_bf16, load_strict, ramped_decay, update_ema
 from training.options import SKIP, add_config_arguments, apply_flags, opt
@@ -113,10 +113,6 @@ class PairTensors:
         return len(self.keys)
 
 
-def _rgb_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(np.stack(images)[..., ::-1])).permute(0, 3, 1, 2).contiguous()
-
-
 def load_pairs(root: Path, split: str) -> PairTensors:
     """All pairs of one split of a pairs folder, with the edge-smoothed targets computed once."""
     source = FolderPairs(root)
@@ -131,9 +127,9 @@ def load_pairs(root: Path, split: str) -> PairTensors:
         alpha = torch.from_numpy(np.stack([p.alpha for p in pairs]))[:, None] if pairs else empty[:, :1]
     return PairTensors(
         keys,
-        _rgb_tensor([p.photo for p in pairs]) if pairs else empty,
-        _rgb_tensor([p.stylized for p in pairs]) if pairs else empty,
-        _rgb_tensor([edge_smooth(p.stylized) for p in pairs]) if pairs else empty,
+        to_uint8_tensor([p.photo for p in pairs], "bgr") if pairs else empty,
+        to_uint8_tensor([p.stylized for p in pairs], "bgr") if pairs else empty,
+        to_uint8_tensor([edge_smooth(p.stylized) for p in pairs], "bgr") if pairs else empty,
         alpha,
     )
 
