@@ -4,7 +4,8 @@ Before a long run, the wizard (and a user on the command line) wants a figure fo
 machine the docs were measured on. The estimate times the parts that dominate, on this machine, now:
 
 * the data: how many faces the sources give (images, plus the sampled frames of each video);
-* the teacher: seconds per face at its input side (two warm calls, then two timed);
+* the teacher: seconds per face at its input side (a warm call, then two timed), and the mask models' work
+  per pair (the alpha target and the skin-tone treatment) when the route uses them;
 * the students: seconds per training step of the route's tiers at the preset's crop and batch (side by side
   for the teacher route, one after the other otherwise), on random pairs, after a warm-up step;
 
@@ -70,6 +71,24 @@ def teacher_seconds(teacher: str, side: int, threads: int) -> float:
     return float(np.median(times))
 
 
+def masks_seconds(folder: Path, threads: int) -> float:
+    """Seconds per pair of the mask models' work (alpha target of the photo, skin of the stylized face)."""
+    from training.teachers.masks import BlendTargets, open_mask_models
+
+    targets = BlendTargets(open_mask_models(folder, threads))
+    face = _face(256)
+    try:
+        times = []
+        for _ in range(3):  # the first call warms up
+            t0 = time.perf_counter()
+            targets(face)
+            targets.skin(face)
+            times.append(time.perf_counter() - t0)
+    finally:
+        targets.close()
+    return float(np.median(times[1:]))
+
+
 def student_step_seconds(tiers: list[str], preset: str, bf16: bool) -> float:
     """Seconds per step of ``tiers`` trained side by side at the preset's crop and batch (random pairs)."""
     from training.student.losses import PerceptualLoss
@@ -98,6 +117,7 @@ def estimate(
 ) -> dict:
     """The route's estimated minutes, its parts and what was measured (see module docstring)."""
     from training.modules import cpu_has_native_bf16
+    from training.teachers.network import load_teacher_spec
 
     if source == "styles":
         raise TrainingError("the style-image route trains StyleGAN2 and U-GAT-IT: it needs a GPU (docs/stylegan.md)")
@@ -110,7 +130,9 @@ def estimate(
             raise TrainingError("--source teacher needs --teacher")
         faces = count_faces(data)
         measured["teacher_s_per_face"] = teacher_seconds(str(teacher), TEACHER_INPUT, threads)
-        parts["pairs"] = faces * measured["teacher_s_per_face"] / 60
+        masks = load_teacher_spec(teacher).path.parent.parent / "masks"  # where train all looks for them
+        measured["masks_s_per_face"] = masks_seconds(masks, threads) if masks.is_dir() else 0.0
+        parts["pairs"] = faces * (measured["teacher_s_per_face"] + measured["masks_s_per_face"]) / 60
         tiers = TEACHER_TIERS[preset]
         steps = TEACHER_STEPS["finetune" if finetune else "scratch"] if preset == "cpu" else _preset_steps(preset)
         measured["student_s_per_step"] = student_step_seconds(tiers, preset, bf16)
