@@ -225,13 +225,13 @@ def _efficiency(entry: dict, sgemm: dict[int, float]) -> None:
 def _teacher_ms(runs: int, threads: int) -> float:
     import cv2
     import torch
-    from skimage import data
 
+    from engine.sources import astronaut
     from training.teachers.ink import InkTeacher
 
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    crop = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (256, 256), interpolation=cv2.INTER_AREA)
+    crop = astronaut(256)
     teacher = InkTeacher()
     teacher([crop])
     times = []

@@ -218,12 +218,11 @@ def clip_frame(path: Path, bundle, clip: Path, at: int = 90) -> None:
 def public_frames(folder: Path, bundle, model) -> None:
     """Committed gallery from the public-domain astronaut only: the whole photo through the pipeline, and
     the aligned crop blended with the fixed feather mask beside the learned alpha."""
-    from skimage import data
-
+    from engine.sources import astronaut
     from training.student.export import public_domain_face
 
     folder.mkdir(parents=True, exist_ok=True)
-    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    photo = astronaut()
     out = _run_pipeline(bundle, [photo] * 12)
     cv2.imwrite(str(folder / f"{bundle.id}_astronaut.jpg"), cv2.resize(out, (320, 320)), [cv2.IMWRITE_JPEG_QUALITY, 88])
     face = public_domain_face()

@@ -7,8 +7,10 @@ the runtime reports the error and keeps calling, and a camera reopens itself aft
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -234,6 +236,30 @@ _BASE_SCALE = 2.0
 _NOISE_PAD = 64
 
 
+def astronaut(size: int | None = None) -> np.ndarray:
+    """scikit-image's public-domain astronaut portrait (512², BGR; ``size``² area-resampled when given),
+    read straight from its package data.
+
+    scikit-image's own loader imports scipy, which the installer leaves out; the installer carries just
+    this file, at the same place under its bundle folder. PyAV decodes it (libpng, under OpenCV, warns
+    about the file's colour profile on every read).
+    """
+    import av
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is not None and spec.submodule_search_locations:
+        root = Path(next(iter(spec.submodule_search_locations)))
+    else:
+        root = Path(getattr(sys, "_MEIPASS", ".")) / "skimage"
+    path = root / "data" / "astronaut.png"
+    try:
+        with av.open(str(path)) as container:
+            image = next(container.decode(video=0)).to_ndarray(format="bgr24")
+    except (OSError, av.FFmpegError, StopIteration) as exc:
+        raise SourceError(f"the demo portrait {path} is missing or unreadable (scikit-image's data): {exc}") from exc
+    return image if size is None else cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
 class DemoSource:
     """Synthetic but realistic input that needs no camera and no data files.
 
@@ -243,11 +269,9 @@ class DemoSource:
     """
 
     def __init__(self, config: DemoConfig = DemoConfig()):
-        from skimage import data as skdata
-
         self.config = config
         self.name, self.fps = "demo", config.fps
-        self._portrait = np.ascontiguousarray(skdata.astronaut()[:, :, ::-1])
+        self._portrait = astronaut()
         self._background = self._make_background(config.width, config.height)
         self._rng = np.random.default_rng(config.seed)
         # Sensor noise: a window at a random offset into one pre-drawn noise field per frame. Shifted

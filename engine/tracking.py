@@ -258,6 +258,26 @@ def iou_matrix(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np
     return out
 
 
+def greedy_matches(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
+    """(row, column) pairs taken best overlap first, each row and column once, none below ``min_iou``.
+
+    Faces rarely overlap, so this equals the optimal assignment in practice (as in greedy IoU trackers)
+    and keeps scipy, 90 MB of the installer, out of the live app.
+    """
+    pairs: list[tuple[int, int]] = []
+    rows: set[int] = set()
+    cols: set[int] = set()
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        r, c = divmod(int(flat), iou.shape[1])
+        if iou[r, c] < min_iou:
+            break
+        if r not in rows and c not in cols:
+            pairs.append((r, c))
+            rows.add(r)
+            cols.add(c)
+    return pairs
+
+
 @dataclass(frozen=True)
 class TrackConfig:
     """Track life cycle. Times are seconds of frame timestamps, so behaviour does not depend on FPS."""
@@ -323,23 +343,19 @@ class TrackManager:
 
     def update(self, detections: list[np.ndarray], t: float) -> list[TrackedFace]:
         """Match this frame's landmark sets to tracks; return the faces to render, id-ordered."""
-        from scipy.optimize import linear_sum_assignment
-
         cfg = self.config
         boxes = [landmark_box(d) for d in detections]
         matched_tracks: set[int] = set()
         matched_dets: set[int] = set()
         if self._tracks and boxes:
             iou = iou_matrix([tr.box for tr in self._tracks], boxes)
-            rows, cols = linear_sum_assignment(-iou)
-            for r, c in zip(rows, cols):
-                if iou[r, c] >= cfg.min_iou:
-                    tr = self._tracks[r]
-                    tr.landmarks, tr.box = detections[c], boxes[c]
-                    tr.hits += 1
-                    tr.last_seen_t = t
-                    matched_tracks.add(r)
-                    matched_dets.add(c)
+            for r, c in greedy_matches(iou, cfg.min_iou):
+                tr = self._tracks[r]
+                tr.landmarks, tr.box = detections[c], boxes[c]
+                tr.hits += 1
+                tr.last_seen_t = t
+                matched_tracks.add(r)
+                matched_dets.add(c)
         for c, det in enumerate(detections):
             if c not in matched_dets:
                 self._tracks.append(_Track(self._next_id, det, boxes[c], first_t=t, last_seen_t=t))

@@ -1,7 +1,8 @@
 """Smoke test of a built installer: the frozen app stylizes the demo headless and opens its window offscreen.
 
 Checks what a user would hit first: start-up without the source tree, the bundled models, mediapipe's
-model files, both inference backends, H.264 recording, and that torch was left out.
+model files, both inference backends, H.264 recording, and that torch and the other training-only
+libraries were left out. Reports the folder's size and what each library adds to it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,32 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "dist" / "stylecast" / ("stylecast.exe" if sys.platform == "win32" else "stylecast")
+# Libraries the spec leaves out (training-only, or imported but never used: packaging/hooks)
+LEFT_OUT = ("torch", "scipy", "matplotlib", "PIL")
+# Entries of the build folder that belong to a library under another name (by name prefix)
+OWNERS = {
+    "opencv_python_headless.libs": "cv2",
+    "_mnncengine": "MNN",
+    "mnn.libs": "MNN",
+    "libpython3": "python",
+    "lib-dynload": "python",
+    "base_library.zip": "python",
+}
+
+
+def library_sizes(folder: Path) -> dict[str, float]:
+    """MB per library in the one-folder build: a package with its wheel's ``.libs`` folder; the other
+    loose files are the system libraries PyInstaller collected."""
+    sizes: dict[str, int] = {}
+    for path in folder.rglob("*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        top = path.relative_to(folder).parts[0]
+        owner = next((name for prefix, name in OWNERS.items() if top.startswith(prefix)), None)
+        if owner is None:
+            owner = "system libraries" if path.parent == folder else top.removesuffix(".libs")
+        sizes[owner] = sizes.get(owner, 0) + path.stat().st_size
+    return {name: round(size / 2**20, 1) for name, size in sorted(sizes.items(), key=lambda kv: -kv[1])}
 
 
 def window_survives(env: dict, cwd: str, seconds: float = 15.0) -> bool:
@@ -54,11 +81,15 @@ def main() -> int:
             "faces": data["faces"]["face_fraction"] > 0.8,
             "h264": data["output"]["codec"] == "h264" and out.stat().st_size > 10_000,
             "no_torch": not any((APP.parent / "_internal").glob("torch*")),
+            "left_out": not any(any((APP.parent / "_internal").glob(f"{name}*")) for name in LEFT_OUT),
         }
         styles = subprocess.run([str(APP), "styles"], cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
         checks["styles_listed"] = styles.returncode == 0
         checks["window_runs"] = window_survives(env, tmp)
-        print(json.dumps({"app": str(APP), "style": data["style_label"], "backend": data["backend"], "checks": checks}))
+        total = sum(p.stat().st_size for p in APP.parent.rglob("*") if p.is_file() and not p.is_symlink())
+        summary = {"app": str(APP), "style": data["style_label"], "backend": data["backend"], "checks": checks}
+        sizes = library_sizes(APP.parent / "_internal")
+        print(json.dumps({**summary, "size_mb": round(total / 2**20, 1), "libraries_mb": sizes}))
         return 0 if all(checks.values()) else 1
 
 

@@ -51,9 +51,9 @@ def count_faces(inputs: list[Path], cfg: PrepareConfig = PrepareConfig()) -> int
 
 
 def _face(side: int) -> np.ndarray:
-    from skimage import data
+    from engine.sources import astronaut
 
-    return cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (side, side), interpolation=cv2.INTER_AREA)
+    return astronaut(side)
 
 
 def teacher_seconds(teacher: str, side: int, threads: int) -> float:

@@ -306,9 +306,9 @@ def resolve_teacher(name: str, device: str = "cpu", threads: int = 2) -> Resolve
 
 def _monochrome(teacher) -> bool:
     """True when the teacher draws in black and white (its output of a colour test face has no chroma)."""
-    from skimage import data
+    from engine.sources import astronaut
 
-    face = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (256, 256), interpolation=cv2.INTER_AREA)
+    face = astronaut(256)
     lab = cv2.cvtColor(teacher([face])[0], cv2.COLOR_BGR2LAB).astype(np.float32)
     return float(np.abs(lab[:, :, 1:] - 128).mean()) < 2.0
 

@@ -18,3 +18,4 @@ def test_installer_builds_and_passes_its_smoke_test():
     )
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
     assert '"no_torch": true' in proc.stdout and '"window_runs": true' in proc.stdout
+    assert '"left_out": true' in proc.stdout

@@ -2,6 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
+from engine import sources
 from engine.errors import SourceError
 from engine.sources import CameraSource, DemoConfig, DemoSource, ImageFolderSource, VideoFileSource, open_source
 
@@ -16,6 +17,18 @@ def test_demo_is_deterministic_and_moves():
     assert [f.index for f in frames] == list(range(40))
     assert all(t1 > t0 for t0, t1 in zip([f.timestamp for f in frames], [f.timestamp for f in frames[1:]]))
     assert np.abs(frames[0].image.astype(int) - frames[39].image.astype(int)).mean() > 10
+
+
+def test_demo_portrait_is_read_without_scikit_image_and_a_missing_one_is_named(monkeypatch, tmp_path):
+    from skimage import data
+
+    assert np.array_equal(sources.astronaut(), data.astronaut()[:, :, ::-1])
+    assert sources.astronaut(64).shape == (64, 64, 3)
+    # the installer's layout: no scikit-image package, the file under the bundle folder (here: absent)
+    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(sources.sys, "_MEIPASS", str(tmp_path), raising=False)
+    with pytest.raises(SourceError, match="astronaut.png"):
+        DemoSource()
 
 
 def test_demo_still_changes_only_by_noise():

@@ -1,6 +1,6 @@
 import numpy as np
 
-from engine.tracking import TrackConfig, TrackManager, iou_matrix
+from engine.tracking import TrackConfig, TrackManager, greedy_matches, iou_matrix
 
 
 def _face(x, y, size=100.0):
@@ -14,6 +14,13 @@ def _face(x, y, size=100.0):
 def test_iou_matrix():
     iou = iou_matrix([(0, 0, 10, 10)], [(0, 0, 10, 10), (5, 0, 15, 10), (20, 20, 30, 30)])
     assert np.allclose(iou, [[1.0, 1 / 3, 0.0]])
+
+
+def test_greedy_matches_take_the_best_overlap_once_and_skip_weak_ones():
+    iou = np.array([[0.9, 0.6, 0.0], [0.8, 0.7, 0.0], [0.0, 0.0, 0.05]])
+    # row 0 takes column 0 (0.9), so row 1 falls back to column 1; 0.05 is below the threshold
+    assert sorted(greedy_matches(iou, min_iou=0.1)) == [(0, 0), (1, 1)]
+    assert greedy_matches(np.zeros((0, 2)), 0.1) == [] and greedy_matches(np.zeros((2, 0)), 0.1) == []
 
 
 def test_face_shows_after_min_hits_and_fades_in():

@@ -205,13 +205,12 @@ def public_domain_face(size: int = 256) -> np.ndarray | None:
     Previews show this face only: the training and evaluation faces are research-only data that must
     not travel inside a bundle. None when the face tracker is unavailable.
     """
-    from skimage import data
-
     from engine.align import similarity_from_landmarks, warp_crop
     from engine.errors import BackendUnavailable
+    from engine.sources import astronaut
     from engine.tracking import landmarks_from_image
 
-    image = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    image = astronaut()
     try:
         landmarks = landmarks_from_image(image)
     except BackendUnavailable as exc:
