@@ -1,7 +1,8 @@
-"""Training wizard: pick data and a preset, run the training pipeline, install and switch to the new style.
+"""Training wizard: pick data and a preset, run the training pipeline, install and switch to the new style;
+or curate a StyleGAN run's generated images.
 
-Training runs as a separate process (``main.py train all --progress json``) so the window never loads
-torch and stays responsive; its JSON-line progress drives the progress page. Cancelling sends SIGTERM
+Training runs as a separate process (``main.py train all`` or ``train curate``, ``--progress json``) so the
+window never loads torch and stays responsive; its JSON-line progress drives the page. Cancelling sends SIGTERM
 without waiting; the stage checkpoints before it exits, so a later run resumes.
 """
 
@@ -13,19 +14,23 @@ import re
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, Qt, Signal
-from PySide6.QtGui import QPixmap
+from PySide6.QtCore import QProcess, QSize, Qt, Signal
+from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListWidget,
+    QListWidgetItem,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QRadioButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
     QWizard,
@@ -39,6 +44,8 @@ SOURCES = {
     "pairs": "A folder of (photo, stylized) pairs",
     "ink": "Real face photos with the procedural ink teacher",
 }
+# Not a `train all` source: the CLI's curation round for a StyleGAN run (CuratePage)
+CURATE = "Curate a StyleGAN run: accept or reject its generated images, grow the style set, train on"
 PRESETS = {
     "tiny": "seconds, for a smoke test",
     "cpu": "a laptop CPU",
@@ -88,6 +95,29 @@ def describe_estimate(record: dict) -> str:
     )
 
 
+def build_curate_command(
+    generator: str, count: int, accept: list[int] | None = None, styles: str = "", kimg: float = 0.0
+) -> list[str]:
+    """The ``main.py train curate`` command line for a StyleGAN run: without ``accept`` it makes the
+    candidates; with it, it records the decisions, grows the style set and (``kimg`` > 0) trains on."""
+    folders = curation_folders(generator)
+    args = [str(MAIN), "train", "curate", "--generator", generator, "--candidates", str(folders["candidates"])]
+    args += ["--count", str(count), "--progress", "json"]
+    if accept is None:
+        return args
+    args += ["--accept", ",".join(map(str, accept)), "--into", str(folders["accepted"])]
+    if kimg > 0:
+        args += ["--data", styles, "--continue-run", str(folders["continued"]), "--continue-kimg", f"{kimg:g}"]
+    return args
+
+
+def curation_folders(generator: str) -> dict[str, Path]:
+    """Where a curation round of the run ``generator`` keeps its candidates, the accepted images and the
+    continued run: beside the run, so a second round of the continued run chains on naturally."""
+    run = Path(generator)
+    return {part: run.parent / f"{run.name}_{part}" for part in ("candidates", "accepted", "continued")}
+
+
 def validate(source: str, data: str, faces: str, style_id: str, teacher: str = "") -> str | None:
     """A message for what is wrong with the choices, or None when they can run."""
     if not re.fullmatch(r"[A-Za-z0-9_-]+", style_id or ""):
@@ -134,7 +164,7 @@ class ChoicePage(QWizardPage):
         self.setTitle("What do you want to train from?")
         layout = QVBoxLayout(self)
         self.buttons = {}
-        for key, text in SOURCES.items():
+        for key, text in {**SOURCES, "curate": CURATE}.items():
             button = QRadioButton(text)
             self.buttons[key] = button
             layout.addWidget(button)
@@ -152,6 +182,9 @@ class ChoicePage(QWizardPage):
 
     def isComplete(self) -> bool:  # noqa: N802 - Qt's name
         return training_available()
+
+    def nextId(self) -> int:  # noqa: N802
+        return CURATE_PAGE if self.choice() == "curate" else DATA_PAGE
 
 
 class DataPage(QWizardPage):
@@ -224,16 +257,17 @@ class DataPage(QWizardPage):
 
 
 SAMPLE_WIDTH = 520  # the newest sample grid is shown at this width
+CHOICE_PAGE, DATA_PAGE, RUN_PAGE, CURATE_PAGE = range(4)
 
 
-class RunPage(QWizardPage):
-    """Runs the training process and shows its progress and its newest sample grid; complete when it
-    finished successfully."""
+class ProcessPage(QWizardPage):
+    """A page that runs one training process and shows its JSON-line progress, its log and its newest
+    sample grid; Stop asks it to checkpoint and exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, title: str) -> None:
         super().__init__()
-        self.setTitle("Training")
-        layout = QVBoxLayout(self)
+        self.setTitle(title)
+        self.layout_ = QVBoxLayout(self)
         self.stage = QLabel("waiting")
         self.bar = QProgressBar()
         self.log = QPlainTextEdit()
@@ -241,39 +275,22 @@ class RunPage(QWizardPage):
         self.sample = QLabel("sample grids appear here as training writes them")
         self.sample.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.cancel = QPushButton("Stop (resumable)")
-        layout.addWidget(self.stage)
-        layout.addWidget(self.bar)
-        layout.addWidget(self.sample, 2)
-        layout.addWidget(self.log, 1)
-        layout.addWidget(self.cancel)
+        self.layout_.addWidget(self.stage)
+        self.layout_.addWidget(self.bar)
+        self.layout_.addWidget(self.sample, 2)
+        self.layout_.addWidget(self.log, 1)
+        self.layout_.addWidget(self.cancel)
         self.process: QProcess | None = None
-        self.installed: str | None = None
+        self.exit_code: int | None = None
         self._buffer = b""
         self.cancel.clicked.connect(self.stop)
-
-    def initializePage(self) -> None:  # noqa: N802
-        w = self.wizard()
-        data = w.data_page
-        args = build_command(
-            w.choice_page.choice(),
-            data.data.text(),
-            data.faces.text(),
-            data.preset.currentData(),
-            data.style_id.text(),
-            w.models_dir,
-            data.teacher.text(),
-        )
-        if self.running:  # Back then Next: the run in progress goes on, no second one on the same folder
-            self.log.appendPlainText("training is still running; stop it before starting another")
-            return
-        self.start(args)
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
 
     def start(self, args: list[str]) -> None:
-        self.installed = None
+        self.exit_code = None
         self.process = QProcess(self)
         self.process.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
         self.process.readyReadStandardOutput.connect(self._read_stdout)
@@ -301,10 +318,11 @@ class RunPage(QWizardPage):
             self.show_sample(Path(record.get("path", "")), record.get("stage"))
         elif event == "done":
             self.log.appendPlainText(f"{record.get('stage')} finished")
-        elif event == "installed":
-            self.installed = record.get("style_id")
-            self.log.appendPlainText(f"installed style {self.installed} in {record.get('path')}")
+        self.handle_record(record)
         self.completeChanged.emit()
+
+    def handle_record(self, record: dict) -> None:
+        """What this page does with a record beyond showing progress."""
 
     def show_sample(self, path: Path, stage: str | None) -> None:
         pixmap = QPixmap(str(path))
@@ -321,20 +339,166 @@ class RunPage(QWizardPage):
                 self.handle_line(line.decode(errors="replace"))
 
     def _finished(self, code: int, _status) -> None:
+        self.exit_code = code
         self.stage.setText("finished" if code == 0 else f"stopped (exit code {code}); run again to resume")
         self.completeChanged.emit()
 
     def stop(self) -> None:
         """Ask a running training process to checkpoint and stop (SIGTERM), without waiting for it: the
-        window stays responsive and ``finished`` reports the exit. A run that already installed its style
-        is left to exit by itself."""
-        if not self.running or self.installed is not None:
+        window stays responsive and ``finished`` reports the exit."""
+        if not self.running:
             return
         self.stage.setText("stopping: saving a checkpoint…")
         self.process.terminate()
 
+
+class RunPage(ProcessPage):
+    """Runs ``train all`` for the chosen route; complete when it installed its style."""
+
+    def __init__(self) -> None:
+        super().__init__("Training")
+        self.installed: str | None = None
+
+    def initializePage(self) -> None:  # noqa: N802
+        w = self.wizard()
+        data = w.data_page
+        args = build_command(
+            w.choice_page.choice(),
+            data.data.text(),
+            data.faces.text(),
+            data.preset.currentData(),
+            data.style_id.text(),
+            w.models_dir,
+            data.teacher.text(),
+        )
+        if self.running:  # Back then Next: the run in progress goes on, no second one on the same folder
+            self.log.appendPlainText("training is still running; stop it before starting another")
+            return
+        self.start(args)
+
+    def start(self, args: list[str]) -> None:
+        self.installed = None
+        super().start(args)
+
+    def handle_record(self, record: dict) -> None:
+        if record.get("event") == "installed":
+            self.installed = record.get("style_id")
+            self.log.appendPlainText(f"installed style {self.installed} in {record.get('path')}")
+
+    def stop(self) -> None:
+        """A run that already installed its style is left to exit by itself."""
+        if self.installed is None:
+            super().stop()
+
     def isComplete(self) -> bool:  # noqa: N802
         return self.installed is not None
+
+    def nextId(self) -> int:  # noqa: N802
+        return -1
+
+
+THUMB = 112  # candidate thumbnails on the curation page
+
+
+class CuratePage(ProcessPage):
+    """The CLI's curation round (``train curate``) for a StyleGAN run: make candidates, let the person tick
+    the ones to keep, copy those into the grown style set and train on it in a new run beside the first.
+    Complete once a round's decisions are recorded (and its training, when asked for, finished)."""
+
+    def __init__(self) -> None:
+        super().__init__("Curate a StyleGAN run")
+        self.generator = QLineEdit()
+        self.styles = QLineEdit()
+        self.count = QSpinBox()
+        self.count.setRange(4, 256)
+        self.count.setValue(16)
+        self.kimg = QDoubleSpinBox()
+        self.kimg.setRange(0.0, 1000.0)
+        self.kimg.setValue(2.0)
+        self.kimg.setToolTip("thousands of images to train on after the round; 0 records the decisions only")
+        self.make = QPushButton("Make candidates")
+        self.make.clicked.connect(self.make_candidates)
+        self.decide = QPushButton("Keep the ticked ones, reject the rest")
+        self.decide.clicked.connect(self.apply_decisions)
+        self.candidates = QListWidget()
+        self.candidates.setViewMode(QListWidget.ViewMode.IconMode)
+        self.candidates.setIconSize(QSize(THUMB, THUMB))
+        self.candidates.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.error = QLabel()
+        self.error.setStyleSheet("color: #c33;")
+        form = QFormLayout()
+        form.addRow("StyleGAN run", _folder_row(self.generator, self))
+        form.addRow("Style images it was trained on", _folder_row(self.styles, self))
+        form.addRow("Candidates", self.count)
+        form.addRow("Then train on (kimg)", self.kimg)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.make)
+        buttons.addWidget(self.decide)
+        self.layout_.insertLayout(0, form)
+        self.layout_.insertLayout(1, buttons)
+        self.layout_.insertWidget(2, self.error)
+        self.layout_.insertWidget(3, self.candidates, 3)
+        self._deciding = False
+        self.decided = False
+
+    def make_candidates(self) -> None:
+        if self.running:
+            return
+        if not self.generator.text() or not Path(self.generator.text()).exists():
+            self.error.setText("Choose a StyleGAN run folder (or a generator file).")
+            return
+        self.error.setText("")
+        self._deciding = False
+        self.start(build_curate_command(self.generator.text(), self.count.value()))
+
+    def apply_decisions(self) -> None:
+        if self.running or not self.candidates.count():
+            return
+        kimg = self.kimg.value()
+        if kimg > 0 and not (self.styles.text() and Path(self.styles.text()).is_dir()):
+            self.error.setText("Training on needs the style image folder the run was trained on.")
+            return
+        self.error.setText("")
+        items = [self.candidates.item(i) for i in range(self.candidates.count())]
+        ticked = [i for i, item in enumerate(items) if item.checkState() == Qt.CheckState.Checked]
+        self._deciding = True
+        self.start(build_curate_command(self.generator.text(), self.count.value(), ticked, self.styles.text(), kimg))
+
+    def show_candidates(self) -> None:
+        """The candidates as tickable thumbnails; those decided in an earlier round are shown, not asked."""
+        folder = curation_folders(self.generator.text())["candidates"]
+        record_path = folder / "decisions.json"
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {"accepted": [], "rejected": []}
+        self.candidates.clear()
+        for path in sorted(p for p in (folder / "images").glob("*") if p.is_file()):
+            item = QListWidgetItem(QIcon(str(path)), path.stem)
+            if path.name in record["accepted"] or path.name in record["rejected"]:
+                item.setText(f"{path.stem}: {'kept' if path.name in record['accepted'] else 'rejected'}")
+                item.setFlags(Qt.ItemFlag.NoItemFlags)
+            else:
+                item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsUserCheckable)
+                item.setCheckState(Qt.CheckState.Unchecked)
+            self.candidates.addItem(item)
+
+    def _finished(self, code: int, status) -> None:
+        super()._finished(code, status)
+        if code == 0:
+            self.show_candidates()
+            self.decided = self.decided or self._deciding
+            if self._deciding:
+                folders = curation_folders(self.generator.text())
+                continued = folders["continued"]
+                self.log.appendPlainText(
+                    f"kept images are in {folders['accepted']}"
+                    + (f"; the run trained on them is {continued}" if continued.exists() else "")
+                )
+        self.completeChanged.emit()
+
+    def isComplete(self) -> bool:  # noqa: N802
+        return self.decided and not self.running
+
+    def nextId(self) -> int:  # noqa: N802
+        return -1
 
 
 class TrainingWizard(QWizard):
@@ -347,11 +511,16 @@ class TrainingWizard(QWizard):
         self.choice_page = ChoicePage()
         self.data_page = DataPage()
         self.run_page = RunPage()
-        for page in (self.choice_page, self.data_page, self.run_page):
-            self.addPage(page)
+        self.curate_page = CuratePage()
+        for page_id, page in zip(
+            (CHOICE_PAGE, DATA_PAGE, RUN_PAGE, CURATE_PAGE),
+            (self.choice_page, self.data_page, self.run_page, self.curate_page),
+        ):
+            self.setPage(page_id, page)
         self.finished.connect(self._done)
 
     def _done(self, _result: int) -> None:
         self.run_page.stop()
+        self.curate_page.stop()
         if self.run_page.installed:
             self.style_ready.emit(self.run_page.installed)

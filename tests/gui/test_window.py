@@ -317,3 +317,52 @@ def test_wizard_measures_the_route_on_this_machine_before_starting(qapp, window,
         " 600 steps of light+high)."
     )
     wizard.close()
+
+
+def test_wizard_curation_round_keeps_the_ticked_candidates_and_trains_on(qapp, window, tmp_path):
+    """The curate page runs the CLI's round: candidates from a StyleGAN generator shown as tickable
+    thumbnails, the ticked ones kept, the rest rejected, then a continued run on the grown style set."""
+    import cv2
+    import torch
+    from PySide6.QtCore import Qt
+
+    from gui.wizard import CURATE_PAGE, curation_folders
+    from training.stylegan.checkpoint import save_generator
+    from training.stylegan.networks import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(resolution=16, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=32)
+    generator = save_generator(Generator(cfg).eval(), tmp_path / "gan.pt")
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    for i in range(8):
+        cv2.imwrite(str(styles / f"s{i}.png"), np.full((16, 16, 3), 30 * i, np.uint8))
+    wizard = window.open_wizard()
+    wizard.choice_page.buttons["curate"].setChecked(True)
+    assert wizard.choice_page.nextId() == CURATE_PAGE
+    page = wizard.curate_page
+    page.make_candidates()
+    assert "Choose a StyleGAN run" in page.error.text()
+    page.generator.setText(str(generator))
+    page.count.setValue(6)
+    page.make_candidates()
+    assert wait_until(qapp, lambda: page.candidates.count() == 6, timeout=120), page.log.toPlainText()[-2000:]
+    assert not page.isComplete()
+    page.candidates.item(1).setCheckState(Qt.CheckState.Checked)
+    page.candidates.item(4).setCheckState(Qt.CheckState.Checked)
+    page.kimg.setValue(0.01)
+    page.apply_decisions()
+    assert "style image folder" in page.error.text()  # training on needs the original style set
+    page.styles.setText(str(styles))
+    page.apply_decisions()
+    assert wait_until(qapp, page.isComplete, timeout=300), page.log.toPlainText()[-3000:]
+    folders = curation_folders(str(generator))
+    record = json.loads((folders["candidates"] / "decisions.json").read_text())
+    names = sorted(p.name for p in (folders["candidates"] / "images").iterdir())
+    assert record["accepted"] == [names[1], names[4]] and len(record["rejected"]) == 4
+    assert len(list(folders["accepted"].iterdir())) == 2
+    options = json.loads((folders["continued"] / "options.json").read_text())["options"]
+    assert options["images"] == 10 and options["base"] == str(generator)
+    # decided candidates are shown with their decision and cannot be ticked again
+    assert "kept" in page.candidates.item(1).text() and not page.candidates.item(0).flags() & Qt.ItemFlag.ItemIsEnabled
+    wizard.close()

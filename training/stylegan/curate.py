@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from training.errors import TrainingError
+from training.loop import exit_code
+from training.runs import AbortFlag, Progress, abort_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -103,24 +105,17 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     candidates = Path(args.candidates)
     images = candidates / "images"
+    progress = Progress(args.progress)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if not images.is_dir() or not any(images.iterdir()):
         if not args.generator:
             raise TrainingError(f"{candidates}: no candidates yet; pass --generator to make them")
-        from training.stylegan import generate
+        from training.stylegan.generate import generate_set
 
-        gen_args = _namespace(
-            generator=args.generator,
-            out=str(candidates),
-            count=args.count,
-            seed=args.seed,
-            truncation=args.truncation,
-            truncation_cutoff=None,
-            from_inversion=None,
-            video=None,
-            threads=args.threads,
-            progress=args.progress,
-        )
-        generate.run(gen_args)
+        generate_set(args.generator, candidates, progress, args.count, args.seed, args.truncation)
         log.info("wrote %d candidates to %s (see grid.png)", args.count, candidates)
     names = sorted(p.name for p in images.iterdir() if p.is_file())
     if args.accept is None and not args.interactive:
@@ -135,34 +130,25 @@ def run(args) -> int:
         decisions = {n: n in accepted for n in names}
     record = apply_decisions(candidates, decisions, Path(args.into))
     log.info("accepted %d, rejected %d so far (%s)", len(record["accepted"]), len(record["rejected"]), args.into)
-    if args.continue_run:
-        if not args.generator or not args.data:
-            raise TrainingError("--continue-run needs --generator (the run to continue) and --data (style folders)")
-        from training.cli import main as train_main
-
-        argv = [
-            "stylegan",
-            "--data",
-            *args.data,
-            args.into,
-            "--run",
-            args.continue_run,
-            "--base",
-            args.generator,
-            "--preset",
-            args.preset,
-            "--kimg",
-            str(args.continue_kimg),
-            "--progress",
-            args.progress,
-        ]
-        if args.threads:
-            argv += ["--threads", str(args.threads)]
-        return train_main(argv)
-    return 0
+    if not args.continue_run:
+        return 0
+    if not args.generator or not args.data:
+        raise TrainingError("--continue-run needs --generator (the run to continue) and --data (style folders)")
+    data = [Path(d) for d in [*args.data, args.into]]
+    return continue_training(args.generator, data, Path(args.continue_run), args.preset, args.continue_kimg, progress)
 
 
-def _namespace(**kw):
-    import argparse
+def continue_training(generator: str, data: list[Path], run: Path, preset: str, kimg: float, progress: Progress) -> int:
+    """Fine-tune the generator in a new run on the original style folders plus the accepted images; returns
+    the stage's exit code. A run that was stopped (130) resumes when the same round is run again."""
+    from training.stylegan.checkpoint import load_networks
+    from training.stylegan.config import PRESETS
+    from training.stylegan.train import budget_of, finetune_config, stylegan_stage
 
-    return argparse.Namespace(**kw)
+    base = load_networks(generator)
+    cfg = finetune_config(PRESETS[preset], base)
+    abort = AbortFlag()
+    with abort_on_signals(abort):
+        resume = (run / "options.json").exists()
+        summary = stylegan_stage(data, run, cfg, budget_of(cfg, kimg=kimg), progress, abort, base, resume)
+    return exit_code(summary)

@@ -469,15 +469,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--snapshot-kimg", type=float, help="save a G_ema snapshot every N kimg")
 
 
+def finetune_config(cfg: TrainConfig, base: LoadedNetworks, variety_tricks: bool = True) -> TrainConfig:
+    """A preset fitted to a base generator: its architecture, and (by default) the variety tricks."""
+    from training.stylegan.config import VARIETY_TRICKS
+
+    cfg = cfg.with_generator(base.G_ema.cfg)
+    return replace(cfg, **VARIETY_TRICKS) if variety_tricks else cfg
+
+
 def config_from_args(args, base: LoadedNetworks | None) -> TrainConfig:
     """Preset ← explicit options; a base generator fixes the architecture and enables the variety tricks."""
-    from training.stylegan.config import PRESETS, VARIETY_TRICKS
+    from training.stylegan.config import PRESETS
 
     cfg = PRESETS[args.preset]
     if base is not None:
-        cfg = cfg.with_generator(base.G_ema.cfg)
-        if not args.no_variety_tricks:
-            cfg = replace(cfg, **VARIETY_TRICKS)
+        cfg = finetune_config(cfg, base, variety_tricks=not args.no_variety_tricks)
     preset_resolution = cfg.resolution
     if args.batch is not None and args.batch_gpu is None:
         args.batch_gpu = min(args.batch, cfg.batch_gpu)  # rounds no larger than the batch

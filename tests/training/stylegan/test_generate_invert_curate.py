@@ -201,3 +201,21 @@ def test_curation_round_records_decisions_and_grows_the_style_set(tmp_path, gene
     list_file = tmp_path / "list.txt"
     list_file.write_text(f"1,2\n {names[4]}\n")
     assert parse_accept_list(str(list_file), names) == {names[1], names[2], names[4]}
+
+
+def test_curation_continues_training_on_the_grown_style_set(tmp_path, generator_file):
+    """--continue-run fine-tunes the candidates' generator in a new run on the style folders + accepted ones."""
+    path, _ = generator_file
+    cand, into, styles = tmp_path / "cand", tmp_path / "accepted", tmp_path / "styles"
+    styles.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(styles / f"s{i}.png"), np.full((16, 16, 3), 40 * i, np.uint8))
+    args = ["curate", "--generator", str(path), "--candidates", str(cand), "--count", "4", "--progress", "none"]
+    assert train_main(args) == 0
+    follow_up = ["--accept", "0,1", "--into", str(into), "--data", str(styles), "--preset", "tiny"]
+    run = tmp_path / "r2"
+    assert train_main([*args, *follow_up, "--continue-run", str(run), "--continue-kimg", "0.008"]) == 0
+    options = json.loads((run / "options.json").read_text())["options"]
+    assert options["images"] == 8 and options["base"] == str(path)
+    assert sorted(options["data"]) == sorted([str(styles), str(into)])
+    assert (run / "checkpoints").is_dir()
