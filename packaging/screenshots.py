@@ -107,8 +107,43 @@ def main(argv: list[str]) -> int:
     print(args.out / "wizard_3_training.png")
     run.close()
     wizard.close()
+    _curation_page(app, window, args.out / "wizard_4_curation.png")
     window.close()
     return 0
+
+
+def _curation_page(app, window, path: Path) -> None:
+    """The curation page with real candidates, of an untrained 32² test generator: a trained StyleGAN run
+    takes hours on a CPU (docs/stylegan.md), so the pictures show the page, not a style."""
+    import tempfile
+
+    import torch
+    from PySide6.QtCore import Qt
+
+    from training.stylegan.checkpoint import save_generator
+    from training.stylegan.networks import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(resolution=32, z_dim=64, w_dim=64, mapping_layers=2, channel_base=512, channel_max=64)
+    with tempfile.TemporaryDirectory() as tmp:
+        wizard = window.open_wizard()
+        wizard.move(60, 40)
+        wizard.resize(820, 640)
+        wizard.choice_page.buttons["curate"].setChecked(True)
+        wizard.next()
+        page = wizard.curate_page
+        page.generator.setText(str(save_generator(Generator(cfg).eval(), Path(tmp) / "my_style_run.pt")))
+        page.styles.setText("~/Pictures/my_style_images")
+        page.count.setValue(12)
+        page.make_candidates()
+        deadline = time.monotonic() + 120
+        while page.candidates.count() < 12 and time.monotonic() < deadline:
+            _pump(app, 0.2)
+        for i in (1, 4, 5, 9):
+            page.candidates.item(i).setCheckState(Qt.CheckState.Checked)
+        _pump(app, 1.0)
+        _grab_screen(app, path)
+        wizard.close()
 
 
 if __name__ == "__main__":

@@ -24,11 +24,14 @@ def opt(default: Any = dataclasses.MISSING, help: str = "", **metadata: Any) -> 
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, suffix: str = "", dest: str = "") -> None:
-    """Add one flag per field of the dataclass ``cls`` (recursing into nested configs)."""
+def add_config_arguments(
+    parser: argparse.ArgumentParser, cls: type, suffix: str = "", dest: str = "", only: tuple[str, ...] = ()
+) -> None:
+    """Add one flag per field of the dataclass ``cls`` (recursing into nested configs), or per field named
+    in ``only``."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if not f.metadata.get("cli", True):
+        if not f.metadata.get("cli", True) or (only and f.name not in only):
             continue
         kind = hints[f.name]
         if dataclasses.is_dataclass(kind):

@@ -30,6 +30,8 @@ from pathlib import Path
 from engine.bundle import load_bundle
 from training.errors import TrainingError
 from training.loop import ABORTED_EXIT, Budget
+from training.options import add_config_arguments, apply_flags
+from training.pairs import PairsConfig
 from training.runs import AbortFlag, Progress, abort_on_signals
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", type=Path, help="teacher folder (teacher.json) for --source teacher")
     parser.add_argument("--masks", type=Path, help="mask-model folder (default: 'masks' beside the teacher, if any)")
     parser.add_argument("--init-from", type=Path, help="teacher route: a parent style's student runs to fine-tune")
+    add_config_arguments(parser, PairsConfig, dest="pairs.", only=("skin_tone",))
     parser.add_argument("--preset", default="cpu", choices=sorted(TIERS_BY_PRESET))
     parser.add_argument("--style-id", required=True, help="id of the bundle to build")
     parser.add_argument("--run", type=Path, help="run root (default: runs/<style-id>)")
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _classic_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path], Path, str]:
     """ink / pairs / styles: (faces →) pairs → one student run per tier of the preset."""
-    from training.pairs import PairsConfig, make_pairs
+    from training.pairs import make_pairs
     from training.prepare import PrepareConfig, prepare_folder
     from training.student.train import config_from, student_stage
 
@@ -127,7 +130,15 @@ def _classic_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path]
         pairs = recipe.step(
             "pairs",
             lambda out, _: make_pairs(
-                teacher, faces, out, PairsConfig(), progress, abort, None, args.device, args.threads
+                teacher,
+                faces,
+                out,
+                apply_flags(PairsConfig(), args, dest="pairs."),
+                progress,
+                abort,
+                None,
+                args.device,
+                args.threads,
             ),
         )
     cfg = config_from(preset)
@@ -174,7 +185,7 @@ def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path]
     from dataclasses import replace
 
     from training.modules import cpu_has_native_bf16
-    from training.pairs import PairsConfig, make_pairs
+    from training.pairs import make_pairs
     from training.prepare import PrepareConfig, prepare_folder
     from training.student.train import config_from, student_stage, tier_runs
     from training.teachers.network import load_teacher_spec
@@ -194,7 +205,7 @@ def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path]
             str(args.teacher),
             faces,
             out,
-            PairsConfig(size=256),
+            apply_flags(PairsConfig(size=256), args, dest="pairs."),
             progress,
             abort,
             masks if masks.is_dir() else None,

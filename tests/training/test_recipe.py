@@ -104,3 +104,7 @@ def test_teacher_recipe_installs_a_bundle_with_alpha_and_the_teachers_licence(ph
     out = style.active.stylize(np.full((256, 256, 3), 120, np.uint8))
     assert out.shape == (256, 256, 4)
     style.close()
+    # --skin-tone reaches the pairs stage: forcing the treatment without the skin model is refused there
+    cmd = [sys.executable, "main.py", "train", "all", *args, "--preset", "tiny", "--skin-tone", "keep"]
+    proc = subprocess.run([*cmd, "--run", str(tmp_path / "keep")], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode != 0 and "needs the skin_clothes_hair mask model" in proc.stderr
