@@ -53,8 +53,8 @@ PRESETS = {
 }
 # What the cpu preset costs per route, said before anything starts (measured figures: docs/styles.md).
 ROUTE_NOTES = {
-    "teacher": "cpu preset: about 50 minutes on a 2-core AVX-512 CPU (prepare, teacher pairs, three tiers side by"
-    " side); expect 2-3 times that on an AVX2-only CPU.",
+    "teacher": "cpu preset: 33 minutes measured on an idle 2-core AVX-512 CPU, 55 with other work running (prepare,"
+    " teacher pairs, three tiers side by side); expect 2-3 times that on an AVX2-only CPU.",
     "styles": "This route trains StyleGAN2 and U-GAT-IT: on a CPU it takes hours and gives no usable style"
     " (docs/stylegan.md). It needs a GPU and the gpu preset.",
     "pairs": "cpu preset: the three tiers, about 35 minutes on a 2-core AVX-512 CPU.",
@@ -471,7 +471,10 @@ class CuratePage(ProcessPage):
         record = json.loads(record_path.read_text()) if record_path.is_file() else {"accepted": [], "rejected": []}
         self.candidates.clear()
         for path in sorted(p for p in (folder / "images").glob("*") if p.is_file()):
-            item = QListWidgetItem(QIcon(str(path)), path.stem)
+            thumb = QPixmap(str(path)).scaled(
+                THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+            )
+            item = QListWidgetItem(QIcon(thumb), path.stem)
             if path.name in record["accepted"] or path.name in record["rejected"]:
                 item.setText(f"{path.stem}: {'kept' if path.name in record['accepted'] else 'rejected'}")
                 item.setFlags(Qt.ItemFlag.NoItemFlags)

@@ -125,14 +125,17 @@ def _curation_page(app, window, path: Path) -> None:
 
     torch.manual_seed(0)
     cfg = GeneratorConfig(resolution=32, z_dim=64, w_dim=64, mapping_layers=2, channel_base=512, channel_max=64)
-    with tempfile.TemporaryDirectory() as tmp:
+    Path("out").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir="out") as tmp:  # a relative path: the picture names no machine folder
         wizard = window.open_wizard()
         wizard.move(60, 40)
         wizard.resize(820, 640)
         wizard.choice_page.buttons["curate"].setChecked(True)
         wizard.next()
         page = wizard.curate_page
-        page.generator.setText(str(save_generator(Generator(cfg).eval(), Path(tmp) / "my_style_run.pt")))
+        page.generator.setText(
+            str(save_generator(Generator(cfg).eval(), Path(os.path.relpath(tmp)) / "my_style_run.pt"))
+        )
         page.styles.setText("~/Pictures/my_style_images")
         page.count.setValue(12)
         page.make_candidates()
