@@ -7,7 +7,8 @@ machine the docs were measured on. The estimate times the parts that dominate, o
 * the teacher: seconds per face at its input side (a warm call, then two timed), and the mask models' work
   per pair (the alpha target and the skin-tone treatment) when the route uses them;
 * the students: seconds per training step of the route's tiers at the preset's crop and batch (side by side
-  for the teacher route, one after the other otherwise), on random pairs, after a warm-up step;
+  for the teacher route, one after the other otherwise), on random pairs, after a warm-up step, with and
+  without the discriminator, weighted by the share of steps of each;
 
 and multiplies them by what the route does. Face alignment and export are not timed: they are small next to
 the rest (0.6 and 5 min of the 55-minute hayao run, docs/styles.md) and are added as those figures.
@@ -30,8 +31,10 @@ import torch
 from engine.backends import cpu_model
 from training.errors import TrainingError
 from training.prepare import VIDEO_EXTS, PrepareConfig, find_sources
-from training.recipe import TEACHER_INPUT, TEACHER_STEPS, TEACHER_TIERS, TIERS_BY_PRESET
+from training.recipe import TEACHER_GAN_START, TEACHER_INPUT, TEACHER_STEPS, TEACHER_TIERS, TIERS_BY_PRESET
+from training.student.train import config_from
 
+STEPS_TIMED = 3  # per phase (without and with the discriminator): single steps vary by ±30 %
 FIXED_MINUTES = {"prepare": 0.6, "export": 5.0}  # measured on the hayao run (docs/styles.md), not timed here
 
 
@@ -89,10 +92,11 @@ def masks_seconds(folder: Path, threads: int) -> float:
     return float(np.median(times[1:]))
 
 
-def student_step_seconds(tiers: list[str], preset: str, bf16: bool) -> float:
-    """Seconds per step of ``tiers`` trained side by side at the preset's crop and batch (random pairs)."""
+def student_step_seconds(tiers: list[str], preset: str, bf16: bool, adversarial_share: float = 1.0) -> float:
+    """Seconds per step of ``tiers`` trained side by side at the preset's crop and batch (random pairs),
+    weighted by the share of steps that train the discriminator too (those after ``gan_start``)."""
     from training.student.losses import PerceptualLoss
-    from training.student.train import PairTensors, SharedBatches, StudentTrainer, config_from
+    from training.student.train import PairTensors, SharedBatches, StudentTrainer
 
     cfg = replace(config_from(preset), bf16=bf16)
     n, side = max(cfg.batch, 4), max(cfg.crop, 64)
@@ -102,14 +106,20 @@ def student_step_seconds(tiers: list[str], preset: str, bf16: bool) -> float:
     pairs = PairTensors([str(i) for i in range(n)], images, images.flip(1), images, alpha)
     perceptual = PerceptualLoss("cpu") if cfg.weights.perceptual > 0 else None
     batches = SharedBatches(pairs, cfg, "cpu", perceptual)
-    trainers = [StudentTrainer(replace(cfg, tier=t, gan_start=0), pairs, pairs, batches, "cpu") for t in tiers]
-    times = []
-    for _ in range(3):  # the first step warms up (allocations, oneDNN kernel choice)
-        t0 = time.perf_counter()
-        for t in trainers:
-            t.step()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times[1:]))
+    seconds = {}
+    for adversarial in (False, True):
+        gan_start = 0 if adversarial else 1 << 30
+        trainers = [
+            StudentTrainer(replace(cfg, tier=t, gan_start=gan_start), pairs, pairs, batches, "cpu") for t in tiers
+        ]
+        times = []
+        for _ in range(STEPS_TIMED + 1):  # the first step warms up (allocations, oneDNN kernel choice)
+            t0 = time.perf_counter()
+            for t in trainers:
+                t.step()
+            times.append(time.perf_counter() - t0)
+        seconds[adversarial] = float(np.median(times[1:]))
+    return adversarial_share * seconds[True] + (1 - adversarial_share) * seconds[False]
 
 
 def estimate(
@@ -134,8 +144,9 @@ def estimate(
         measured["masks_s_per_face"] = masks_seconds(masks, threads) if masks.is_dir() else 0.0
         parts["pairs"] = faces * (measured["teacher_s_per_face"] + measured["masks_s_per_face"]) / 60
         tiers = TEACHER_TIERS[preset]
-        steps = TEACHER_STEPS["finetune" if finetune else "scratch"] if preset == "cpu" else _preset_steps(preset)
-        measured["student_s_per_step"] = student_step_seconds(tiers, preset, bf16)
+        steps = TEACHER_STEPS["finetune" if finetune else "scratch"] if preset == "cpu" else config_from(preset).steps
+        plain = TEACHER_GAN_START * steps if preset == "cpu" else config_from(preset).gan_start  # as train all
+        measured["student_s_per_step"] = student_step_seconds(tiers, preset, bf16, _adversarial_share(plain, steps))
     else:
         faces = count_faces(data) if source == "ink" else 0
         if source == "ink":
@@ -144,8 +155,9 @@ def estimate(
         else:
             parts.pop("prepare")
         tiers = TIERS_BY_PRESET[preset]
-        steps = _preset_steps(preset)
-        measured["student_s_per_step"] = sum(student_step_seconds([t], preset, False) for t in tiers)
+        steps = config_from(preset).steps
+        share = _adversarial_share(config_from(preset).gan_start, steps)
+        measured["student_s_per_step"] = sum(student_step_seconds([t], preset, False, share) for t in tiers)
     parts["students"] = steps * measured["student_s_per_step"] / 60
     return {
         "event": "estimate",
@@ -163,10 +175,9 @@ def estimate(
     }
 
 
-def _preset_steps(preset: str) -> int:
-    from training.student.train import config_from
-
-    return config_from(preset).steps
+def _adversarial_share(plain_steps: float, steps: int) -> float:
+    """The share of ``steps`` that also train the discriminator (it joins after ``plain_steps``)."""
+    return 1 - min(plain_steps, steps) / max(steps, 1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

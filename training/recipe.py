@@ -41,6 +41,7 @@ TIERS_BY_PRESET = {"tiny": ["light"], "cpu": ["light", "standard"], "gpu": ["lig
 TEACHER_TIERS = {"tiny": ["light"], "cpu": ["light", "standard", "high"], "gpu": ["light", "standard", "high"]}
 # Teacher route, cpu preset: steps from scratch and when fine-tuning a parent style's students.
 TEACHER_STEPS = {"scratch": 600, "finetune": 300}
+TEACHER_GAN_START = 0.25  # the share of those steps before the discriminator joins
 TEACHER_INPUT = 512  # faces are aligned at this side for the teachers (their preferred input); pairs are 256²
 STYLE_SET_SIZE = {"tiny": 16, "cpu": 500, "gpu": 5000}
 UGATIT_STEPS = {"tiny": 4, "cpu": 1200, "gpu": 100_000}
@@ -217,7 +218,7 @@ def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path]
     cfg = config_from(args.preset)
     if args.preset == "cpu":
         steps = TEACHER_STEPS["finetune" if args.init_from else "scratch"]
-        cfg = replace(cfg, steps=steps, gan_start=steps // 4)
+        cfg = replace(cfg, steps=steps, gan_start=int(steps * TEACHER_GAN_START))
     if device == "cpu" and cpu_has_native_bf16():
         cfg = replace(cfg, bf16=True)
     labels = {"preset": args.preset}
