@@ -281,7 +281,6 @@ class ProcessPage(QWizardPage):
         self.layout_.addWidget(self.log, 1)
         self.layout_.addWidget(self.cancel)
         self.process: QProcess | None = None
-        self.exit_code: int | None = None
         self._buffer = b""
         self.cancel.clicked.connect(self.stop)
 
@@ -290,7 +289,6 @@ class ProcessPage(QWizardPage):
         return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
 
     def start(self, args: list[str]) -> None:
-        self.exit_code = None
         self.process = QProcess(self)
         self.process.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
         self.process.readyReadStandardOutput.connect(self._read_stdout)
@@ -339,7 +337,6 @@ class ProcessPage(QWizardPage):
                 self.handle_line(line.decode(errors="replace"))
 
     def _finished(self, code: int, _status) -> None:
-        self.exit_code = code
         self.stage.setText("finished" if code == 0 else f"stopped (exit code {code}); run again to resume")
         self.completeChanged.emit()
 

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from training.errors import TrainingError
 from training.loop import exit_code
 from training.runs import AbortFlag, Progress, abort_on_signals
@@ -107,8 +109,6 @@ def run(args) -> int:
     images = candidates / "images"
     progress = Progress(args.progress)
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     if not images.is_dir() or not any(images.iterdir()):
         if not args.generator:
