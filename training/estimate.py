@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from engine.backends import cpu_model
+from engine.sources import astronaut
 from training.errors import TrainingError
 from training.prepare import VIDEO_EXTS, PrepareConfig, find_sources
-from training.recipe import TEACHER_GAN_START, TEACHER_INPUT, TEACHER_STEPS, TEACHER_TIERS, TIERS_BY_PRESET
+from training.recipe import TEACHER_INPUT, TEACHER_TIERS, TIERS_BY_PRESET, teacher_student_config
 from training.student.train import config_from
 
 STEPS_TIMED = 3  # per phase (without and with the discriminator): single steps vary by ±30 %
@@ -53,18 +54,12 @@ def count_faces(inputs: list[Path], cfg: PrepareConfig = PrepareConfig()) -> int
     return total
 
 
-def _face(side: int) -> np.ndarray:
-    from engine.sources import astronaut
-
-    return astronaut(side)
-
-
 def teacher_seconds(teacher: str, side: int, threads: int) -> float:
     """Seconds per face of a teacher (``ink`` or a teacher folder) at input ``side``, median of two calls."""
     from training.pairs import resolve_teacher
 
     stylize = resolve_teacher(teacher, "cpu", threads).stylize
-    face = _face(side)
+    face = astronaut(side)
     stylize([face])  # warm-up: graph optimisation, first allocations
     times = []
     for _ in range(2):
@@ -79,7 +74,7 @@ def masks_seconds(folder: Path, threads: int) -> float:
     from training.teachers.masks import BlendTargets, open_mask_models
 
     targets = BlendTargets(open_mask_models(folder, threads))
-    face = _face(256)
+    face = astronaut(256)
     try:
         times = []
         for _ in range(3):  # the first call warms up
@@ -144,9 +139,9 @@ def estimate(
         measured["masks_s_per_face"] = masks_seconds(masks, threads) if masks.is_dir() else 0.0
         parts["pairs"] = faces * (measured["teacher_s_per_face"] + measured["masks_s_per_face"]) / 60
         tiers = TEACHER_TIERS[preset]
-        steps = TEACHER_STEPS["finetune" if finetune else "scratch"] if preset == "cpu" else config_from(preset).steps
-        plain = TEACHER_GAN_START * steps if preset == "cpu" else config_from(preset).gan_start  # as train all
-        measured["student_s_per_step"] = student_step_seconds(tiers, preset, bf16, _adversarial_share(plain, steps))
+        cfg = teacher_student_config(preset, finetune)
+        steps, share = cfg.steps, _adversarial_share(cfg.gan_start, cfg.steps)
+        measured["student_s_per_step"] = student_step_seconds(tiers, preset, bf16, share)
     else:
         faces = count_faces(data) if source == "ink" else 0
         if source == "ink":

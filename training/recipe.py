@@ -25,6 +25,7 @@ import logging
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from engine.bundle import load_bundle
@@ -41,7 +42,6 @@ TIERS_BY_PRESET = {"tiny": ["light"], "cpu": ["light", "standard"], "gpu": ["lig
 TEACHER_TIERS = {"tiny": ["light"], "cpu": ["light", "standard", "high"], "gpu": ["light", "standard", "high"]}
 # Teacher route, cpu preset: steps from scratch and when fine-tuning a parent style's students.
 TEACHER_STEPS = {"scratch": 600, "finetune": 300}
-TEACHER_GAN_START = 0.25  # the share of those steps before the discriminator joins
 TEACHER_INPUT = 512  # faces are aligned at this side for the teachers (their preferred input); pairs are 256²
 STYLE_SET_SIZE = {"tiny": 16, "cpu": 500, "gpu": 5000}
 UGATIT_STEPS = {"tiny": 4, "cpu": 1200, "gpu": 100_000}
@@ -181,14 +181,24 @@ def _styles_translator(args: argparse.Namespace, recipe: Recipe, styles: Path, f
     )
 
 
+def teacher_student_config(preset: str, finetune: bool):
+    """The students' config on the teacher route: the preset's, with the cpu preset's own step count (fewer
+    when fine-tuning a parent style) and the discriminator joining after a quarter of them."""
+    from training.student.train import config_from
+
+    cfg = config_from(preset)
+    if preset != "cpu":
+        return cfg
+    steps = TEACHER_STEPS["finetune" if finetune else "scratch"]
+    return replace(cfg, steps=steps, gan_start=steps // 4)
+
+
 def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path], Path, str]:
     """prepare (at the teacher's input side) -> teacher pairs -> three tiers side by side."""
-    from dataclasses import replace
-
     from training.modules import cpu_has_native_bf16
     from training.pairs import make_pairs
     from training.prepare import PrepareConfig, prepare_folder
-    from training.student.train import config_from, student_stage, tier_runs
+    from training.student.train import student_stage, tier_runs
     from training.teachers.network import load_teacher_spec
 
     if args.teacher is None:
@@ -215,10 +225,7 @@ def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path]
         ),
     )
     tiers = TEACHER_TIERS[args.preset]
-    cfg = config_from(args.preset)
-    if args.preset == "cpu":
-        steps = TEACHER_STEPS["finetune" if args.init_from else "scratch"]
-        cfg = replace(cfg, steps=steps, gan_start=int(steps * TEACHER_GAN_START))
+    cfg = teacher_student_config(args.preset, finetune=args.init_from is not None)
     if device == "cpu" and cpu_has_native_bf16():
         cfg = replace(cfg, bf16=True)
     labels = {"preset": args.preset}

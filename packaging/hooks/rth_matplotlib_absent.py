@@ -2,7 +2,7 @@
 
 ``mediapipe.python.solutions.drawing_utils`` imports ``matplotlib.pyplot`` at module level for a plotting
 helper the live app never calls. Placeholder modules let that import succeed; touching them says why
-they are empty. This saves matplotlib, Pillow, fontTools and kiwisolver (about 45 MB).
+they are empty. This saves matplotlib, Pillow, fontTools and kiwisolver (about 40 MB).
 """
 
 import sys
