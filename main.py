@@ -41,6 +41,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         style_per_face=tuple(s for s in args.style_per_face.split(",") if s),
         overlap=not args.no_overlap,
         light_tracking=not args.full_tracking,
+        propagate_landmarks=not args.mesh_every_frame,
     )
     report = run_session(options)
     rt = report["runtime"]
@@ -141,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument(
         "--full-tracking", action="store_true", help="the dearer tracking scheme (to measure light tracking against)"
+    )
+    st.add_argument(
+        "--mesh-every-frame",
+        action="store_true",
+        help="landmark every frame instead of moving the landmarks by optical flow between mesh updates",
     )
     st.set_defaults(func=_cmd_stylize)
 

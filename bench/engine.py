@@ -4,9 +4,9 @@
 per-stage p50/p95 (decode, track, align, infer, smooth, blend, encode), capture → sink latency p50/p95,
 end-to-end FPS and drops, for the clip at its native size and upscaled to 1280×720, on onnxruntime and
 on MNN, with recording and without. The network is an installed style's tier, or by default a ~1 GMAC
-256² fixture. Each optimisation can be switched off (``--overlap on,off --light-tracking on,off``), and
-the report gives the on ÷ off FPS ratios measured in the same run. Without ../shared/data the generated
-demo stands in (said in the output).
+256² fixture. Each optimisation can be switched off (``--overlap``, ``--light-tracking``, ``--propagation``,
+each ``on``, ``off`` or ``on,off``), and the report gives the on ÷ off FPS ratios measured in the same run.
+Without ../shared/data the generated demo stands in (said in the output).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from engine.pipeline import Pipeline, load_style
 from engine.runtime import Runtime
 from engine.sinks import VideoRecorder
 from engine.sources import DemoConfig, DemoSource, FrameSource, VideoFileSource
-from engine.tracking import MeshFaceTracker
+from engine.tracking import MESH_EVERY, MeshFaceTracker
 
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 PER_FACE_STAGES = ("align", "smooth", "blend")
@@ -102,13 +102,15 @@ class Case:
     record: bool
     overlap: bool
     light_tracking: bool
+    propagation: bool
 
 
 def run_case(
     bundle, tier: str, case: Case, clip: str, frames: int | None, threads: int, workdir: Path, paced: bool = False
 ) -> dict:
     style = load_style(bundle, tier, case.backend, threads)
-    pipeline = Pipeline(MeshFaceTracker(max_faces=4, light=case.light_tracking), style)
+    mesh_every = MESH_EVERY if case.propagation else 1
+    pipeline = Pipeline(MeshFaceTracker(max_faces=4, light=case.light_tracking, mesh_every=mesh_every), style)
     source = _source(clip, frames, case.size, paced)
     sinks = [VideoRecorder(workdir / f"{case.backend}-{source.name}.mp4", fps=source.fps)] if case.record else []
     faces: list[int] = []
@@ -142,7 +144,7 @@ def run_case(
     }
 
 
-OPTIMISATIONS = ("overlap", "light_tracking")
+OPTIMISATIONS = ("overlap", "light_tracking", "propagation")
 SETTINGS = ("backend", "frame_size", "record", *OPTIMISATIONS)
 
 
@@ -178,16 +180,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--record", default="on", help="on, off or on,off: with an H.264 recording sink")
     parser.add_argument("--overlap", default="on,off", help="track the next frame while rendering: on, off, on,off")
     parser.add_argument("--light-tracking", default="on,off", help="light tracking (off: the full scheme)")
+    parser.add_argument("--propagation", default="on,off", help="move landmarks by optical flow between meshes")
     args = parser.parse_args(argv)
     machine = machine_info()
     sizes = [None if s == "native" else tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     cases = [
-        Case(backend, size, record, overlap, light)
+        Case(backend, size, record, overlap, light, propagate)
         for backend in args.backends.split(",")
         for size in sizes
         for record in _switch(args.record)
         for overlap in _switch(args.overlap)
         for light in _switch(args.light_tracking)
+        for propagate in _switch(args.propagation)
     ]
     with tempfile.TemporaryDirectory() as tmp:
         if args.style:

@@ -122,8 +122,11 @@ class ColorMatcher:
         self._gain = self._offset = None
 
     def __call__(self, input_crop: np.ndarray, stylized: np.ndarray, mask: np.ndarray, strength: float) -> np.ndarray:
+        """stylized: (S, S, 3) BGR or (S, S, 4) BGRA; an alpha channel passes through unchanged."""
         if strength <= 0:
             return stylized
+        alpha = stylized[:, :, 3:]
+        stylized = np.ascontiguousarray(stylized[:, :, :3])
         src, dst = masked_stats(stylized, mask), masked_stats(input_crop, mask)
         gain = 1.0 + strength * (dst.std / src.std - 1.0)
         offset = strength * dst.mean + (1.0 - strength) * src.mean - gain * src.mean
@@ -133,5 +136,5 @@ class ColorMatcher:
             k = self.smoothing
             self._gain = k * self._gain + (1 - k) * gain
             self._offset = k * self._offset + (1 - k) * offset
-        out = stylized.astype(np.float32) * self._gain + self._offset
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        out = np.clip(stylized.astype(np.float32) * self._gain + self._offset + 0.5, 0, 255).astype(np.uint8)
+        return np.dstack([out, alpha]) if alpha.size else out

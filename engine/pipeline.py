@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from engine.align import (
@@ -418,12 +419,12 @@ class Pipeline:
             t0 = time.perf_counter()
             face_mask = mask
             if ok and face_model is not None:
-                colour = state.color(crop, stylized[:, :, :3], mask, color_strength)
+                stylized = state.temporal(crop, state.color(crop, stylized, mask, color_strength))
                 if stylized.shape[2] == 4:  # a learned blend alpha, smoothed over time with the colour
-                    rgba = state.temporal(crop, np.dstack([colour, stylized[:, :, 3]]))
-                    stylized, face_mask = np.ascontiguousarray(rgba[:, :, :3]), learned_mask(rgba[:, :, 3].copy())
-                else:
-                    stylized = state.temporal(crop, colour)
+                    stylized, face_mask = (
+                        cv2.cvtColor(stylized, cv2.COLOR_BGRA2BGR),
+                        learned_mask(cv2.extractChannel(stylized, 3)),
+                    )
             timings["smooth"] += (time.perf_counter() - t0) * 1000
 
             t0 = time.perf_counter()

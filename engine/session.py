@@ -16,7 +16,7 @@ from engine.sinks import Sink, VideoRecorder, VirtualCameraSink
 from engine.sources import open_source
 from engine.stats import FaceStats
 from engine.tiers import TierPolicy
-from engine.tracking import MeshFaceTracker
+from engine.tracking import MESH_EVERY, MeshFaceTracker
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class SessionOptions:
     style_per_face: tuple[str, ...] = ()  # style ids that new faces take in turn
     overlap: bool = True  # track the next frame while this one is rendered (off: one after the other)
     light_tracking: bool = True  # off: the dearer full tracking scheme (see engine.tracking.MultiScaleDetector)
+    propagate_landmarks: bool = True  # off: face mesh on every frame (see engine.tracking.PropagatingDetector)
 
 
 def resolve_style(style: str, registry: BundleRegistry | None = None) -> Bundle | None:
@@ -93,7 +94,12 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
     config = PipelineConfig(
         intensity=options.intensity, temporal_strength=options.temporal, color_match=options.color_match
     )
-    pipeline = Pipeline(MeshFaceTracker(max_faces=options.max_faces, light=options.light_tracking), style, config)
+    tracker = MeshFaceTracker(
+        max_faces=options.max_faces,
+        light=options.light_tracking,
+        mesh_every=MESH_EVERY if options.propagate_landmarks else 1,
+    )
+    pipeline = Pipeline(tracker, style, config)
     if options.style_per_face:
         registry = BundleRegistry()
         pipeline.set_style_cycle([load_face_style(registry.get(sid), options) for sid in options.style_per_face])

@@ -16,24 +16,29 @@ from engine.bundle import Bundle
 from engine.metrics import flicker_amplification, transform_jitter
 from engine.pipeline import Pipeline, PipelineConfig, load_style
 from engine.sources import DemoConfig, DemoSource
-from engine.tracking import MeshFaceTracker
+from engine.tracking import MESH_EVERY, MeshFaceTracker
 
 FLICKER_TARGET = 0.35  # flicker amplification a shipped style keeps to with its default smoothing
 STRENGTHS = (0.5, 0.6, 0.7, 0.8, 0.9)  # tried in turn by calibrate_temporal
 
 
 def measure_temporal(
-    bundle: Bundle | None, smoothing: bool, frames: int = 90, tier: str = "auto", strength: float | None = None
+    bundle: Bundle | None,
+    smoothing: bool,
+    frames: int = 90,
+    tier: str = "auto",
+    strength: float | None = None,
+    mesh_every: int = MESH_EVERY,
 ) -> dict:
     """Run the still demo; skip the first second (fade-in, filter warm-up) and measure the rest.
 
     ``strength``: the temporal smoothing strength (default: the bundle's own); ``smoothing=False`` turns
-    both the temporal and the alignment smoothing off.
+    both the temporal and the alignment smoothing off. ``mesh_every``: see :class:`MeshFaceTracker`.
     """
     temporal = strength if smoothing else 0.0
     config = PipelineConfig(smoothing=SmoothingConfig(enabled=smoothing), temporal_strength=temporal)
     style = load_style(bundle, tier, "onnx") if bundle is not None else None
-    pipe = Pipeline(MeshFaceTracker(max_faces=1), style, config)
+    pipe = Pipeline(MeshFaceTracker(max_faces=1, mesh_every=mesh_every), style, config)
     source = DemoSource(DemoConfig(frames=frames, still=True, noise_sigma=2.0))
     inputs, outputs, sims, raws = [], [], [], []
     while (frame := source.read()) is not None:

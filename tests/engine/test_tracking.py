@@ -1,6 +1,7 @@
+import cv2
 import numpy as np
 
-from engine.tracking import TrackConfig, TrackManager, greedy_matches, iou_matrix
+from engine.tracking import PropagatingDetector, TrackConfig, TrackManager, greedy_matches, iou_matrix
 
 
 def _face(x, y, size=100.0):
@@ -69,3 +70,65 @@ def test_ids_stay_with_faces_that_move_and_swap_order():
     faces = mgr.update([_face(310, 5), _face(8, 3)], 0.033)
     by_x = {f.track_id: f.box[0] for f in faces}
     assert by_x[left] < 50 and by_x[right] > 250
+
+
+class _ScriptedDetector:
+    """Returns fixed landmarks and counts its calls (the face mesh stand-in)."""
+
+    def __init__(self, landmarks: list[np.ndarray]):
+        self.landmarks, self.calls = landmarks, 0
+
+    def __call__(self, image):
+        self.calls += 1
+        return [f.copy() for f in self.landmarks]
+
+    def close(self):
+        pass
+
+
+def _textured(shape=(360, 480), seed=0):
+    rng = np.random.default_rng(seed)
+    grey = cv2.GaussianBlur(rng.integers(0, 256, shape).astype(np.float32), (0, 0), 2.0)
+    grey = cv2.normalize(grey, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+
+
+def _moved(image, shift, angle_deg=0.0, scale=1.0):
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle_deg, scale)
+    m[:, 2] += shift
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT), m
+
+
+def test_propagation_moves_landmarks_with_the_head_between_mesh_updates():
+    frame = _textured()
+    rng = np.random.default_rng(1)
+    face = (rng.random((478, 2)) * [160, 180] + [160, 90]).astype(np.float32)
+    inner = _ScriptedDetector([face])
+    detector = PropagatingDetector(inner, mesh_every=2)
+    assert np.array_equal(detector(frame)[0], face) and inner.calls == 1
+    moved, m = _moved(frame, (4.0, -3.0), angle_deg=2.0, scale=1.02)
+    out = detector(moved)
+    assert inner.calls == 1  # moved by optical flow, not landmarked
+    expected = face @ m[:, :2].T + m[:, 2]
+    assert np.abs(out[0] - expected).max() < 0.3  # px, over a 4-5 px move, a 2° turn and 2 % zoom
+    detector(moved)
+    assert inner.calls == 2  # every second frame is landmarked
+
+
+def test_propagation_falls_back_to_the_mesh_when_flow_finds_no_face():
+    frame = _textured()
+    face = (np.random.default_rng(2).random((478, 2)) * 150 + 100).astype(np.float32)
+    inner = _ScriptedDetector([face])
+    detector = PropagatingDetector(inner, mesh_every=2)
+    detector(frame)
+    detector(_textured(seed=5))  # a cut to another scene: no flow agrees
+    assert inner.calls == 2
+    detector(frame)
+    detector(frame[:300, :400].copy())  # another frame size
+    assert inner.calls == 4
+    empty = _ScriptedDetector([])
+    no_face = PropagatingDetector(empty, mesh_every=3)
+    for _ in range(3):
+        no_face(frame)
+    assert empty.calls == 3  # without a face the detector searches every frame
