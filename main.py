@@ -52,6 +52,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         "frames": rt["frames_processed"],
         "fps": rt["fps"],
         "latency_ms": rt["latency_ms"],
+        "startup_s": report["startup_s"],
         "face_fraction": report["faces"]["face_fraction"],
         "output": args.out,
         "report": args.report,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -79,6 +80,8 @@ def load_face_style(bundle: Bundle, options: SessionOptions) -> LoadedStyle:
 
 def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) -> dict:
     """Run a stream to its end (or until interrupted) and return the JSON report."""
+    started = time.monotonic()
+    startup: dict[str, float] = {}  # seconds from the session's start: what a user waits for
     bundle = resolve_style(options.style)
     if bundle is None:
         log.warning("%s", passthrough_notice())
@@ -86,6 +89,7 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
     if bundle is not None:
         policy = TierPolicy()
         style = load_style(bundle, options.tier, options.backend, options.threads, policy, WarmupCache())
+        startup["style_loaded"] = round(time.monotonic() - started, 3)
     lockstep = not options.paced and not options.source.startswith("camera:")
     frames = options.frames
     if frames is None and options.source.startswith("demo"):
@@ -114,6 +118,8 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
     tiers_used: dict[str, int] = {}
 
     def observe(result: FrameResult) -> None:
+        if "first_stylized_frame" not in startup and any(f.stylized for f in result.faces):
+            startup["first_stylized_frame"] = round(time.monotonic() - started, 3)
         faces.add([f.track_id for f in result.faces])
         if result.tier:
             tiers_used[result.tier] = tiers_used.get(result.tier, 0) + 1
@@ -138,6 +144,7 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
         "backend": style.active.stylizer.runtime if style else None,
         "faces": faces.summary(),
         "runtime": runtime.report(),
+        "startup_s": startup,
         "output": {"path": options.out, "codec": recorder.codec, "frames": recorder.frames} if recorder else None,
         "cpu_count": os.cpu_count(),
     }

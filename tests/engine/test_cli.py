@@ -39,6 +39,8 @@ def test_stylize_writes_video_and_report(tmp_path, fixture_bundle_root):
     assert data["style"] == "fixture" and data["runtime"]["frames_processed"] == 20
     assert data["output"]["frames"] == 20 and out.stat().st_size > 1000
     assert data["faces"]["frames_with_face"] >= 15
+    startup = data["startup_s"]  # what a user waits for: the style, then the first stylized face
+    assert 0 < startup["style_loaded"] < startup["first_stylized_frame"]
 
 
 def test_unknown_style_and_bad_source_fail_cleanly(tmp_path, fixture_bundle_root):
