@@ -146,6 +146,7 @@ class MultiScaleDetector:
         self._spare: list[FaceMeshDetector] = []  # region meshes of faces no longer followed, reset for reuse
         self._frame = 0
         self._last_count = 0
+        self._whole_frame_faces = 0  # of the last call's faces, how many the whole-frame mesh found
 
     def _find_boxes(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
         h, w = image.shape[:2]
@@ -185,6 +186,7 @@ class MultiScaleDetector:
 
     def __call__(self, image: np.ndarray) -> list[np.ndarray]:
         faces = self._mesh(image)
+        self._whole_frame_faces = len(faces)
         if min(image.shape[:2]) < MIN_TRACK_SIDE:
             return faces
         taken = [landmark_box(f) for f in faces]
@@ -210,6 +212,12 @@ class MultiScaleDetector:
                 self._followed.append((mesh, landmark_box(landmarks)))
         self._last_count = len(faces)
         return faces
+
+    def moved(self, faces: list[np.ndarray]) -> None:
+        """Where a :class:`PropagatingDetector` moved this detector's last faces (same order): the followed
+        faces' regions move with them, or a walking person leaves a region left two frames behind."""
+        followed = faces[self._whole_frame_faces :]
+        self._followed = [(mesh, landmark_box(f)) for (mesh, _), f in zip(self._followed, followed)]
 
     def close(self) -> None:
         self._mesh.close()
@@ -240,7 +248,8 @@ class PropagatingDetector:
     surroundings (long side ``flow_side``). Points that fail a forward-backward check are left out and
     the similarity is a least-median fit, so a blink or a hand crossing the face does not drag it. When
     any face cannot be moved (too few points agree, or the frame's size changed), the detector runs on
-    that frame instead; with no face, it runs on every frame.
+    that frame instead; with no face, it runs on every frame. A detector with a ``moved`` method is told
+    where its faces were moved to (:meth:`MultiScaleDetector.moved`).
     """
 
     MIN_POINTS = 12  # agreeing flow points below which a face is landmarked afresh
@@ -302,6 +311,8 @@ class PropagatingDetector:
             if all(m is not None for m in moved):
                 faces = moved
                 self._since_mesh += 1
+                if callable(follow := getattr(self.inner, "moved", None)):
+                    follow(faces)
         if faces is None:
             faces = self.inner(image)
             self._since_mesh = 0

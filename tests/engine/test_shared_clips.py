@@ -53,3 +53,23 @@ def test_light_tracking_follows_the_crowd_as_well_as_the_full_scheme(shared_data
         several[light] = sum(c >= 2 for c in counts)
     print(json.dumps({"frames_with_two_or_more_faces": several}))
     assert several[True] >= 0.95 * several[False] > 0
+
+
+def test_propagated_landmarks_keep_the_crowd_followed(shared_data):
+    """Between mesh updates the followed faces' regions move with the propagated landmarks: walking people
+    stay found as often as with face mesh on every frame."""
+    from engine.pipeline import Pipeline
+    from engine.sources import VideoFileSource
+    from engine.tracking import MeshFaceTracker
+
+    three_or_more = {}  # frames showing at least three of the people (left behind, one drops out for good)
+    for mesh_every in (2, 1):
+        pipeline = Pipeline(MeshFaceTracker(max_faces=4, mesh_every=mesh_every))
+        source = VideoFileSource(shared_data / "videos" / "facenet_pytorch_walking_crowd.mp4")
+        try:
+            three_or_more[mesh_every] = sum(len(pipeline.track(f).faces) >= 3 for f in iter(source.read, None))
+        finally:
+            source.close()
+            pipeline.close()
+    print(json.dumps({"frames_with_three_or_more_faces_by_mesh_every": three_or_more}))
+    assert three_or_more[2] >= 0.95 * three_or_more[1] > 0
