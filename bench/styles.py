@@ -169,17 +169,7 @@ def measure(args: argparse.Namespace) -> dict:
         "off": measure_temporal(bundle, False, 90, tier=light_model.tier.id)["flicker_amplification"],
     }
 
-    # speed, one run: tiers and the teacher on the same runtime
-    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 256, 256)).astype(np.float32)
-    speed = {tid: _timed(m.stylizer, x) for tid, m in tiers.items()}
-    face = photos[0]
-    speed[f"teacher_{spec.runtime}_{spec.input.size[0]}"] = _timed(lambda c: teacher([c]), crops[0], runs=5)
-    if spec.input.multiple < spec.input.size[0]:  # the teacher also takes 256² input
-        at256 = NetworkTeacher(replace(spec, input=replace(spec.input, size=(256, 256))), threads=2)
-        speed[f"teacher_{spec.runtime}_256"] = _timed(lambda c: at256([c]), face, runs=5)
-    result["ms_2_threads"] = speed
-    first = speed[next(iter(tiers))]
-    result["light_speedup_vs_teacher"] = {k: round(v / first, 1) for k, v in speed.items() if k.startswith("teacher")}
+    result.update(measure_speed(tiers, spec, teacher, crops[0], photos[0]))
     finish(result["machine"])
 
     if args.gallery:
@@ -188,6 +178,39 @@ def measure(args: argparse.Namespace) -> dict:
     if args.public_gallery:
         public_frames(args.public_gallery, bundle, tiers[light_model.tier.id])
     return result
+
+
+def measure_speed(tiers: dict, spec, teacher, crop: np.ndarray, face: np.ndarray) -> dict:
+    """ms per inference in one run, 2 threads: each tier and the teacher on the same runtime (the teacher on
+    ``crop`` at its preferred input and, where it takes it, on ``face`` at 256²), and the ratios."""
+    from training.teachers.network import NetworkTeacher
+
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 256, 256)).astype(np.float32)
+    speed = {tid: _timed(m.stylizer, x, runs=30) for tid, m in tiers.items()}
+    speed[f"teacher_{spec.runtime}_{spec.input.size[0]}"] = _timed(lambda c: teacher([c]), crop, runs=5)
+    if spec.input.multiple < spec.input.size[0]:  # the teacher also takes 256² input
+        at256 = NetworkTeacher(replace(spec, input=replace(spec.input, size=(256, 256))), threads=2)
+        speed[f"teacher_{spec.runtime}_256"] = _timed(lambda c: at256([c]), face, runs=5)
+    first = speed[next(iter(tiers))]
+    return {
+        "ms_2_threads": speed,
+        "light_speedup_vs_teacher": {k: round(v / first, 1) for k, v in speed.items() if k.startswith("teacher")},
+    }
+
+
+def speed_only(args: argparse.Namespace) -> dict:
+    """:func:`measure_speed` alone, on the public-domain astronaut: no prepared faces or runs needed."""
+    from engine.backends import load_tier
+    from engine.bundle import load_bundle
+    from engine.sources import astronaut
+    from training.teachers.network import NetworkTeacher, load_teacher_spec
+
+    machine = machine_info()
+    bundle = load_bundle(args.bundle or Path("models") / args.style)
+    spec = load_teacher_spec(args.teacher)
+    tiers = {t.id: load_tier(bundle, t, "onnx", threads=2) for t in bundle.manifest.tiers}
+    speed = measure_speed(tiers, spec, NetworkTeacher(spec, threads=2), astronaut(), astronaut(256))
+    return {"style": bundle.id, "teacher": spec.id, "machine": finish(machine), **speed}
 
 
 def _run_pipeline(bundle, frames, tier: str = "light") -> np.ndarray:
@@ -307,7 +330,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--style", required=True, help="installed style id (models/<id>)")
     parser.add_argument("--bundle", type=Path, help="bundle folder (default models/<style>)")
     parser.add_argument("--teacher", type=Path, required=True, help="the teacher folder it was distilled from")
-    parser.add_argument("--faces", type=Path, required=True, help="the `train prepare` folder (512² crops) it used")
+    parser.add_argument("--faces", type=Path, help="the `train prepare` folder (512² crops) it used")
+    parser.add_argument("--speed-only", action="store_true", help="time the tiers against the teacher only")
     parser.add_argument("--runs", type=Path, help="its student runs (one folder per tier), for raw sharpness")
     parser.add_argument("--limit", type=int, default=109, help="held-out faces to use")
     parser.add_argument("--per-person", type=int, default=6, help="identity photos per person for skin tone")
@@ -316,7 +340,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--public-gallery", type=Path, help="write the public-domain (astronaut) gallery here")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
-    result = measure(args)
+    if not args.speed_only and args.faces is None:
+        parser.error("--faces is needed (or --speed-only)")
+    result = speed_only(args) if args.speed_only else measure(args)
     text = json.dumps(result, indent=1, default=float)
     print(text)
     if args.out:
