@@ -197,7 +197,7 @@ class TierModel:
         size, crop_size = self.stylizer.input_size, crop.shape[0]
         if crop_size != size:
             crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
-        # OpenCV's single passes instead of numpy's chains of temporaries: 2.5 → 0.5 ms per face on AVX2
+        # OpenCV's single passes instead of numpy's chains of temporaries: 2.5 → 0.4 ms per face on AVX2
         grey_at_zero = -lo * 255.0 / (hi - lo)  # blobFromImage computes (pixel - mean) × scale
         x = cv2.dnn.blobFromImage(crop, (hi - lo) / 255.0, None, (grey_at_zero,) * 3, swapRB=spec.color == "RGB")
         y = self.stylizer(x)[0]

@@ -118,11 +118,10 @@ class MultiScaleDetector:
     whole-frame mesh here follows one face (its detector runs only while it has none), and every
     ``detect_every`` calls (frames, unless a :class:`PropagatingDetector` skips some), or at once when a
     face was lost, while fewer than ``max_faces`` are tracked, mediapipe's full-range detector looks for
-    more. Each such face is then followed on its
-    own: a square region around it is enlarged to ``roi_size`` and given to a mesh of its own in
-    tracking mode, which landmarks it from the last frame's landmarks without detecting again; the
-    next region comes from those landmarks. (Searching every 15 frames instead of 6 halves the
-    detector's share but finds 3 of the 6 people of the walking-crowd clip.)
+    more. Each such face is then followed on its own: a square region around it is enlarged to
+    ``roi_size`` and given to a mesh of its own in tracking mode, which landmarks it from the last frame's
+    landmarks without detecting again; the next region comes from those landmarks. (Searching every 15
+    frames instead of 6 halves the detector's share but finds 3 of the 6 people of the walking-crowd clip.)
 
     ``light=False`` is the earlier, dearer scheme (kept to measure against, ``--full-tracking``): the
     whole-frame mesh looks for all ``max_faces`` on every frame, and followed faces are detected afresh
@@ -256,11 +255,11 @@ class PropagatingDetector:
     MARGIN = 0.25  # of the landmark box, on each side: room for a frame's motion
     MAX_ROUND_TRIP_PX = 0.7  # forward-backward disagreement, in flow-crop pixels
 
-    def __init__(self, inner: LandmarkDetector, mesh_every: int = 2, flow_side: int = 160) -> None:
+    def __init__(self, inner: LandmarkDetector, mesh_every: int = MESH_EVERY, flow_side: int = 160) -> None:
         self.inner, self.mesh_every, self.flow_side = inner, mesh_every, flow_side
         self._since_mesh = 0
         self._faces: list[np.ndarray] = []
-        self._crops: list[tuple[np.ndarray, tuple[int, int, int, int], float]] = []
+        self._crops: list[tuple[np.ndarray, tuple[int, int, int, int], int] | None] = []  # grey crop, box, halvings
         self._shape: tuple[int, ...] | None = None
 
     def _flow_crop(self, image: np.ndarray, box: tuple[int, int, int, int], halvings: int) -> np.ndarray:
