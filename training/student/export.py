@@ -158,7 +158,7 @@ def export_tier(
         log.info(
             "tier %s: sharpening amount %.2f (training pairs: sharpness %.2f -> %.2f of the teacher's)",
             tier_id,
-            settings.amount,
+            sharpen["amount"],
             sharpen["sharpness_vs_teacher_before"],
             sharpen["sharpness_vs_teacher_after"],
         )
@@ -272,7 +272,7 @@ def model_card(
             " hair masks and the face outline; the engine blends with it, smoothed over time."
         )
     for t in tiers:
-        if t.sharpen:
+        if t.sharpen and t.sharpen["amount"] > 0:
             lines.append(
                 f"{t.id}: ends in an edge-gated sharpening layer (amount {t.sharpen['amount']:.2f}, σ"
                 f" {t.sharpen['sigma']} px) calibrated on {t.sharpen['calibrated_on']} to the teacher's sharpness."

@@ -74,10 +74,11 @@ def test_calibration_matches_the_teachers_sharpness_on_the_given_pairs():
     assert metrics.mean_block_ratio(list(out)) == pytest.approx(metrics.mean_block_ratio(targets), abs=0.15)
 
 
-def test_a_student_as_sharp_as_its_teacher_gets_no_sharpening():
+def test_a_student_as_sharp_as_its_teacher_gets_no_sharpening_layer():
     targets = _ink_like(4)
     settings, record = calibrate(nn.Identity(), targets, targets)
-    assert settings.amount < 0.01 and record["sharpness_vs_teacher_before"] == pytest.approx(1.0)
+    assert settings is None and record["amount"] == 0.0
+    assert record["sharpness_vs_teacher_before"] == pytest.approx(1.0) == record["sharpness_vs_teacher_after"]
 
 
 class _Counting(_Blur):
