@@ -7,8 +7,9 @@ machine the docs were measured on. The estimate times the parts that dominate, o
 * the teacher: seconds per face at its input side (a warm call, then two timed), and the mask models' work
   per pair (the alpha target and the skin-tone treatment) when the route uses them;
 * the students: seconds per training step of the route's tiers at the preset's crop and batch (side by side
-  for the teacher route, one after the other otherwise), on random pairs, after a warm-up step, with and
-  without the discriminator, weighted by the share of steps of each;
+  for the teacher route, one after the other otherwise), on random pairs, after a warm-up step, in each
+  phase of the schedule (pixel and detail losses only; with the perceptual loss; with the discriminator
+  too), weighted by the share of steps of each;
 
 and multiplies them by what the route does. Face alignment and export are not timed: they are small next to
 the rest (0.6 and 5 min of the 55-minute hayao run, docs/styles.md) and are added as those figures.
@@ -33,7 +34,7 @@ from engine.sources import astronaut
 from training.errors import TrainingError
 from training.prepare import VIDEO_EXTS, PrepareConfig, find_sources
 from training.recipe import TEACHER_INPUT, TEACHER_TIERS, TIERS_BY_PRESET, teacher_student_config
-from training.student.train import config_from
+from training.student.train import StudentConfig, config_from
 
 STEPS_TIMED = 3  # per phase (without and with the discriminator): single steps vary by ±30 %
 FIXED_MINUTES = {"prepare": 0.6, "export": 5.0}  # measured on the hayao run (docs/styles.md), not timed here
@@ -87,34 +88,43 @@ def masks_seconds(folder: Path, threads: int) -> float:
     return float(np.median(times[1:]))
 
 
-def student_step_seconds(tiers: list[str], preset: str, bf16: bool, adversarial_share: float = 1.0) -> float:
-    """Seconds per step of ``tiers`` trained side by side at the preset's crop and batch (random pairs),
-    weighted by the share of steps that train the discriminator too (those after ``gan_start``)."""
+def phase_shares(cfg: StudentConfig) -> dict[tuple[bool, bool], float]:
+    """The share of ``cfg.steps`` in each phase, keyed (perceptual loss on, discriminator on)."""
+    vgg_from = cfg.perceptual_start if cfg.weights.perceptual > 0 else 1 << 30
+    gan_from = cfg.gan_start if cfg.weights.gan > 0 else 1 << 30
+    cuts = sorted({0, cfg.steps, *(min(c, cfg.steps) for c in (vgg_from, gan_from))})
+    shares: dict[tuple[bool, bool], float] = {}
+    for start, end in zip(cuts, cuts[1:]):
+        key = (start >= vgg_from, start >= gan_from)
+        shares[key] = shares.get(key, 0.0) + (end - start) / max(cfg.steps, 1)
+    return shares
+
+
+def student_step_seconds(tiers: list[str], cfg: StudentConfig) -> float:
+    """Seconds per step of ``tiers`` trained side by side with ``cfg``'s crop and batch (random pairs): each
+    phase of :func:`phase_shares` timed, weighted by its share of the steps."""
     from training.student.losses import PerceptualLoss
     from training.student.train import PairTensors, SharedBatches, StudentTrainer
 
-    cfg = replace(config_from(preset), bf16=bf16)
     n, side = max(cfg.batch, 4), max(cfg.crop, 64)
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.integers(0, 256, (n, 3, side, side), dtype=np.uint8))
     alpha = torch.from_numpy(rng.integers(0, 256, (n, 1, side, side), dtype=np.uint8))
     pairs = PairTensors([str(i) for i in range(n)], images, images.flip(1), images, alpha)
     perceptual = PerceptualLoss("cpu") if cfg.weights.perceptual > 0 else None
-    batches = SharedBatches(pairs, cfg, "cpu", perceptual)
-    seconds = {}
-    for adversarial in (False, True):
-        gan_start = 0 if adversarial else 1 << 30
-        trainers = [
-            StudentTrainer(replace(cfg, tier=t, gan_start=gan_start), pairs, pairs, batches, "cpu") for t in tiers
-        ]
+    total = 0.0
+    for (vgg, gan), share in phase_shares(cfg).items():
+        phase = replace(cfg, perceptual_start=0 if vgg else 1 << 30, gan_start=0 if gan else 1 << 30)
+        batches = SharedBatches(pairs, phase, "cpu", perceptual)
+        trainers = [StudentTrainer(replace(phase, tier=t), pairs, pairs, batches, "cpu") for t in tiers]
         times = []
         for _ in range(STEPS_TIMED + 1):  # the first step warms up (allocations, oneDNN kernel choice)
             t0 = time.perf_counter()
             for t in trainers:
                 t.step()
             times.append(time.perf_counter() - t0)
-        seconds[adversarial] = float(np.median(times[1:]))
-    return adversarial_share * seconds[True] + (1 - adversarial_share) * seconds[False]
+        total += share * float(np.median(times[1:]))
+    return total
 
 
 def estimate(
@@ -139,9 +149,9 @@ def estimate(
         measured["masks_s_per_face"] = masks_seconds(masks, threads) if masks.is_dir() else 0.0
         parts["pairs"] = faces * (measured["teacher_s_per_face"] + measured["masks_s_per_face"]) / 60
         tiers = TEACHER_TIERS[preset]
-        cfg = teacher_student_config(preset, finetune)
-        steps, share = cfg.steps, _adversarial_share(cfg.gan_start, cfg.steps)
-        measured["student_s_per_step"] = student_step_seconds(tiers, preset, bf16, share)
+        cfg = teacher_student_config(preset, finetune, bf16)
+        steps = cfg.steps
+        measured["student_s_per_step"] = student_step_seconds(tiers, cfg)
     else:
         faces = count_faces(data) if source == "ink" else 0
         if source == "ink":
@@ -150,9 +160,9 @@ def estimate(
         else:
             parts.pop("prepare")
         tiers = TIERS_BY_PRESET[preset]
-        steps = config_from(preset).steps
-        share = _adversarial_share(config_from(preset).gan_start, steps)
-        measured["student_s_per_step"] = sum(student_step_seconds([t], preset, False, share) for t in tiers)
+        cfg = config_from(preset)
+        steps = cfg.steps
+        measured["student_s_per_step"] = sum(student_step_seconds([t], cfg) for t in tiers)
     parts["students"] = steps * measured["student_s_per_step"] / 60
     return {
         "event": "estimate",
@@ -168,11 +178,6 @@ def estimate(
         "threads": threads,
         "cpu": cpu_model(),
     }
-
-
-def _adversarial_share(plain_steps: float, steps: int) -> float:
-    """The share of ``steps`` that also train the discriminator (it joins after ``plain_steps``)."""
-    return 1 - min(plain_steps, steps) / max(steps, 1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

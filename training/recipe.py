@@ -40,8 +40,13 @@ log = logging.getLogger(__name__)
 SOURCES = ("teacher", "ink", "pairs", "styles")
 TIERS_BY_PRESET = {"tiny": ["light"], "cpu": ["light", "standard"], "gpu": ["light", "standard", "high"]}
 TEACHER_TIERS = {"tiny": ["light"], "cpu": ["light", "standard", "high"], "gpu": ["light", "standard", "high"]}
-# Teacher route, cpu preset: steps from scratch and when fine-tuning a parent style's students.
-TEACHER_STEPS = {"scratch": 600, "finetune": 300}
+# Teacher route, cpu preset: steps from scratch and when fine-tuning a parent style's students, on CPUs with
+# native bf16. The first half learns from the pixel and detail losses alone (about a third of a full step's
+# cost); the perceptual loss joins at half, the discriminator a sixteenth later. Without native bf16 a full step
+# runs in fp32 at about 4× the cost (8.6 against 2.1 s on a Zen 3, docs/styles.md), so a third of the steps
+# keeps the route within about 90 minutes there.
+TEACHER_STEPS = {"scratch": 1600, "finetune": 800}
+FP32_STEP_SHARE = 1 / 3
 TEACHER_INPUT = 512  # faces are aligned at this side for the teachers (their preferred input); pairs are 256²
 STYLE_SET_SIZE = {"tiny": 16, "cpu": 500, "gpu": 5000}
 UGATIT_STEPS = {"tiny": 4, "cpu": 1200, "gpu": 100_000}
@@ -181,16 +186,17 @@ def _styles_translator(args: argparse.Namespace, recipe: Recipe, styles: Path, f
     )
 
 
-def teacher_student_config(preset: str, finetune: bool):
-    """The students' config on the teacher route: the preset's, with the cpu preset's own step count (fewer
-    when fine-tuning a parent style) and the discriminator joining after a quarter of them."""
+def teacher_student_config(preset: str, finetune: bool, bf16: bool):
+    """The students' config on the teacher route: the preset's, in bf16 where asked, with the cpu preset's own
+    schedule (fewer steps when fine-tuning a parent style or without bf16; see :data:`TEACHER_STEPS`)."""
     from training.student.train import config_from
 
-    cfg = config_from(preset)
+    cfg = replace(config_from(preset), bf16=bf16)
     if preset != "cpu":
         return cfg
     steps = TEACHER_STEPS["finetune" if finetune else "scratch"]
-    return replace(cfg, steps=steps, gan_start=steps // 4)
+    steps = steps if bf16 else round(steps * FP32_STEP_SHARE)
+    return replace(cfg, steps=steps, perceptual_start=steps // 2, gan_start=steps // 2 + steps // 16)
 
 
 def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path], Path, str]:
@@ -225,9 +231,8 @@ def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path]
         ),
     )
     tiers = TEACHER_TIERS[args.preset]
-    cfg = teacher_student_config(args.preset, finetune=args.init_from is not None)
-    if device == "cpu" and cpu_has_native_bf16():
-        cfg = replace(cfg, bf16=True)
+    bf16 = device == "cpu" and cpu_has_native_bf16()
+    cfg = teacher_student_config(args.preset, finetune=args.init_from is not None, bf16=bf16)
     labels = {"preset": args.preset}
     students = recipe.step(
         "students",

@@ -38,3 +38,16 @@ def test_routes_that_cannot_be_estimated_say_why(tmp_path):
     (tmp_path / "a.png").write_bytes(b"x")
     with pytest.raises(TrainingError, match="needs --teacher"):
         estimate("teacher", [tmp_path], "cpu", None, 1)
+
+
+def test_the_students_schedule_is_weighted_by_its_phases():
+    from dataclasses import replace
+
+    from training.estimate import phase_shares
+    from training.student.train import config_from
+
+    cfg = replace(config_from("cpu"), steps=100, perceptual_start=40, gan_start=60)
+    assert phase_shares(cfg) == pytest.approx({(False, False): 0.4, (True, False): 0.2, (True, True): 0.4})
+    no_vgg = replace(cfg, weights=replace(cfg.weights, perceptual=0.0))
+    assert phase_shares(no_vgg) == pytest.approx({(False, False): 0.6, (False, True): 0.4})
+    assert phase_shares(replace(cfg, perceptual_start=0, gan_start=500)) == {(True, False): 1.0}

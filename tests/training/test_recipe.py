@@ -108,3 +108,16 @@ def test_teacher_recipe_installs_a_bundle_with_alpha_and_the_teachers_licence(ph
     cmd = [sys.executable, "main.py", "train", "all", *args, "--preset", "tiny", "--skin-tone", "keep"]
     proc = subprocess.run([*cmd, "--run", str(tmp_path / "keep")], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0 and "needs the skin_clothes_hair mask model" in proc.stderr
+
+
+def test_the_teacher_routes_schedule_learns_cheaply_first_and_shrinks_without_bf16():
+    from training.recipe import teacher_student_config
+
+    scratch = teacher_student_config("cpu", finetune=False, bf16=True)
+    tuned = teacher_student_config("cpu", finetune=True, bf16=True)
+    fp32 = teacher_student_config("cpu", finetune=False, bf16=False)
+    for cfg in (scratch, tuned, fp32):
+        assert 0 < cfg.perceptual_start < cfg.gan_start < cfg.steps  # pixel, then perceptual, then adversarial
+    assert tuned.steps < scratch.steps and fp32.steps < scratch.steps
+    assert scratch.bf16 and not fp32.bf16
+    assert teacher_student_config("tiny", finetune=False, bf16=False).steps < fp32.steps

@@ -1,4 +1,11 @@
-"""Student losses: L1, perceptual (offline VGG16), PatchGAN adversarial, edge-promoting, SFace identity.
+"""Student losses: L1, perceptual (offline VGG16), detail, PatchGAN adversarial, edge-promoting, SFace identity.
+
+Detail: pixel and perceptual losses make a student predict the conditional mean of the teacher's output,
+which blurs wherever the exact position of a line is uncertain. The detail loss compares *how much* detail
+there is locally (mean |Laplacian| over 8×8 cells, the measure of ``engine.metrics.sharpness``) rather
+than where it is, so it asks for lines as crisp as the teacher's without punishing a one-pixel shift.
+Measured on anime pairs, light tier, 400 steps: raw held-out sharpness 0.48 → 0.74 of the teacher's with
+weight 1, and held-out L1 0.202 → 0.187; weight 4 reached 0.81 but drew ringing around the eyes.
 
 Edge-promoting (CartoonGAN, Chen et al. 2018): the discriminator is shown the targets with their edges
 smoothed away as *fakes*, next to the real targets, so it learns that crisp ink lines are what makes a
@@ -24,6 +31,7 @@ from training.options import opt
 class LossWeights:
     l1: float = opt(1.0, "weight of the L1 loss")
     perceptual: float = opt(1.0, "weight of the VGG16 loss (0: off)")
+    detail: float = opt(1.0, "weight of the local detail-energy loss (0: off)")
     gan: float = opt(0.1, "weight of the adversarial loss (0: no discriminator)")
     edge: bool = opt(True, "edge-smoothed targets as extra discriminator fakes (needs a GAN weight)", flag="edge-fakes")
     identity: float = opt(0.0, "weight of the SFace identity loss (0: off)")
@@ -92,6 +100,23 @@ class PerceptualLoss(nn.Module):
             fx, fy = feats[name], y_feats[name]
             total = total + (fx - fy).abs().mean() / (fy.abs().mean() + 1e-6)
         return total / len(self.LAYERS)
+
+
+_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+_GREY = (0.299, 0.587, 0.114)  # RGB weights of OpenCV's grey, which the sharpness metric uses
+
+
+def detail_energy(x: torch.Tensor, cell: int = 8) -> torch.Tensor:
+    """(N, 3, H, W) RGB -> (N, 1, H/cell, W/cell): mean |Laplacian| of the grey image over each cell."""
+    grey = sum(w * x[:, c : c + 1] for c, w in enumerate(_GREY))
+    lap = F.conv2d(grey, _LAPLACIAN.to(x.device, x.dtype), padding=1)
+    return F.avg_pool2d(lap.abs(), cell)
+
+
+def detail_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L1 between the local detail energies of output and target, relative to the target's mean energy."""
+    ey = detail_energy(y)
+    return (detail_energy(x) - ey).abs().mean() / (ey.mean() + 1e-6)
 
 
 def edge_smooth(image: np.ndarray, dilate: int = 2, sigma: float = 1.5) -> np.ndarray:

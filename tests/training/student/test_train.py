@@ -122,7 +122,9 @@ def test_presets_and_ablation_rows_differ_only_where_they_should():
     assert rows["pixel"].weights.perceptual == 0 and rows["pixel"].weights.gan == 0
     assert rows["perceptual_gan"].weights.gan > 0 and not rows["perceptual_gan"].weights.edge
     assert rows["edge"].weights.edge and not rows["edge"].augment
-    assert rows["augment"] == config_from("cpu")  # the last row is the full recipe the tiers use
+    # the last row is the full recipe the tiers used before the detail loss
+    assert rows["augment"] == replace(cpu, weights=replace(cpu.weights, detail=0.0))
+    assert all(r.weights.detail == 0 for r in rows.values()) and cpu.weights.detail > 0
     assert len({(r.steps, r.seed, r.batch, r.crop) for r in rows.values()}) == 1
     with pytest.raises(Exception, match="unknown preset"):
         config_from("huge")
