@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.blend import crop_edge_window
 from training.errors import DatasetError, TrainingError
 from training.images import to_uint8, to_uint8_tensor
 from training.loop import ABORTED_EXIT, Budget, LoopOptions, resume, train_loop
@@ -146,18 +147,23 @@ def load_pairs(root: Path, split: str) -> PairTensors:
 
 def sample_batch(data: PairTensors, batch: int, crop: int, device: str) -> tuple[torch.Tensor, ...]:
     """Random pairs, one random crop position per pair shared by photo/target/smoothed[/alpha]; floats in
-    [-1, 1]. The alpha target comes last, only when the pairs have one."""
+    [-1, 1]. With alpha targets, the alpha crops come last, then the engine's crop-edge window at the same
+    places (in [0, 1]): the engine shows a predicted alpha multiplied by that window, and a random crop
+    cannot tell the student where the window falls, so the alpha loss applies it to the prediction."""
     size = data.photos.shape[-1]
     if crop > size:
         raise TrainingError(f"crop {crop} is larger than the {size}² pairs")
     idx = torch.randint(len(data), (batch,))
     ys, xs = torch.randint(size - crop + 1, (batch,)), torch.randint(size - crop + 1, (batch,))
-    out = []
-    for t in (data.photos, data.targets, data.smoothed, data.alpha):
-        if t is None:
-            continue
-        crops = torch.stack([t[i, :, y : y + crop, x : x + crop] for i, y, x in zip(idx, ys, xs)])
-        out.append(crops.to(device).float() / 127.5 - 1.0)
+
+    def crops(t: torch.Tensor, index=idx) -> torch.Tensor:
+        return torch.stack([t[i, :, y : y + crop, x : x + crop] for i, y, x in zip(index, ys, xs)])
+
+    images = (data.photos, data.targets, data.smoothed, data.alpha)
+    out = [crops(t).to(device).float() / 127.5 - 1.0 for t in images if t is not None]
+    if data.alpha is not None:
+        window = torch.tensor(crop_edge_window(size))[None, None]  # a copy: the cached array is read-only
+        out.append(crops(window, torch.zeros(batch, dtype=torch.long)).to(device))
     return tuple(out)
 
 
@@ -174,7 +180,8 @@ class SharedBatches:
         self._step: int | None = None
 
     def at(self, step: int) -> tuple[tuple, dict | None]:
-        """(photo, target, edge-smoothed target, [alpha target] or []) and the target features of ``step``."""
+        """(photo, target, edge-smoothed target, [alpha target, crop-edge window] or []) and the target features
+        of ``step``."""
         if step != self._step:
             cfg = self.cfg
             photo, target, smoothed, *alpha = sample_batch(self.train, cfg.batch, cfg.crop, self.device)
@@ -297,7 +304,9 @@ class StudentTrainer:
                 loss = loss + w.gan * adv
                 stats["g_adv"] = float(adv.detach())
             if alpha:
-                alpha_l1 = (out[:, 3:] - alpha[0]).abs().mean()
+                target_alpha, window = alpha
+                shown = (out[:, 3:] + 1) * window - 1  # what the engine blends with, in [-1, 1]
+                alpha_l1 = (shown - target_alpha).abs().mean()
                 loss = loss + w.alpha * alpha_l1
                 stats["alpha_l1"] = float(alpha_l1.detach())
             if self.identity is not None:

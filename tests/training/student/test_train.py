@@ -185,3 +185,24 @@ def test_tiers_trained_side_by_side_learn_what_each_learns_alone_and_resume(tmp_
     assert worst < 1e-4
     with pytest.raises(Exception, match="share every option but the tier"):
         train_students(ink_pairs, [cfg, replace(cfg, steps=9, tier="high")], ctxs)
+
+
+def test_alpha_crops_come_with_the_engines_crop_edge_window_at_the_same_places():
+    """The window the engine multiplies a predicted alpha by travels with each random crop (and its mirroring),
+    so the alpha loss can apply it: a random crop alone cannot tell the student where the crop edges are."""
+    from engine.blend import crop_edge_window
+    from training.student.train import PairTensors, SharedBatches, sample_batch
+
+    size, n = 64, 6
+    window = crop_edge_window(size)
+    as_alpha = torch.from_numpy(np.round(window * 255).astype(np.uint8))[None, None].repeat(n, 1, 1, 1)
+    photos = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8)
+    data = PairTensors([str(i) for i in range(n)], photos, photos, photos, as_alpha)
+    torch.manual_seed(0)
+    *_, alpha, crop_window = sample_batch(data, 8, 40, "cpu")
+    assert crop_window.shape == (8, 1, 40, 40) and (crop_window < 1).any()
+    assert torch.allclose((alpha + 1) / 2, crop_window, atol=1 / 255)
+    cfg = replace(config_from("tiny", crop=40, batch=8), augment=True)
+    (_, _, _, (alpha, crop_window)), _ = SharedBatches(data, cfg, "cpu", None).at(0)
+    assert torch.allclose((alpha + 1) / 2, crop_window, atol=1 / 255)  # mirrored together (the window is not
+    # symmetric about an off-centre crop)
