@@ -70,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, PairsConfig, dest="pairs.", only=("skin_tone",))
     parser.add_argument("--preset", default="cpu", choices=sorted(TIERS_BY_PRESET))
     parser.add_argument("--style-id", required=True, help="id of the bundle to build")
+    parser.add_argument("--name", help="the style's display name (default: its id)")
     parser.add_argument("--run", type=Path, help="run root (default: runs/<style-id>)")
     parser.add_argument("--install-to", type=Path, help="models folder to install the bundle into")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -247,7 +248,7 @@ def _export_and_install(args: argparse.Namespace, recipe: Recipe, runs: list[Pat
     from training.student.export import export_bundle
 
     bundle_dir = recipe.root / "bundle" / args.style_id
-    export_bundle(runs, bundle_dir, args.style_id, pairs=pairs, data=data)
+    export_bundle(runs, bundle_dir, args.style_id, name=args.name, pairs=pairs, data=data)
     installed = install(bundle_dir, args.install_to) if args.install_to else bundle_dir
     if args.progress == "json":
         sys.stdout.write(json.dumps({"event": "installed", "style_id": args.style_id, "path": str(installed)}) + "\n")
