@@ -175,7 +175,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backends", default="onnx,mnn")
     parser.add_argument("--sizes", default="native,1280x720", help="comma-separated: native or WxH")
-    parser.add_argument("--style", help="an installed style instead of the fixture network")
+    parser.add_argument("--style", help="an installed style (or a bundle folder) instead of the fixture network")
     parser.add_argument("--tier", help="its tier (default: light for a style, the fixture's standard)")
     parser.add_argument("--record", default="on", help="on, off or on,off: with an H.264 recording sink")
     parser.add_argument("--overlap", default="on,off", help="track the next frame while rendering: on, off, on,off")
@@ -195,7 +195,7 @@ def main(argv: list[str]) -> int:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         if args.style:
-            bundle = BundleRegistry().get(args.style)
+            bundle = load_bundle(Path(args.style)) if Path(args.style).is_dir() else BundleRegistry().get(args.style)
             tier = args.tier or "light"
             network = {"style": bundle.id, "tier": tier, "gmacs": bundle.tier(tier).gmacs}
         else:
