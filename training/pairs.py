@@ -199,7 +199,7 @@ class TeacherPairs:
             if self.targets is not None:
                 alpha, skin = self.targets(photo)
                 if self.skin_tone:
-                    stylized = keep_skin_tone(photo, stylized, skin, self.targets.skin(stylized))
+                    stylized = keep_skin_tone(photo, stylized, skin, self.targets.skin)
             out.append(Pair(key, photo, stylized, self.split(key), alpha))
         return out
 

@@ -20,6 +20,7 @@ luminance-preserving shift of the statistics, not a copy of the photo.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,14 +135,33 @@ def skin_mean_lab(image: np.ndarray, skin: np.ndarray) -> np.ndarray:
     return np.array([mean[0] * 100 / 255, mean[1] - 128, mean[2] - 128], np.float32)
 
 
+SKIN_TONE_PASSES = 3  # one pass left a fifth of anime_jp's lightening on the darkest faces; three leave ~4 %
+
+
 def keep_skin_tone(
-    photo: np.ndarray, stylized: np.ndarray, photo_skin: np.ndarray, stylized_skin: np.ndarray
+    photo: np.ndarray,
+    stylized: np.ndarray,
+    photo_skin: np.ndarray,
+    skin_of: Callable[[np.ndarray], np.ndarray],
+    passes: int = SKIN_TONE_PASSES,
 ) -> np.ndarray:
-    """``stylized`` with its skin's mean L* and b* moved to the photo's (a* and all shading kept)."""
-    if float(photo_skin.sum()) < 1 or float(stylized_skin.sum()) < 1:
+    """``stylized`` with its skin's mean L* and b* moved to the photo's (a* and all shading kept).
+
+    ``skin_of`` gives an image's skin probability. One shift, weighted by the blurred skin mask, moves the
+    skin-weighted mean only part of the way, and the treated skin is found a little differently, so each
+    pass measures the treated image again and shifts what is left: on the held-out faces' darkest quarter,
+    anime_jp's +30.5 L* became +6.1 after one pass and +1.2 after three.
+    """
+    if float(photo_skin.sum()) < 1:
         return stylized
-    shift = skin_mean_lab(photo, photo_skin) - skin_mean_lab(stylized, stylized_skin)
-    lab = cv2.cvtColor(stylized, cv2.COLOR_BGR2LAB).astype(np.float32)
-    w = cv2.GaussianBlur(stylized_skin.astype(np.float32), (0, 0), 2.0)[..., None]
-    lab += w * np.array([shift[0] * 255 / 100, 0.0, shift[2]], np.float32)
-    return cv2.cvtColor(np.clip(lab + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+    goal = skin_mean_lab(photo, photo_skin)
+    for _ in range(passes):
+        skin = skin_of(stylized)
+        if float(skin.sum()) < 1:
+            break
+        shift = goal - skin_mean_lab(stylized, skin)
+        lab = cv2.cvtColor(stylized, cv2.COLOR_BGR2LAB).astype(np.float32)
+        w = cv2.GaussianBlur(skin.astype(np.float32), (0, 0), 2.0)[..., None]
+        lab += w * np.array([shift[0] * 255 / 100, 0.0, shift[2]], np.float32)
+        stylized = cv2.cvtColor(np.clip(lab + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+    return stylized
