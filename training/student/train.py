@@ -71,6 +71,7 @@ class StudentConfig:
     gan_start: int = opt(300, "step at which the adversarial loss starts")
     weights: LossWeights = field(default_factory=LossWeights, metadata={"suffix": "-weight"})
     augment: bool = opt(True, "photo-side augmentation (blur, noise, JPEG, colour)")
+    balance_tones: bool = opt(False, "draw pairs so that every band of skin lightness comes up about as often")
     ema: float = opt(0.999, "EMA decay of the exported student")
     seed: int = opt(0, "random seed")
     min_pairs: int = opt(16, "fewest training pairs accepted")
@@ -145,15 +146,38 @@ def load_pairs(root: Path, split: str) -> PairTensors:
     )
 
 
-def sample_batch(data: PairTensors, batch: int, crop: int, device: str) -> tuple[torch.Tensor, ...]:
-    """Random pairs, one random crop position per pair shared by photo/target/smoothed[/alpha]; floats in
-    [-1, 1]. With alpha targets, the alpha crops come last, then the engine's crop-edge window at the same
-    places (in [0, 1]): the engine shows a predicted alpha multiplied by that window, and a random crop
-    cannot tell the student where the window falls, so the alpha loss applies it to the prediction."""
+def tone_weights(photos: torch.Tensor, alpha: torch.Tensor, bands: int = 8, cap: float = 4.0) -> torch.Tensor:
+    """A sampling weight per pair that draws every band of skin lightness about as often as any other, up to
+    ``cap`` times the uniform weight. Darker-skinned faces are rare in face data, and students that saw them
+    rarely kept their tone worse than their pairs did (anime: +6 to +8.5 L* on the darkest quarter against
+    +1.2 in the pairs). A pair's lightness is the photo's mean luma where its alpha target holds, in the
+    middle of the crop: the face (the alpha covers the hair as well)."""
+    size = photos.shape[-1]
+    middle = slice(size // 4, size - size // 4)
+    rgb = photos[:, :, middle, middle].float()
+    luma = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
+    face = (alpha[:, 0, middle, middle] > 127).float()
+    tone = torch.where(
+        face.sum((1, 2)) > 0, (luma * face).sum((1, 2)) / face.sum((1, 2)).clamp(min=1), luma.mean((1, 2))
+    )
+    edges = torch.linspace(float(tone.min()), float(tone.max()), bands + 1)[1:-1]
+    band = torch.bucketize(tone, edges)
+    weights = 1.0 / torch.bincount(band, minlength=bands)[band].float()
+    return (weights / weights.mean()).clamp(max=cap)
+
+
+def sample_batch(
+    data: PairTensors, batch: int, crop: int, device: str, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, ...]:
+    """Random pairs (drawn by ``weights`` where given), one random crop position per pair shared by
+    photo/target/smoothed[/alpha]; floats in [-1, 1]. With alpha targets, the alpha crops come last, then
+    the engine's crop-edge window at the same places (in [0, 1]): the engine shows a predicted alpha
+    multiplied by that window, and a random crop cannot tell the student where the window falls, so the
+    alpha loss applies it to the prediction."""
     size = data.photos.shape[-1]
     if crop > size:
         raise TrainingError(f"crop {crop} is larger than the {size}² pairs")
-    idx = torch.randint(len(data), (batch,))
+    idx = torch.randint(len(data), (batch,)) if weights is None else torch.multinomial(weights, batch, True)
     ys, xs = torch.randint(size - crop + 1, (batch,)), torch.randint(size - crop + 1, (batch,))
 
     def crops(t: torch.Tensor, index=idx) -> torch.Tensor:
@@ -177,6 +201,10 @@ class SharedBatches:
     def __init__(self, train: PairTensors, cfg: StudentConfig, device: str, perceptual: PerceptualLoss | None):
         self.train, self.cfg, self.device, self.perceptual = train, cfg, device, perceptual
         self.aug = AugmentConfig()
+        self.weights = None
+        if cfg.balance_tones and train.alpha is not None:
+            self.weights = tone_weights(train.photos, train.alpha)
+            log.info("tone-balanced sampling: pair weights %.2f-%.2f", self.weights.min(), self.weights.max())
         self._step: int | None = None
 
     def at(self, step: int) -> tuple[tuple, dict | None]:
@@ -184,7 +212,7 @@ class SharedBatches:
         of ``step``."""
         if step != self._step:
             cfg = self.cfg
-            photo, target, smoothed, *alpha = sample_batch(self.train, cfg.batch, cfg.crop, self.device)
+            photo, target, smoothed, *alpha = sample_batch(self.train, cfg.batch, cfg.crop, self.device, self.weights)
             if cfg.augment:
                 photo, (target, smoothed), alpha = augment_batch(photo, [target, smoothed], self.aug, alpha)
             use_vgg = self.perceptual is not None and step >= cfg.perceptual_start

@@ -206,3 +206,38 @@ def test_alpha_crops_come_with_the_engines_crop_edge_window_at_the_same_places()
     (_, _, _, (alpha, crop_window)), _ = SharedBatches(data, cfg, "cpu", None).at(0)
     assert torch.allclose((alpha + 1) / 2, crop_window, atol=1 / 255)  # mirrored together (the window is not
     # symmetric about an off-centre crop)
+
+
+def _toned_pairs(tones: list[int], size: int = 32):
+    """Pairs whose face (the alpha target's middle) has the given luma; the background is the opposite."""
+    from training.student.train import PairTensors
+
+    n = len(tones)
+    photos = torch.empty(n, 3, size, size, dtype=torch.uint8)
+    for i, tone in enumerate(tones):
+        photos[i] = 255 - tone
+        photos[i, :, size // 4 : -size // 4, size // 4 : -size // 4] = tone
+    alpha = torch.zeros(n, 1, size, size, dtype=torch.uint8)
+    alpha[:, :, size // 4 : -size // 4, size // 4 : -size // 4] = 255
+    return PairTensors([str(i) for i in range(n)], photos, photos, photos, alpha)
+
+
+def test_tone_balanced_sampling_draws_rare_skin_tones_as_often_as_common_ones_within_its_cap():
+    """Four dark faces among twenty come up half the time (each band of lightness as often as the other);
+    one among a hundred is capped at four times the uniform weight. The tone is the face's, not the
+    background's."""
+    from training.student.train import sample_batch, tone_weights
+
+    data = _toned_pairs([200] * 16 + [50] * 4)
+    weights = tone_weights(data.photos, data.alpha)
+    assert float(weights[16:].sum() / weights.sum()) == pytest.approx(0.5)
+    rare = _toned_pairs([200] * 99 + [50])
+    assert float(tone_weights(rare.photos, rare.alpha)[-1]) == pytest.approx(4.0)
+    torch.manual_seed(0)
+    photo, *_ = sample_batch(data, 400, 32, "cpu", weights)
+    dark = (photo[:, 0, 16, 16] < 0).float().mean()
+    assert 0.4 < float(dark) < 0.6
+    only_last = torch.zeros(20)
+    only_last[-1] = 1.0
+    photo, *_ = sample_batch(data, 8, 32, "cpu", only_last)
+    assert torch.equal(photo, (data.photos[-1:].float() / 127.5 - 1).expand(8, -1, -1, -1))
