@@ -1,6 +1,7 @@
 """``train all``: the whole recipe, tiny preset, from each starting point to an installed bundle."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,7 @@ def test_teacher_recipe_installs_a_bundle_with_alpha_and_the_teachers_licence(ph
     assert manifest.io.alpha and manifest.name == "Toy teacher"
     assert "test fixture, no restrictions" in manifest.license and "commercial_use: false" in manifest.model_card
     assert manifest.created["teacher"]["id"] == "toy"
+    assert re.search(r"\d+ training faces; \d+ more, split off by source, were held out", manifest.model_card)
     style = load_style(bundle, "light", "onnx")
     out = style.active.stylize(np.full((256, 256, 3), 120, np.uint8))
     assert out.shape == (256, 256, 4)
