@@ -53,11 +53,13 @@ PRESETS = {
 }
 # What the cpu preset costs per route, said before anything starts (measured figures: docs/styles.md).
 ROUTE_NOTES = {
-    "teacher": "cpu preset: 33 minutes measured on an idle 2-core AVX-512 CPU, 55 with other work running (prepare,"
-    " teacher pairs, three tiers side by side); expect 2-3 times that on an AVX2-only CPU.",
+    "teacher": "cpu preset: about 51 minutes on an idle 2-core AVX-512 CPU with bf16 (estimated from measured steps;"
+    " a fine-tuned run took 31 minutes there, end to end): prepare, teacher pairs, three tiers side by side,"
+    " export. An AVX2-only CPU trains a third of the steps in fp32: press Estimate for this machine.",
     "styles": "This route trains StyleGAN2 and U-GAT-IT: on a CPU it takes hours and gives no usable style"
     " (docs/stylegan.md). It needs a GPU and the gpu preset.",
-    "pairs": "cpu preset: the three tiers, about 35 minutes on a 2-core AVX-512 CPU.",
+    "pairs": "cpu preset: the light and standard tiers, about 80 minutes on a 2-core AVX-512 CPU with bf16"
+    " (estimated from measured steps).",
     "ink": "cpu preset: the procedural teacher, then two tiers one after the other (66-82 minutes each on 2 cores).",
 }
 

@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # `train estimate` of the hayao teacher route on the shared faces and videos (docs/window.md).
 RECORDED_ESTIMATE = {
-    "minutes": 34.6,
-    "parts": {"prepare": 0.6, "export": 5.0, "pairs": 7.7, "students": 21.3},
-    "faces": 715,
+    "minutes": 51.4,
+    "parts": {"prepare": 0.6, "export": 5.0, "pairs": 9.6, "students": 36.3},
+    "faces": 713,
     "tiers": ["light", "standard", "high"],
-    "steps": 600,
+    "steps": 1600,
     "threads": 2,
     "cpu": "Intel(R) Xeon(R) Processor",
 }
