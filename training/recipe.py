@@ -204,7 +204,7 @@ def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path]
     """prepare (at the teacher's input side) -> teacher pairs -> three tiers side by side."""
     from training.modules import cpu_has_native_bf16
     from training.pairs import make_pairs
-    from training.prepare import PrepareConfig, load_crops, prepare_folder
+    from training.prepare import MANIFEST, Manifest, PrepareConfig, prepare_folder
     from training.student.train import student_stage, tier_runs
     from training.teachers.network import load_teacher_spec
 
@@ -241,10 +241,10 @@ def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path]
             pairs, out, tiers, cfg, progress, abort, args.init_from, resume, device, labels
         ),
     )
-    held_out = len(load_crops(faces, "heldout"))
+    splits = [item["split"] for item in Manifest.load(faces / MANIFEST).items]
     data = (
-        f"teacher {spec.id} on faces of {', '.join(map(str, args.data))}: {len(load_crops(faces)) - held_out}"
-        f" training faces; {held_out} more, split off by source, were held out of training"
+        f"teacher {spec.id} on faces of {', '.join(map(str, args.data))}: {splits.count('train')} training faces;"
+        f" {splits.count('heldout')} more, split off by source, were held out of training"
     )
     return tier_runs(students, tiers), pairs, data
 

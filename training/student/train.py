@@ -157,9 +157,8 @@ def tone_weights(photos: torch.Tensor, alpha: torch.Tensor, bands: int = 8, cap:
     rgb = photos[:, :, middle, middle].float()
     luma = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
     face = (alpha[:, 0, middle, middle] > 127).float()
-    tone = torch.where(
-        face.sum((1, 2)) > 0, (luma * face).sum((1, 2)) / face.sum((1, 2)).clamp(min=1), luma.mean((1, 2))
-    )
+    area = face.sum((1, 2))
+    tone = torch.where(area > 0, (luma * face).sum((1, 2)) / area.clamp(min=1), luma.mean((1, 2)))
     edges = torch.linspace(float(tone.min()), float(tone.max()), bands + 1)[1:-1]
     band = torch.bucketize(tone, edges)
     weights = 1.0 / torch.bincount(band, minlength=bands)[band].float()
