@@ -33,6 +33,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         intensity=args.intensity,
         temporal=args.temporal,
         color_match=args.color_match,
+        skin_tone_limit=args.skin_tone_limit,
         out=args.out,
         report=args.report,
         frames=args.frames,
@@ -127,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--intensity", type=float, default=None, help="0 = original, 1 = full style")
     st.add_argument("--temporal", type=float, default=None, help="temporal smoothing strength 0..1")
     st.add_argument("--color-match", type=float, default=None, help="colour matching strength 0..1")
+    st.add_argument(
+        "--skin-tone-limit",
+        type=float,
+        default=None,
+        metavar="L",
+        help="the most (L*) the style may move the face's skin lightness (default: the style's; 0 = off)",
+    )
     st.add_argument("--out", default=None, help="video file to write (H.264 .mp4)")
     st.add_argument("--report", default=None, help="JSON stats report to write")
     st.add_argument("--frames", type=int, default=None, help="stop after this many frames")

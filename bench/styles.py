@@ -10,7 +10,9 @@
   with Inception FIDs);
 * skin tone: the mean Lab L* and b* change inside the photo's / output's skin mask, on the held-out faces
   (all, and their darkest quarter by photo L*) and on ../shared/data/identities split into the darker and
-  lighter people (by each person's median photo L*), for the teacher and for each tier;
+  lighter people (by each person's median photo L*), for the teacher and for each tier; every figure is
+  taken after the bundle's run-time skin-tone guard, as the app shows it, and for a guarded bundle also
+  for the network alone;
 * flicker amplification on the still noisy demo, temporal smoothing on and off (``bench temporal``);
 * ms per inference: each tier and the teacher on onnxruntime (TFLite for a TFLite teacher), 2 threads, in
   this one run, the teacher at its preferred input and at 256².
@@ -24,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from bench.machine import finish, machine_info
+from engine.blend import SkinToneGuard, face_skin_region
 from engine.stats import median_ms
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
@@ -105,7 +108,9 @@ def measure(args: argparse.Namespace) -> dict:
     crops = [cv2.imread(str(p)) for p in load_crops(args.faces, "heldout")][: args.limit]
     photos = [small(c) for c in crops]
     teacher_out = [small(o) for o in teacher(crops)]  # the raw teacher: no skin-tone treatment
-    outputs = {tid: [m.stylize(p) for p in photos] for tid, m in tiers.items()}
+    guard = engine_guard(bundle, args.skin_tone_limit)
+    networks = {tid: [m.stylize(p) for p in photos] for tid, m in tiers.items()}
+    outputs = {tid: [guard(p, o) for p, o in zip(photos, outs)] for tid, outs in networks.items()}
     colour = {tid: [o[:, :, :3].copy() for o in outs] for tid, outs in outputs.items()}
     result: dict = {"machine": machine_info(), "style": bundle.id, "teacher": spec.id, "heldout_faces": len(photos)}
 
@@ -137,6 +142,9 @@ def measure(args: argparse.Namespace) -> dict:
     for tid, outs in colour.items():
         rows = _skin_shift(photos, outs, skin_model)
         skin[tid] = {"all": _summary(rows), "darkest_quarter": _summary(rows, dark)}
+        if guard.limit > 0:  # what the network alone does, without the run-time guard
+            rows = _skin_shift(photos, [o[:, :, :3].copy() for o in networks[tid]], skin_model)
+            skin[tid]["network_alone"] = {"all": _summary(rows), "darkest_quarter": _summary(rows, dark)}
     result["skin_tone_heldout"] = {"darkest_quarter_photo_L_at_most": round(cut, 1), **skin}
 
     # skin tone on the identity sets: the darker and the lighter people
@@ -155,10 +163,17 @@ def measure(args: argparse.Namespace) -> dict:
     for name, pick in groups.items():
         ident["teacher"][name] = _summary([r for i, r in enumerate(rows) if pick(i)])
     light_model = next(iter(tiers.values()))
-    tier_rows = _skin_shift(id_photos, [light_model.stylize(p)[:, :, :3].copy() for p in id_photos], skin_model)
+    id_networks = [light_model.stylize(p) for p in id_photos]
+    id_outputs = [guard(p, o)[:, :, :3].copy() for p, o in zip(id_photos, id_networks)]
+    tier_rows = _skin_shift(id_photos, id_outputs, skin_model)
     ident[light_model.tier.id] = {
         n: _summary([r for i, r in enumerate(tier_rows) if pick(i)]) for n, pick in groups.items()
     }
+    if guard.limit > 0:
+        tier_rows = _skin_shift(id_photos, [o[:, :, :3].copy() for o in id_networks], skin_model)
+        ident[light_model.tier.id]["network_alone"] = {
+            n: _summary([r for i, r in enumerate(tier_rows) if pick(i)]) for n, pick in groups.items()
+        }
     result["skin_tone_identities"] = ident
 
     # flicker amplification, smoothing on and off
@@ -178,6 +193,24 @@ def measure(args: argparse.Namespace) -> dict:
     if args.public_gallery:
         public_frames(args.public_gallery, bundle, tiers[light_model.tier.id])
     return result
+
+
+@dataclass(frozen=True)
+class StillGuard:
+    """The engine's skin-tone guard as a still photo meets it: a face's first frame, nothing to ease in."""
+
+    region: np.ndarray
+    limit: float
+
+    def __call__(self, photo: np.ndarray, stylized: np.ndarray) -> np.ndarray:
+        return SkinToneGuard()(photo, stylized, self.region, self.limit)
+
+
+def engine_guard(bundle, limit: float | None) -> StillGuard:
+    """The bundle's skin-tone guard (``limit`` overrides its default; 0 = off), as the pipeline applies it."""
+    align = bundle.manifest.align
+    limit = bundle.manifest.blend.skin_tone_limit if limit is None else limit
+    return StillGuard(face_skin_region(align.crop_size, align.template), limit)
 
 
 def measure_speed(tiers: dict, spec, teacher, crop: np.ndarray, face: np.ndarray) -> dict:
@@ -288,11 +321,16 @@ def write_gallery(folder: Path, style: str, photos, teacher_out, outputs, count:
     )
 
 
+def _darkest(tier: dict, teacher: dict) -> str:
+    alone = f"{tier['network_alone']['darkest_quarter']['dL']:+.1f}; " if "network_alone" in tier else ""
+    return f"{tier['darkest_quarter']['dL']:+.1f} ({alone}{teacher['darkest_quarter']['dL']:+.1f})"
+
+
 def markdown_table(results: list[dict]) -> str:
     """The docs table: one row per style and tier, from results of :func:`measure`."""
     lines = [
         "| style | tier | identity (teacher) | sharpness ÷ teacher: raw / shipped | FID-EL0 / KID-EL0 to teacher |"
-        " ΔL* darkest quarter (teacher) | ΔL* darker / lighter people (teacher) | flicker on / off |"
+        " ΔL* darkest quarter (network alone; teacher) | ΔL* darker / lighter people (teacher) | flicker on / off |"
         " ms, 2 threads (teacher at its input; at 256²) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -308,7 +346,7 @@ def markdown_table(results: list[dict]) -> str:
                 f"{m['identity']:.3f} ({r['teacher_identity']:.3f})",
                 f"{m.get('sharpness_vs_teacher_raw', float('nan')):.2f} / {m['sharpness_vs_teacher_shipped']:.2f}",
                 f"{m['fid_el0_to_teacher']:.1f} / {m['kid_el0_to_teacher']:.3f}",
-                f"{skin[tid]['darkest_quarter']['dL']:+.1f} ({skin['teacher']['darkest_quarter']['dL']:+.1f})",
+                _darkest(skin[tid], skin["teacher"]),
                 (
                     f"{people[tid]['darker']['dL']:+.1f} / {people[tid]['lighter']['dL']:+.1f}"
                     f" ({people['teacher']['darker']['dL']:+.1f} / {people['teacher']['lighter']['dL']:+.1f})"
@@ -334,6 +372,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--speed-only", action="store_true", help="time the tiers against the teacher only")
     parser.add_argument("--runs", type=Path, help="its student runs (one folder per tier), for raw sharpness")
     parser.add_argument("--limit", type=int, default=109, help="held-out faces to use")
+    parser.add_argument(
+        "--skin-tone-limit", type=float, help="override the bundle's run-time skin-tone guard (L*; 0 = off)"
+    )
     parser.add_argument("--per-person", type=int, default=6, help="identity photos per person for skin tone")
     parser.add_argument("--gallery", type=Path, help="write the research-data gallery here (never commit it)")
     parser.add_argument("--clip", default="deepfacelive_Twitch1.mp4", help="clip of ../shared/data/videos")

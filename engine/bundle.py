@@ -84,6 +84,7 @@ class BlendDefaults:
     feather: float = 0.1
     color_match: float = 0.0
     temporal: float = 0.5
+    skin_tone_limit: float = 0.0  # L*: the most the face's skin lightness may move (SkinToneGuard); 0 = off
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -31,8 +31,8 @@ from engine.align import (
     warp_crop,
 )
 from engine.backends import TierModel, WarmupCache, load_tier, time_stylizer
-from engine.blend import ColorMatcher, feather_mask, learned_mask, paste_back
-from engine.bundle import Bundle
+from engine.blend import ColorMatcher, SkinToneGuard, face_skin_region, feather_mask, learned_mask, paste_back
+from engine.bundle import AlignSpec, BlendDefaults, Bundle
 from engine.errors import StylecastError
 from engine.frames import Frame, to_bgr_uint8
 from engine.temporal import TemporalConfig, TemporalSmoother
@@ -52,6 +52,7 @@ class PipelineConfig:
     color_match: float | None = None
     temporal_strength: float | None = None
     feather: float | None = None
+    skin_tone_limit: float | None = None
     smoothing: SmoothingConfig = SmoothingConfig()
     jump_faces: float = 0.5  # a centre jump of this many face sizes in one frame resets a face's state
     passthrough_crop: int = 256
@@ -141,6 +142,7 @@ class _FaceState:
     smoother: SimilaritySmoother
     temporal: TemporalSmoother
     color: ColorMatcher
+    tone: SkinToneGuard
     last_raw: Similarity | None = None
     style_id: str | None = None  # smoothing state belongs to one style's outputs
 
@@ -259,23 +261,18 @@ class Pipeline:
 
     # ----- per frame --------------------------------------------------------------------------
 
-    def _settings(self, style: LoadedStyle | None) -> tuple[float, float, float, float, int]:
+    def _settings(self, style: LoadedStyle | None) -> BlendDefaults:
+        """The active bundle's blend defaults with the live overrides applied."""
         cfg = self.config
-        if style is None:
-            blend_intensity, color, temporal, feather = 1.0, 0.0, 0.0, 0.1
-            crop = cfg.passthrough_crop
-        else:
-            d = style.bundle.manifest.blend
-            blend_intensity, color, temporal, feather = d.intensity, d.color_match, d.temporal, d.feather
-            crop = style.bundle.manifest.align.crop_size
-        pick = lambda v, default: default if v is None else v  # noqa: E731
-        return (
-            pick(cfg.intensity, blend_intensity),
-            pick(cfg.color_match, color),
-            pick(cfg.temporal_strength, temporal),
-            pick(cfg.feather, feather),
-            crop,
-        )
+        defaults = BlendDefaults(color_match=0.0, temporal=0.0) if style is None else style.bundle.manifest.blend
+        overrides = {
+            "intensity": cfg.intensity,
+            "color_match": cfg.color_match,
+            "temporal": cfg.temporal_strength,
+            "feather": cfg.feather,
+            "skin_tone_limit": cfg.skin_tone_limit,
+        }
+        return replace(defaults, **{k: v for k, v in overrides.items() if v is not None})
 
     def _state(self, track_id: int, temporal: float, style_id: str | None) -> _FaceState:
         state = self._faces.get(track_id)
@@ -284,6 +281,7 @@ class Pipeline:
                 SimilaritySmoother(self.config.smoothing),
                 TemporalSmoother(TemporalConfig(strength=temporal)),
                 ColorMatcher(),
+                SkinToneGuard(),
                 style_id=style_id,
             )
             self._faces[track_id] = state
@@ -383,10 +381,12 @@ class Pipeline:
             live_ids.add(face.track_id)
             face_style = self._style_for(face.track_id)
             face_model = face_style.active if face_style else None
-            intensity, color_strength, temporal, feather, crop_size = self._settings(face_style)
-            template = TEMPLATES[face_style.bundle.manifest.align.template] if face_style else TEMPLATES["ffhq"]
-            mask = feather_mask(crop_size, feather)
-            state = self._state(face.track_id, temporal, face_style.bundle.id if face_style else None)
+            blend = self._settings(face_style)
+            passthrough = AlignSpec(crop_size=self.config.passthrough_crop)
+            align = face_style.bundle.manifest.align if face_style else passthrough
+            crop_size, template = align.crop_size, TEMPLATES[align.template]
+            mask = feather_mask(crop_size, blend.feather)
+            state = self._state(face.track_id, blend.temporal, face_style.bundle.id if face_style else None)
             t0 = time.perf_counter()
             try:
                 raw = similarity_from_landmarks(face.landmarks, template)
@@ -396,6 +396,7 @@ class Pipeline:
                 state.smoother.reset()
                 state.temporal.reset()
                 state.color.reset()
+                state.tone.reset()
             if face.seen:
                 state.last_raw = raw
             smoothed = state.smoother(raw, frame.timestamp)  # a held face keeps its last landmarks
@@ -419,7 +420,10 @@ class Pipeline:
             t0 = time.perf_counter()
             face_mask = mask
             if ok and face_model is not None:
-                stylized = state.temporal(crop, state.color(crop, stylized, mask, color_strength))
+                stylized = state.color(crop, stylized, mask, blend.color_match)
+                skin = face_skin_region(crop_size, align.template)
+                stylized = state.tone(crop, stylized, skin, blend.skin_tone_limit)
+                stylized = state.temporal(crop, stylized)
                 if stylized.shape[2] == 4:  # a learned blend alpha, smoothed over time with the colour
                     stylized, face_mask = (
                         cv2.cvtColor(stylized, cv2.COLOR_BGRA2BGR),
@@ -429,7 +433,7 @@ class Pipeline:
 
             t0 = time.perf_counter()
             if ok:
-                paste_back(out, stylized, smoothed, face_mask, intensity * face.opacity)
+                paste_back(out, stylized, smoothed, face_mask, blend.intensity * face.opacity)
             timings["blend"] += (time.perf_counter() - t0) * 1000
             observations.append(
                 FaceObservation(

@@ -36,6 +36,7 @@ class SessionOptions:
     intensity: float | None = None
     temporal: float | None = None
     color_match: float | None = None
+    skin_tone_limit: float | None = None  # L*; 0 turns the style's skin-tone guard off
     out: str | None = None
     report: str | None = None
     frames: int | None = None
@@ -96,7 +97,10 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
         frames = DEMO_FRAMES
     source = open_source(options.source, paced=options.paced, max_frames=frames)
     config = PipelineConfig(
-        intensity=options.intensity, temporal_strength=options.temporal, color_match=options.color_match
+        intensity=options.intensity,
+        temporal_strength=options.temporal,
+        color_match=options.color_match,
+        skin_tone_limit=options.skin_tone_limit,
     )
     tracker = MeshFaceTracker(
         max_faces=options.max_faces,

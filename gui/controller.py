@@ -93,7 +93,7 @@ class StreamController(QObject):
         self.status.emit(f"loading style {style_id} for face {track_id}…")
 
     def update_config(self, **changes: float | None) -> None:
-        """Change live settings (intensity, temporal_strength, color_match, feather) for the next frame."""
+        """Change live settings (the fields of ``PipelineConfig``) for the next frame."""
         self.pipeline.config = replace(self.pipeline.config, **changes)
 
     # ----- stream -----------------------------------------------------------------------------

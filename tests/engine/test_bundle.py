@@ -125,3 +125,16 @@ def test_a_rescan_hashes_each_model_file_once_and_a_changed_file_again(fixture_b
     os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 1))
     scan = registry.scan()
     assert "fixture" not in scan.bundles and "sha256 mismatch" in next(iter(scan.errors.values()))
+
+
+def test_the_skin_tone_limit_is_read_and_older_bundles_without_it_load_with_the_guard_off(
+    fixture_bundle_root, tmp_path
+):
+    folder = _copy(fixture_bundle_root, tmp_path)
+    _edit(folder, lambda d: d["blend"].pop("skin_tone_limit", None))
+    assert load_bundle(folder).manifest.blend.skin_tone_limit == 0.0
+    _edit(folder, lambda d: d["blend"].update(skin_tone_limit=4))
+    assert load_bundle(folder).manifest.blend.skin_tone_limit == 4.0
+    _edit(folder, lambda d: d["blend"].update(skin_tone_limit="strict"))
+    with pytest.raises(BundleError, match="blend.skin_tone_limit"):
+        load_bundle(folder)

@@ -244,3 +244,24 @@ def test_each_face_can_have_its_own_style(tmp_path, fixture_bundle):
     pipe.assign_face_style(on_other, None)  # back to its place in the cycle
     assert {o.track_id: o.style for o in pipe.process(frames[11]).faces}[on_other] == "other"
     pipe.close()
+
+
+def _face_lightness_shift(pipe: Pipeline, frames) -> float:
+    """Mean L* change over the middle of the last frame's face box."""
+    for f in frames:
+        result = pipe.process(f)
+    pipe.close()
+    x0, y0, x1, y1 = face_roi(result.faces[0].smoothed, result.image.shape)
+    cx, cy, r = (x0 + x1) // 2, (y0 + y1) // 2, (x1 - x0) // 8
+    window = (slice(cy - r, cy + r), slice(cx - r, cx + r))
+    lab = [cv2.cvtColor(im[window], cv2.COLOR_BGR2LAB)[:, :, 0].mean() for im in (result.image, frames[-1].image)]
+    return float(lab[0] - lab[1]) * 100 / 255
+
+
+def test_the_skin_tone_guard_bounds_how_far_a_style_moves_the_face_lightness(fixture_bundle):
+    frames = _demo_frames(30)  # the correction eases in over frames
+    style = lambda: load_style(fixture_bundle, "light", "onnx")  # noqa: E731
+    off = _face_lightness_shift(Pipeline(MeshFaceTracker(), style()), frames)  # the fixture ships no guard
+    guarded = _face_lightness_shift(Pipeline(MeshFaceTracker(), style(), PipelineConfig(skin_tone_limit=1.0)), frames)
+    assert abs(off) > 3.0
+    assert abs(guarded) < 0.6 * abs(off)

@@ -101,6 +101,7 @@ def test_teacher_recipe_installs_a_bundle_with_alpha_and_the_teachers_licence(ph
     assert manifest.io.alpha and manifest.name == "Toy teacher"
     assert "test fixture, no restrictions" in manifest.license and "commercial_use: false" in manifest.model_card
     assert manifest.created["teacher"]["id"] == "toy"
+    assert manifest.blend.skin_tone_limit == 0.0  # no skin model, no kept skin tone: nothing to guard
     assert re.search(r"\d+ training faces; \d+ more, split off by source, were held out", manifest.model_card)
     style = load_style(bundle, "light", "onnx")
     out = style.active.stylize(np.full((256, 256, 3), 120, np.uint8))

@@ -24,7 +24,7 @@ import argparse
 import json
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 import torch
 
+from engine.blend import SKIN_TONE_LIMIT
 from engine.bundle import (
     SCHEMA_VERSION,
     BlendDefaults,
@@ -424,7 +425,9 @@ def export_bundle(
             blend=blend,
         )
 
-    bundle = write(BlendDefaults() if temporal is None else BlendDefaults(temporal=temporal))
+    # a style trained to keep the photo's skin tone also guards it at run time (engine.blend.SkinToneGuard)
+    guard = BlendDefaults(skin_tone_limit=SKIN_TONE_LIMIT if created.get("skin_tone") == "keep" else 0.0)
+    bundle = write(guard if temporal is None else replace(guard, temporal=temporal))
     if temporal is None:
         from engine.stability import calibrate_temporal
 
@@ -432,7 +435,7 @@ def export_bundle(
         strength, tried = calibrate_temporal(bundle, cheapest)
         metrics["temporal_calibration"] = {"tier": cheapest, "flicker_by_strength": tried, "chosen": strength}
         log.info("temporal smoothing %.2f (flicker amplification by strength: %s)", strength, tried)
-        bundle = write(BlendDefaults(temporal=strength))
+        bundle = write(replace(guard, temporal=strength))
     log.info("bundle %s written to %s (%s)", style_id, out, ", ".join(t.id for t in tiers))
     return bundle
 

@@ -1,0 +1,45 @@
+import numpy as np
+
+from bench.styles import engine_guard, markdown_table
+
+
+def _result(skin_light: dict) -> dict:
+    summary = lambda dl: {"all": {"n": 4, "dL": dl, "db": 0.0}, "darkest_quarter": {"n": 1, "dL": dl, "db": 0.0}}  # noqa: E731
+    return {
+        "style": "anime",
+        "teacher_identity": 0.3,
+        "tiers": {
+            "light": {
+                "identity": 0.4,
+                "sharpness_vs_teacher_shipped": 0.9,
+                "fid_el0_to_teacher": 100.0,
+                "kid_el0_to_teacher": 0.1,
+            }
+        },
+        "skin_tone_heldout": {"teacher": summary(30.5), "light": skin_light},
+        "skin_tone_identities": {"teacher": {"darker": {"dL": 33.0}, "lighter": {"dL": 25.0}}},
+        "flicker_amplification": {"on": 0.3, "off": 0.9},
+        "ms_2_threads": {"light": 6.4, "teacher_onnx_512": 787.0},
+    }
+
+
+def test_the_table_shows_the_guarded_figure_and_the_network_alone_beside_the_teacher():
+    guarded = {"all": {"dL": 3.0}, "darkest_quarter": {"dL": 6.9}, "network_alone": {"darkest_quarter": {"dL": 8.3}}}
+    assert "| +6.9 (+8.3; +30.5) |" in markdown_table([_result(guarded)])
+    assert "| +8.3 (+30.5) |" in markdown_table([_result({"all": {"dL": 3.0}, "darkest_quarter": {"dL": 8.3}})])
+
+
+def test_the_bench_guards_still_photos_with_the_bundles_limit_unless_told_otherwise(fixture_bundle):
+    from dataclasses import replace
+
+    from engine.bundle import Bundle
+
+    guarded = Bundle(
+        fixture_bundle.root,
+        replace(fixture_bundle.manifest, blend=replace(fixture_bundle.manifest.blend, skin_tone_limit=4.0)),
+    )
+    assert engine_guard(guarded, None).limit == 4.0 and engine_guard(guarded, 0.0).limit == 0.0
+    photo = np.full((256, 256, 3), 60, np.uint8)
+    bright = np.full((256, 256, 3), 200, np.uint8)
+    assert np.array_equal(engine_guard(guarded, 0.0)(photo, bright), bright)
+    assert engine_guard(guarded, None)(photo, bright).mean() < 150  # pulled back toward the photo
