@@ -174,8 +174,18 @@ def face_skin_region(crop_size: int, template: str) -> np.ndarray:
 
 
 def mean_lightness(crop: np.ndarray, mask: np.ndarray) -> float:
-    """Mean CIE L* (0..100) of a BGR uint8 crop inside a uint8 mask."""
-    return cv2.mean(cv2.cvtColor(crop, cv2.COLOR_BGR2LAB), mask=mask)[0] * 100 / 255
+    """Mean CIE L* (0..100) of a BGR or BGRA uint8 crop inside a uint8 mask (converted within its box only)."""
+    x, y, w, h = cv2.boundingRect(mask)
+    box = crop[y : y + h, x : x + w]
+    if box.shape[2] == 4:
+        box = cv2.cvtColor(box, cv2.COLOR_BGRA2BGR)
+    return cv2.mean(cv2.cvtColor(box, cv2.COLOR_BGR2LAB), mask=mask[y : y + h, x : x + w])[0] * 100 / 255
+
+
+# L* of each sRGB grey level: a lightness change becomes the grey-level offset that makes it
+_GREY_LIGHTNESS = cv2.cvtColor(np.linspace(0, 1, 256, dtype=np.float32)[None, :, None].repeat(3, 2), cv2.COLOR_BGR2LAB)[
+    0, :, 0
+]
 
 
 class SkinToneGuard:
@@ -184,7 +194,7 @@ class SkinToneGuard:
     Teachers like anime_jp lighten dark skin by 30 L*. Training takes most of that away (the
     keep-skin-tone pairs); this takes away what a network still adds, on darker faces most: the mean L*
     of the face region in the photo and in the stylized crop are compared, and whatever lies beyond
-    ``limit`` comes off the whole stylized crop's L*, so shading and hue stay the style's. The
+    ``limit`` comes off the whole stylized crop's lightness, so shading and hue stay the style's. The
     correction is EMA-smoothed per face, so it never flickers.
     """
 
@@ -199,16 +209,14 @@ class SkinToneGuard:
         """stylized: (S, S, 3) BGR or (S, S, 4) BGRA; an alpha channel passes through unchanged."""
         if limit <= 0:
             return stylized
-        alpha = stylized[:, :, 3:]
-        colour = np.ascontiguousarray(stylized[:, :, :3])
-        shift = mean_lightness(colour, region) - mean_lightness(input_crop, region)
+        now = mean_lightness(stylized, region)
+        shift = now - mean_lightness(input_crop, region)
         excess = shift - float(np.clip(shift, -limit, limit))
         k = self.smoothing
         self._excess = excess if self._excess is None else k * self._excess + (1 - k) * excess
         if abs(self._excess) < 0.5:  # below a grey level: leave the network's output untouched
             return stylized
-        lab = cv2.cvtColor(colour, cv2.COLOR_BGR2LAB)
-        lightness = lab[:, :, 0].astype(np.float32) - self._excess * 255 / 100
-        lab[:, :, 0] = np.clip(lightness + 0.5, 0, 255).astype(np.uint8)
-        out = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
-        return np.dstack([out, alpha]) if alpha.size else out
+        # an equal offset on B, G and R moves lightness and keeps the hue, at a fraction of a Lab round trip
+        grey = np.interp([now, now - self._excess], _GREY_LIGHTNESS, np.arange(256))
+        offset = float(grey[1] - grey[0])
+        return cv2.add(stylized, (offset, offset, offset, 0.0))
