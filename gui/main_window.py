@@ -81,6 +81,12 @@ class MainWindow(QMainWindow):
         self.intensity = self._slider(100, lambda v: self.controller.update_config(intensity=v / 100))
         self.temporal = self._slider(70, lambda v: self.controller.update_config(temporal_strength=v / 100))
         self.color = self._slider(0, lambda v: self.controller.update_config(color_match=v / 100))
+        self.skin_tone = QCheckBox("Keep skin tone")
+        self.skin_tone.setChecked(True)
+        self.skin_tone.setToolTip(
+            "Styles trained to keep the photo's skin tone may lighten or darken the face only within their bound"
+        )
+        self.skin_tone.toggled.connect(lambda on: self.controller.update_config(skin_tone_limit=None if on else 0.0))
 
         self.record_button = QPushButton("Record")
         self.record_button.setCheckable(True)
@@ -102,6 +108,7 @@ class MainWindow(QMainWindow):
         form.addRow("Intensity", self.intensity)
         form.addRow("Smoothing", self.temporal)
         form.addRow("Colour match", self.color)
+        form.addRow("", self.skin_tone)
         side = QVBoxLayout()
         side.addLayout(form)
         side.addWidget(self.card)

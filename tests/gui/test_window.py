@@ -34,6 +34,10 @@ def test_preview_shows_stylized_frames_and_styles_hot_swap(qapp, window):
     assert wait_until(qapp, lambda: c.last_result.tier == "standard" and c.last_result.backend == "mnn")
     window.intensity.setValue(0)
     assert c.pipeline.config.intensity == 0.0
+    window.skin_tone.setChecked(False)
+    assert c.pipeline.config.skin_tone_limit == 0.0  # the guard off
+    window.skin_tone.setChecked(True)
+    assert c.pipeline.config.skin_tone_limit is None  # the style's own bound
 
 
 def test_recording_and_snapshot_while_streaming(qapp, window, tmp_path):
