@@ -91,3 +91,20 @@ def test_mnn_falls_back_to_fp32_weights_when_fp16_misses_the_tolerance(tmp_path,
     tier = export_tier(run, tmp_path / "out", size=64)
     assert tier.mnn_weights == "fp32" and tier.mnn_fp16_max_abs == 8e-3 and tier.mnn_max_abs == 2e-6
     assert tier.parity()["mnn_weights"] == "fp32"
+
+
+def test_a_style_trained_to_keep_skin_tone_ships_the_run_time_guard_and_says_so(tmp_path, ink_pairs):
+    import shutil
+
+    from engine.blend import SKIN_TONE_LIMIT
+    from training.pairs import SOURCE_FILE
+
+    pairs = tmp_path / "pairs"
+    shutil.copytree(ink_pairs, pairs)
+    teacher = {"id": "toy", "name": "Toy", "license": "test fixture", "commercial_use": False}
+    run, _ = make_student_run(tmp_path / "light")
+    for skin_tone, limit in (("keep", SKIN_TONE_LIMIT), ("teacher", 0.0)):
+        (pairs / SOURCE_FILE).write_text(json.dumps({"teacher": teacher, "skin_tone": skin_tone}))
+        bundle = export_bundle([run], tmp_path / skin_tone, pairs=pairs, size=64, sharpen=False, temporal=0.5)
+        assert bundle.manifest.blend.skin_tone_limit == limit
+        assert (f"to {limit:g} L*" in bundle.manifest.model_card) == (limit > 0)

@@ -245,8 +245,20 @@ def teacher_lines(record: dict) -> list[str]:
     ]
 
 
+SKIN_TONE_LINE = (
+    "Skin tone: trained on pairs given back the photo's skin lightness and b*; at run time the engine also bounds"
+    " how far the face's lightness may move to {limit:g} L* (blend.skin_tone_limit; 0 turns it off)."
+)
+
+
 def model_card(
-    style_id: str, tiers: list[ExportedTier], metrics: dict, data: str, teacher: str, teacher_record: dict | None = None
+    style_id: str,
+    tiers: list[ExportedTier],
+    metrics: dict,
+    data: str,
+    teacher: str,
+    teacher_record: dict | None = None,
+    skin_tone_limit: float = 0.0,
 ) -> str:
     lines = [
         f"Style '{style_id}': real-time students distilled from the {teacher} teacher.",
@@ -272,6 +284,8 @@ def model_card(
             "Each tier also predicts a blend alpha (where its output replaces the photo), trained against skin and"
             " hair masks and the face outline; the engine blends with it, smoothed over time."
         )
+    if skin_tone_limit > 0:
+        lines.append(SKIN_TONE_LINE.format(limit=skin_tone_limit))
     for t in tiers:
         if t.sharpen and t.sharpen["amount"] > 0:
             lines.append(
@@ -394,6 +408,8 @@ def export_bundle(
     if teacher:
         created["teacher"] = teacher
         created["skin_tone"] = record.get("skin_tone")
+    # a style trained to keep the photo's skin tone also guards it at run time (engine.blend.SkinToneGuard)
+    guard = BlendDefaults(skin_tone_limit=SKIN_TONE_LIMIT if created.get("skin_tone") == "keep" else 0.0)
     card = model_card(
         style_id,
         tiers,
@@ -401,6 +417,7 @@ def export_bundle(
         data or "the pairs folder " + str(created["data"]),
         teacher=teacher["name"] if teacher else style_id,
         teacher_record=teacher,
+        skin_tone_limit=guard.skin_tone_limit,
     )
     license = DEFAULT_LICENSE
     if teacher:
@@ -425,8 +442,6 @@ def export_bundle(
             blend=blend,
         )
 
-    # a style trained to keep the photo's skin tone also guards it at run time (engine.blend.SkinToneGuard)
-    guard = BlendDefaults(skin_tone_limit=SKIN_TONE_LIMIT if created.get("skin_tone") == "keep" else 0.0)
     bundle = write(guard if temporal is None else replace(guard, temporal=temporal))
     if temporal is None:
         from engine.stability import calibrate_temporal
