@@ -138,13 +138,16 @@ def measure(args: argparse.Namespace) -> dict:
     teacher_rows = _skin_shift(photos, teacher_out, skin_model)
     cut = float(np.quantile([r[0] for r in teacher_rows], 0.25))
     dark = lambda r: r[0] <= cut  # noqa: E731
-    skin = {"teacher": {"all": _summary(teacher_rows), "darkest_quarter": _summary(teacher_rows, dark)}}
-    for tid, outs in colour.items():
-        rows = _skin_shift(photos, outs, skin_model)
-        skin[tid] = {"all": _summary(rows), "darkest_quarter": _summary(rows, dark)}
+
+    def heldout(outs) -> dict:
+        rows = _skin_shift(photos, [o[:, :, :3].copy() for o in outs], skin_model)
+        return {"all": _summary(rows), "darkest_quarter": _summary(rows, dark)}
+
+    skin = {"teacher": heldout(teacher_out)}
+    for tid, outs in outputs.items():
+        skin[tid] = heldout(outs)
         if guard.limit > 0:  # what the network alone does, without the run-time guard
-            rows = _skin_shift(photos, [o[:, :, :3].copy() for o in networks[tid]], skin_model)
-            skin[tid]["network_alone"] = {"all": _summary(rows), "darkest_quarter": _summary(rows, dark)}
+            skin[tid]["network_alone"] = heldout(networks[tid])
     result["skin_tone_heldout"] = {"darkest_quarter_photo_L_at_most": round(cut, 1), **skin}
 
     # skin tone on the identity sets: the darker and the lighter people
@@ -159,21 +162,19 @@ def measure(args: argparse.Namespace) -> dict:
     threshold = float(np.quantile(list(medians.values()), 0.25))
     darker = {p for p, v in medians.items() if v <= threshold}
     groups = {"darker": lambda i: people[i][0] in darker, "lighter": lambda i: people[i][0] not in darker}
-    ident: dict = {"darker_people": sorted(darker), "teacher": {}}
-    for name, pick in groups.items():
-        ident["teacher"][name] = _summary([r for i, r in enumerate(rows) if pick(i)])
+
+    def by_group(rows) -> dict:
+        return {n: _summary([r for i, r in enumerate(rows) if pick(i)]) for n, pick in groups.items()}
+
+    def identities(outs) -> dict:
+        return by_group(_skin_shift(id_photos, [o[:, :, :3].copy() for o in outs], skin_model))
+
+    ident: dict = {"darker_people": sorted(darker), "teacher": by_group(rows)}
     light_model = next(iter(tiers.values()))
     id_networks = [light_model.stylize(p) for p in id_photos]
-    id_outputs = [guard(p, o)[:, :, :3].copy() for p, o in zip(id_photos, id_networks)]
-    tier_rows = _skin_shift(id_photos, id_outputs, skin_model)
-    ident[light_model.tier.id] = {
-        n: _summary([r for i, r in enumerate(tier_rows) if pick(i)]) for n, pick in groups.items()
-    }
+    ident[light_model.tier.id] = identities([guard(p, o) for p, o in zip(id_photos, id_networks)])
     if guard.limit > 0:
-        tier_rows = _skin_shift(id_photos, [o[:, :, :3].copy() for o in id_networks], skin_model)
-        ident[light_model.tier.id]["network_alone"] = {
-            n: _summary([r for i, r in enumerate(tier_rows) if pick(i)]) for n, pick in groups.items()
-        }
+        ident[light_model.tier.id]["network_alone"] = identities(id_networks)
     result["skin_tone_identities"] = ident
 
     # flicker amplification, smoothing on and off
