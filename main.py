@@ -43,6 +43,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         overlap=not args.no_overlap,
         light_tracking=not args.full_tracking,
         propagate_landmarks=not args.mesh_every_frame,
+        redraw_every_face=args.redraw_every_face,
     )
     report = run_session(options)
     rt = report["runtime"]
@@ -156,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--mesh-every-frame",
         action="store_true",
         help="landmark every frame instead of moving the landmarks by optical flow between mesh updates",
+    )
+    st.add_argument(
+        "--redraw-every-face",
+        action="store_true",
+        help="stylize every face on every frame, even when a crowd overruns the frame's stylizer budget",
     )
     st.set_defaults(func=_cmd_stylize)
 

@@ -36,7 +36,7 @@ from engine.bundle import AlignSpec, BlendDefaults, Bundle
 from engine.errors import StylecastError
 from engine.frames import Frame, to_bgr_uint8
 from engine.temporal import TemporalConfig, TemporalSmoother
-from engine.tiers import TierController, TierPolicy
+from engine.tiers import TierController, TierPolicy, faces_to_redraw
 from engine.tracking import FaceTracker, TrackedFace
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,9 @@ class PipelineConfig:
     temporal_strength: float | None = None
     feather: float | None = None
     skin_tone_limit: float | None = None
+    # the stylizer time one frame may spend on its faces; beyond it the stalest are redrawn and the others
+    # keep their last stylized crops (engine.tiers.faces_to_redraw). None: every face, every frame
+    redraw_budget_ms: float | None = TierPolicy.budget_ms
     smoothing: SmoothingConfig = SmoothingConfig()
     jump_faces: float = 0.5  # a centre jump of this many face sizes in one frame resets a face's state
     passthrough_crop: int = 256
@@ -68,6 +71,7 @@ class FaceObservation:
     seen: bool
     stylized: bool
     style: str | None = None  # the style this face was drawn in (faces may have their own)
+    redrawn: bool = True  # False: drawn from its last stylized crop (the frame's stylizer budget was spent)
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,34 @@ class _FaceState:
     tone: SkinToneGuard
     last_raw: Similarity | None = None
     style_id: str | None = None  # smoothing state belongs to one style's outputs
+    shown: tuple[np.ndarray, np.ndarray] | None = None  # the last stylized crop (BGR) and its blend mask
+    stale: int = 0  # frames since the face was last stylized
+    infer_ms: float = 0.0  # its recent stylizer time: what redrawing it is expected to cost
+
+    def restart(self) -> None:
+        """Forget the face's history (a new face, or its track jumped)."""
+        self.smoother.reset()
+        self.temporal.reset()
+        self.color.reset()
+        self.tone.reset()
+        self.shown = None
+
+
+@dataclass
+class _PlacedFace:
+    """A tracked face with its style and placement, before it is drawn."""
+
+    face: TrackedFace
+    style: LoadedStyle | None
+    blend: BlendDefaults
+    align: AlignSpec
+    state: _FaceState
+    raw: Similarity
+    smoothed: Similarity
+
+    @property
+    def model(self) -> TierModel | None:
+        return self.style.active if self.style else None
 
 
 @dataclass
@@ -374,88 +406,107 @@ class Pipeline:
         out = image.copy()
 
         self._apply_face_requests()
-        observations = []
-        live_ids = set()
-        default_infer = 0.0
+        placed = []
         for face in faces:
-            live_ids.add(face.track_id)
+            t0 = time.perf_counter()
             face_style = self._style_for(face.track_id)
-            face_model = face_style.active if face_style else None
-            blend = self._settings(face_style)
             passthrough = AlignSpec(crop_size=self.config.passthrough_crop)
             align = face_style.bundle.manifest.align if face_style else passthrough
-            crop_size, template = align.crop_size, TEMPLATES[align.template]
-            mask = feather_mask(crop_size, blend.feather)
+            blend = self._settings(face_style)
             state = self._state(face.track_id, blend.temporal, face_style.bundle.id if face_style else None)
-            t0 = time.perf_counter()
             try:
-                raw = similarity_from_landmarks(face.landmarks, template)
+                raw = similarity_from_landmarks(face.landmarks, TEMPLATES[align.template])
             except ValueError:
                 continue
             if face.seen and self._jumped(state, raw):
-                state.smoother.reset()
-                state.temporal.reset()
-                state.color.reset()
-                state.tone.reset()
+                state.restart()
             if face.seen:
                 state.last_raw = raw
             smoothed = state.smoother(raw, frame.timestamp)  # a held face keeps its last landmarks
-            crop = warp_crop(image, smoothed, crop_size)
+            placed.append(_PlacedFace(face, face_style, blend, align, state, raw, smoothed))
             timings["align"] += (time.perf_counter() - t0) * 1000
+        drawn_before = [p for p in placed if p.model is not None and p.state.shown is not None]
+        redraw = faces_to_redraw(
+            [(p.face.track_id, p.state.stale, p.state.infer_ms) for p in drawn_before], self.config.redraw_budget_ms
+        )
 
-            t0 = time.perf_counter()
-            stylized, ok = crop, True
-            if face_model is not None:
-                try:
-                    stylized = face_model.stylize(crop)
-                except Exception as exc:  # a failing model must not stop the stream
-                    log.exception("stylizer failed")
-                    errors.append(f"stylizer failed on face {face.track_id}: {exc}")
-                    ok = False
-            infer_ms = (time.perf_counter() - t0) * 1000
-            timings["infer"] += infer_ms
-            if face_style is style:
-                default_infer += infer_ms
-
-            t0 = time.perf_counter()
-            face_mask = mask
-            if ok and face_model is not None:
-                stylized = state.color(crop, stylized, mask, blend.color_match)
-                skin = face_skin_region(crop_size, align.template)
-                stylized = state.tone(crop, stylized, skin, blend.skin_tone_limit)
-                stylized = state.temporal(crop, stylized)
-                if stylized.shape[2] == 4:  # a learned blend alpha, smoothed over time with the colour
-                    stylized, face_mask = (
-                        cv2.cvtColor(stylized, cv2.COLOR_BGRA2BGR),
-                        learned_mask(cv2.extractChannel(stylized, 3)),
-                    )
-            timings["smooth"] += (time.perf_counter() - t0) * 1000
+        observations = []
+        default_infer, default_faces = 0.0, 0
+        for p in placed:
+            face, face_model, state, blend = p.face, p.model, p.state, p.blend
+            redrawn = face_model is None or state.shown is None or face.track_id in redraw
+            ok = True
+            if redrawn:
+                stylized, face_mask, infer_ms = self._draw(p, image, timings, errors)
+                ok = stylized is not None
+                if p.style is style and face_model is not None:
+                    default_infer, default_faces = default_infer + infer_ms, default_faces + 1
+            else:  # the budget is spent: its last stylized crop, at its new placement
+                (stylized, face_mask), state.stale = state.shown, state.stale + 1
 
             t0 = time.perf_counter()
             if ok:
-                paste_back(out, stylized, smoothed, face_mask, blend.intensity * face.opacity)
+                paste_back(out, stylized, p.smoothed, face_mask, blend.intensity * face.opacity)
             timings["blend"] += (time.perf_counter() - t0) * 1000
             observations.append(
                 FaceObservation(
                     face.track_id,
                     face.box,
-                    raw,
-                    smoothed,
+                    p.raw,
+                    p.smoothed,
                     face.opacity,
                     face.seen,
                     ok and face_model is not None,
-                    face_style.bundle.id if face_style else None,
+                    p.style.bundle.id if p.style else None,
+                    redrawn,
                 )
             )
+        live_ids = {face.track_id for face in faces}
         for gone in set(self._faces) - live_ids:
             del self._faces[gone]
 
-        on_default = [o for o in observations if o.style == (style.bundle.id if style else None)]
-        if style is not None and style.controller is not None and on_default:
-            switched = style.controller.observe(default_infer / len(on_default))
+        if style is not None and style.controller is not None and default_faces:
+            # what redrawing every face of the common style would cost: a crowd steps the tier down
+            on_default = sum(p.style is style for p in placed)
+            switched = style.controller.observe(default_infer / default_faces * on_default)
             if switched is not None:
                 log.info("compute tier -> %s", style.active.tier.id)
         return self._result(out, frame, tuple(observations), timings, model, "; ".join(errors) or None, t_start)
+
+    def _draw(
+        self, placed: _PlacedFace, image: np.ndarray, timings: dict[str, float], errors: list[str]
+    ) -> tuple[np.ndarray | None, np.ndarray, float]:
+        """Crop, stylize and smooth one face: (the crop to paste or None when its stylizer failed, its blend
+        mask, the stylizer's ms). Remembers what it drew for frames that cannot afford to redraw it."""
+        face, model, state, blend, align = placed.face, placed.model, placed.state, placed.blend, placed.align
+        t0 = time.perf_counter()
+        crop_size = align.crop_size
+        crop = warp_crop(image, placed.smoothed, crop_size)
+        timings["align"] += (time.perf_counter() - t0) * 1000
+        mask = feather_mask(crop_size, blend.feather)
+        if model is None:
+            return crop, mask, 0.0
+
+        t0 = time.perf_counter()
+        try:
+            stylized = model.stylize(crop)
+        except Exception as exc:  # a failing model must not stop the stream
+            log.exception("stylizer failed")
+            errors.append(f"stylizer failed on face {face.track_id}: {exc}")
+            return None, mask, (time.perf_counter() - t0) * 1000
+        infer_ms = (time.perf_counter() - t0) * 1000
+        timings["infer"] += infer_ms
+
+        t0 = time.perf_counter()
+        stylized = state.color(crop, stylized, mask, blend.color_match)
+        stylized = state.tone(crop, stylized, face_skin_region(crop_size, align.template), blend.skin_tone_limit)
+        stylized = state.temporal(crop, stylized)
+        if stylized.shape[2] == 4:  # a learned blend alpha, smoothed over time with the colour
+            stylized, mask = cv2.cvtColor(stylized, cv2.COLOR_BGRA2BGR), learned_mask(cv2.extractChannel(stylized, 3))
+        timings["smooth"] += (time.perf_counter() - t0) * 1000
+        state.shown, state.stale = (stylized, mask), 0
+        state.infer_ms = infer_ms if state.infer_ms == 0 else 0.8 * state.infer_ms + 0.2 * infer_ms
+        return stylized, mask, infer_ms
 
     def _result(self, image, frame, faces, timings, model, error, t_start) -> FrameResult:
         timings["total"] = timings["track"] + (time.perf_counter() - t_start) * 1000

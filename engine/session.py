@@ -46,6 +46,7 @@ class SessionOptions:
     overlap: bool = True  # track the next frame while this one is rendered (off: one after the other)
     light_tracking: bool = True  # off: the dearer full tracking scheme (see engine.tracking.MultiScaleDetector)
     propagate_landmarks: bool = True  # off: face mesh on every frame (see engine.tracking.PropagatingDetector)
+    redraw_every_face: bool = False  # on: no stylizer budget per frame (see engine.tiers.faces_to_redraw)
 
 
 def resolve_style(style: str, registry: BundleRegistry | None = None) -> Bundle | None:
@@ -101,6 +102,7 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
         temporal_strength=options.temporal,
         color_match=options.color_match,
         skin_tone_limit=options.skin_tone_limit,
+        **({"redraw_budget_ms": None} if options.redraw_every_face else {}),
     )
     tracker = MeshFaceTracker(
         max_faces=options.max_faces,

@@ -55,3 +55,24 @@ class TierController:
             self._over = self._under = 0
             return self.index
         return None
+
+
+def faces_to_redraw(faces: list[tuple[int, int, float]], budget_ms: float | None) -> set[int]:
+    """The faces a frame stylizes anew, from (track id, frames since it was last stylized, its expected
+    stylizer ms); ``None`` as budget: all of them.
+
+    The stalest go first (ties by track id, so a crowd is served in turn) while the frame's expected
+    stylizer time stays within ``budget_ms``; at least one is always taken. The pipeline draws the others
+    from their last stylized crops at their new placement: a crowd keeps the frame rate and every face
+    follows its head, only expressions update less often.
+    """
+    if budget_ms is None:
+        return {track_id for track_id, _, _ in faces}
+    chosen: set[int] = set()
+    spent = 0.0
+    for track_id, _, ms in sorted(faces, key=lambda f: (-f[1], f[0])):
+        if chosen and spent + ms > budget_ms:
+            break
+        chosen.add(track_id)
+        spent += ms
+    return chosen

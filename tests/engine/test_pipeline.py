@@ -265,3 +265,31 @@ def test_the_skin_tone_guard_bounds_how_far_a_style_moves_the_face_lightness(fix
     guarded = _face_lightness_shift(Pipeline(MeshFaceTracker(), style(), PipelineConfig(skin_tone_limit=1.0)), frames)
     assert abs(off) > 3.0
     assert abs(guarded) < 0.6 * abs(off)
+
+
+def test_a_crowd_over_the_stylizer_budget_is_redrawn_in_turn_and_stays_stylized(fixture_bundle):
+    frames = [Frame(np.hstack([f.image, f.image]), f.timestamp, f.index) for f in _demo_frames(16)]
+
+    def run(budget):
+        pipe = Pipeline(
+            MeshFaceTracker(max_faces=4),
+            load_style(fixture_bundle, "light", "onnx"),
+            PipelineConfig(redraw_budget_ms=budget),
+        )
+        results = [pipe.process(f) for f in frames]
+        pipe.close()
+        return results
+
+    tight, every = run(0.0), run(None)  # a zero budget redraws one face a frame
+    assert all(o.redrawn for r in every for o in r.faces)
+    late = tight[-6:]
+    assert all(len(r.faces) == 2 and all(o.stylized for o in r.faces) for r in late)
+    redrawn = [[o.track_id for o in r.faces if o.redrawn] for r in late]
+    assert all(len(ids) == 1 for ids in redrawn)
+    assert {ids[0] for ids in redrawn[::2]} != {ids[0] for ids in redrawn[1::2]}  # the two faces take turns
+    for result, frame in zip(late, frames[-6:]):  # a face not redrawn still shows its style, not the photo
+        for face in result.faces:
+            x0, y0, x1, y1 = face_roi(face.smoothed, result.image.shape)
+            inner = (slice(y0 + (y1 - y0) // 4, y1 - (y1 - y0) // 4), slice(x0 + (x1 - x0) // 4, x1 - (x1 - x0) // 4))
+            diff = np.abs(result.image[inner].astype(int) - frame.image[inner].astype(int)).mean()
+            assert diff > 5, (face.track_id, face.redrawn, diff)

@@ -1,5 +1,5 @@
 from engine.pipeline import load_style
-from engine.tiers import TierController, TierPolicy
+from engine.tiers import TierController, TierPolicy, faces_to_redraw
 
 POLICY = TierPolicy(budget_ms=20.0, down_after=5, up_after=10, up_headroom=0.6)
 
@@ -37,3 +37,21 @@ def test_auto_tier_starts_with_the_best_tier_that_fits(fixture_bundle):
     assert slow.active.tier.id == "light"
     fast.close()
     slow.close()
+
+
+def test_a_crowd_over_budget_is_redrawn_stalest_first_in_turn():
+    costs = {1: 8.0, 2: 8.0, 3: 8.0, 4: 8.0}
+    stale = dict.fromkeys(costs, 0)
+    rounds = []
+    for _ in range(4):
+        chosen = faces_to_redraw([(i, stale[i], costs[i]) for i in costs], budget_ms=20.0)
+        rounds.append(sorted(chosen))
+        stale = {i: 0 if i in chosen else s + 1 for i, s in stale.items()}
+    assert rounds == [[1, 2], [3, 4], [1, 2], [3, 4]]  # two fit in 20 ms; every face waits one frame at most
+
+
+def test_redraw_takes_every_face_within_budget_and_always_one():
+    assert faces_to_redraw([(1, 0, 5.0), (2, 3, 5.0)], budget_ms=20.0) == {1, 2}
+    assert faces_to_redraw([(1, 0, 50.0), (2, 3, 50.0)], budget_ms=20.0) == {2}  # the stalest, alone over budget
+    assert faces_to_redraw([(1, 0, 50.0), (2, 0, 50.0)], budget_ms=None) == {1, 2}
+    assert faces_to_redraw([], budget_ms=20.0) == set()
