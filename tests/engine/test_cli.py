@@ -76,3 +76,11 @@ def test_style_per_face_on_the_command_line(tmp_path, fixture_bundle_root):
     assert data["style_per_face"] == ["fixture"] and data["runtime"]["last_error"] is None
     proc = _run([*args[:6], "nope", *args[7:]], fixture_bundle_root, tmp_path)
     assert proc.returncode != 0 and "no style 'nope'" in proc.stderr
+
+
+def test_redraw_every_face_switches_the_budget_off(tmp_path, fixture_bundle_root):
+    report = tmp_path / "r.json"
+    args = ["stylize", "--source", "demo", "--style", "fixture", "--tier", "light", "--frames", "8"]
+    proc = _run([*args, "--redraw-every-face", "--report", str(report)], fixture_bundle_root, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(report.read_text())["options"]["redraw_every_face"] is True
