@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from engine.allocator import keep_frame_buffers_in_heap
 from engine.backends import WarmupCache
 from engine.bundle import Bundle, BundleRegistry
 from engine.pipeline import PASSTHROUGH_LABEL, FrameResult, LoadedStyle, Pipeline, PipelineConfig, load_style
@@ -82,6 +83,7 @@ def load_face_style(bundle: Bundle, options: SessionOptions) -> LoadedStyle:
 
 def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) -> dict:
     """Run a stream to its end (or until interrupted) and return the JSON report."""
+    keep_frame_buffers_in_heap()  # before the runtimes' threads (engine.allocator says why)
     started = time.monotonic()
     startup: dict[str, float] = {}  # seconds from the session's start: what a user waits for
     bundle = resolve_style(options.style)

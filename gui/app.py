@@ -6,12 +6,15 @@ import logging
 import os
 import sys
 
+from engine.allocator import keep_frame_buffers_in_heap
+
 log = logging.getLogger(__name__)
 
 
 def run_app(source: str = "auto", style: str = "auto") -> int:
     # A non-headless cv2 points Qt at its own plugins, which breaks PySide6; never inherit that.
     os.environ.pop("QT_QPA_PLATFORM_PLUGIN_PATH", None)
+    keep_frame_buffers_in_heap()  # before Qt's and the style loaders' threads (engine.allocator says why)
     from PySide6.QtWidgets import QApplication
 
     from engine.session import resolve_style
