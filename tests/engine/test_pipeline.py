@@ -205,12 +205,23 @@ def test_passthrough_drops_the_style_at_a_frame_boundary_only(fixture_bundle):
     pipe.close()
 
 
-def test_a_first_start_stylizes_at_once_with_the_cheapest_tier_then_takes_the_measured_one(fixture_bundle):
+def test_a_first_start_stylizes_at_once_with_the_cheapest_tier_then_takes_the_measured_one(fixture_bundle, monkeypatch):
+    import threading
     import time
 
+    import engine.pipeline
     from engine.backends import WarmupCache
 
     assert not WarmupCache().knows(fixture_bundle, "auto", 2)  # a fresh machine: nothing measured yet
+    shown = threading.Event()
+    measure = engine.pipeline.load_style
+
+    def measure_after_a_frame(bundle, tier="auto", *args, **kwargs):
+        if tier == "auto":  # on a busy machine the measurement may finish before any frame: keep the order fixed
+            shown.wait(30)
+        return measure(bundle, tier, *args, **kwargs)
+
+    monkeypatch.setattr(engine.pipeline, "load_style", measure_after_a_frame)
     pipe = Pipeline(MeshFaceTracker())
     pipe.request_style(fixture_bundle)
     frames, tiers = _demo_frames(60), []
@@ -219,6 +230,7 @@ def test_a_first_start_stylizes_at_once_with_the_cheapest_tier_then_takes_the_me
         result = pipe.process(frame)
         if result.tier:
             tiers.append((result.tier, result.backend, pipe.style.controller is not None))
+            shown.set()
         if pipe.wait_for_swap(0) and pipe.style.controller is not None or time.monotonic() > deadline:
             break
     pipe.close()
