@@ -30,6 +30,7 @@ from engine.pipeline import FrameResult, Pipeline, PipelineConfig, load_style
 from engine.runtime import Runtime
 from engine.sinks import VideoRecorder
 from engine.sources import DemoConfig, DemoSource, FrameSource, VideoFileSource
+from engine.stats import p50_p95
 from engine.tracking import MESH_EVERY, MeshFaceTracker
 
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
@@ -203,24 +204,20 @@ def redraw_error(bundle, tier: str, clip: str, frames: int | None, threads: int,
         for x0, y0, x1, y1 in filter(None, (face_roi(f.smoothed, result.image.shape) for f in result.faces)):
             mask[y0:y1, x0:x1] = True
         masks.append(mask)
-    drawn = [(m, a, b) for m, a, b in zip(masks[1:], every[1:], every) if m.any()]
-    out = {"frame_to_frame": _p50_p95([cv2.absdiff(a.image, b.image)[m].mean() for m, a, b in drawn])}
+
+    def box_difference(results: list[FrameResult], others: list[FrameResult]) -> dict[str, float]:
+        """p50 / p95 over frames (the first skipped) of the mean |difference| inside the faces' boxes."""
+        pairs = zip(masks[1:], results[1:], others[1:])
+        return p50_p95([cv2.absdiff(a.image, b.image)[m].mean() for m, a, b in pairs if m.any()], 2)
+
+    out = {"frames": int(sum(m.any() for m in masks[1:])), "frame_to_frame": box_difference(every, [every[0], *every])}
     for name, budget in (("default_budget", PipelineConfig.redraw_budget_ms), ("one_face_a_frame", 0.0)):
         budgeted = render(budget)
-        pairs = [(m, a, b) for m, a, b in zip(masks[1:], budgeted[1:], every[1:]) if m.any()]
         out[name] = {
-            "vs_every_face": _p50_p95([cv2.absdiff(a.image, b.image)[m].mean() for m, a, b in pairs]),
+            "vs_every_face": box_difference(budgeted, every),
             "faces_redrawn_per_frame": round(float(np.mean([sum(f.redrawn for f in r.faces) for r in budgeted])), 2),
         }
-    return {"frames": len(drawn), **out}
-
-
-def _p50_p95(values: list[float]) -> dict[str, float]:
-    return (
-        {"p50": round(float(np.percentile(values, 50)), 2), "p95": round(float(np.percentile(values, 95)), 2)}
-        if values
-        else {}
-    )
+    return out
 
 
 OPTIMISATIONS = ("overlap", "light_tracking", "propagation", "redraw_budget")

@@ -81,6 +81,17 @@ def load_face_style(bundle: Bundle, options: SessionOptions) -> LoadedStyle:
     return load_style(bundle, tier, options.backend, options.threads)
 
 
+def pipeline_config(options: SessionOptions) -> PipelineConfig:
+    """The live settings a session's options ask for (None: the bundle's defaults)."""
+    return PipelineConfig(
+        intensity=options.intensity,
+        temporal_strength=options.temporal,
+        color_match=options.color_match,
+        skin_tone_limit=options.skin_tone_limit,
+        redraw_budget_ms=None if options.redraw_every_face else PipelineConfig.redraw_budget_ms,
+    )
+
+
 def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) -> dict:
     """Run a stream to its end (or until interrupted) and return the JSON report."""
     keep_frame_buffers_in_heap()  # before the runtimes' threads (engine.allocator says why)
@@ -99,13 +110,7 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
     if frames is None and options.source.startswith("demo"):
         frames = DEMO_FRAMES
     source = open_source(options.source, paced=options.paced, max_frames=frames)
-    config = PipelineConfig(
-        intensity=options.intensity,
-        temporal_strength=options.temporal,
-        color_match=options.color_match,
-        skin_tone_limit=options.skin_tone_limit,
-        **({"redraw_budget_ms": None} if options.redraw_every_face else {}),
-    )
+    config = pipeline_config(options)
     tracker = MeshFaceTracker(
         max_faces=options.max_faces,
         light=options.light_tracking,

@@ -23,6 +23,14 @@ def median_ms(call: Callable[[], object], runs: int = 10, warmup: int = 2) -> fl
     return statistics.median(times)
 
 
+def p50_p95(values, digits: int = 3) -> dict[str, float]:
+    """The median and 95th percentile of ``values``, rounded; empty for no values."""
+    if len(values) == 0:
+        return {}
+    p50, p95 = np.percentile(np.asarray(values, dtype=np.float64), [50, 95])
+    return {"p50": round(float(p50), digits), "p95": round(float(p95), digits)}
+
+
 class StageTimes:
     """Keeps the last ``window`` samples (ms) per stage; enough for stable percentiles, bounded for soak runs."""
 
@@ -54,8 +62,7 @@ class StageTimes:
         out = {}
         for stage, (arr, n) in copies.items():
             out[stage] = {
-                "p50": round(float(np.percentile(arr, 50)), 3),
-                "p95": round(float(np.percentile(arr, 95)), 3),
+                **p50_p95(arr),
                 "mean": round(float(arr.mean()), 3),
                 "n": n,
             }

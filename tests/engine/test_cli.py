@@ -79,8 +79,13 @@ def test_style_per_face_on_the_command_line(tmp_path, fixture_bundle_root):
 
 
 def test_redraw_every_face_switches_the_budget_off(tmp_path, fixture_bundle_root):
+    from engine.session import SessionOptions, pipeline_config
+
     report = tmp_path / "r.json"
     args = ["stylize", "--source", "demo", "--style", "fixture", "--tier", "light", "--frames", "8"]
     proc = _run([*args, "--redraw-every-face", "--report", str(report)], fixture_bundle_root, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(report.read_text())["options"]["redraw_every_face"] is True
+    options = json.loads(report.read_text())["options"]
+    assert options["redraw_every_face"] is True
+    assert pipeline_config(SessionOptions(**{**options, "style_per_face": ()})).redraw_budget_ms is None
+    assert pipeline_config(SessionOptions()).redraw_budget_ms == 20.0  # the default: a budget per frame
