@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "dist" / "stylecast" / ("stylecast.exe" if sys.platform == "win32" else "stylecast")
 # Libraries the spec leaves out (training-only, or imported but never used: packaging/hooks)
-LEFT_OUT = ("torch", "scipy", "matplotlib", "PIL")
+LEFT_OUT = ("torch", "scipy", "matplotlib", "PIL", "libcairo", "libpango", "libssl.so")
 # Entries of the build folder that belong to a library under another name (by name prefix)
 OWNERS = {
     "opencv_python_headless.libs": "cv2",
