@@ -14,6 +14,8 @@
   taken after the bundle's run-time skin-tone guard, as the app shows it, and for a guarded bundle also
   for the network alone;
 * flicker amplification on the still noisy demo, temporal smoothing on and off (``bench temporal``);
+* background change: how far each tier, blended through its own alpha, moves the photo where the mask
+  models' alpha target keeps it (``--background-only`` measures this alone, without the teacher);
 * ms per inference: each tier and the teacher on onnxruntime (TFLite for a TFLite teacher), 2 threads, in
   this one run, the teacher at its preferred input and at 256².
 
@@ -185,6 +187,7 @@ def measure(args: argparse.Namespace) -> dict:
         "off": measure_temporal(bundle, False, 90, tier=light_model.tier.id)["flicker_amplification"],
     }
 
+    result["background_change"] = background_change(photos, outputs)
     result.update(measure_speed(tiers, spec, teacher, crops[0], photos[0]))
     finish(result["machine"])
 
@@ -205,6 +208,53 @@ class StillGuard:
 
     def __call__(self, photo: np.ndarray, stylized: np.ndarray) -> np.ndarray:
         return SkinToneGuard()(photo, stylized, self.region, self.limit)
+
+
+def background_change(photos: list[np.ndarray], outputs: dict[str, list[np.ndarray]]) -> dict:
+    """Per tier: the mean |shown − photo| (grey levels) where the alpha target of the mask models keeps the
+    photo, and the share of those pixels moved by more than 12. A tier whose alpha spills past the hair
+    shows its own background there: a pale halo, a fogged backdrop."""
+    from training.teachers.masks import BlendTargets, open_mask_models
+
+    targets = BlendTargets(open_mask_models(SHARED / "teachers" / "masks"))
+    try:
+        kept = [targets(p)[0] < 5 for p in photos]
+    finally:
+        targets.close()
+    result = {}
+    for tid, outs in outputs.items():
+        moved = [np.abs(composite(p, o).astype(np.float32) - p).mean(axis=2)[k] for p, o, k in zip(photos, outs, kept)]
+        result[tid] = {
+            "mean_grey_levels": round(float(np.mean([m.mean() for m in moved])), 2),
+            "share_moved_over_12": round(float(np.mean([(m > 12).mean() for m in moved])), 3),
+        }
+    return result
+
+
+def background_only(args: argparse.Namespace) -> dict:
+    """:func:`background_change` alone: the bundle's tiers on the held-out faces, no teacher run."""
+    from engine.backends import load_tier
+    from engine.bundle import load_bundle
+    from training.prepare import load_crops
+
+    machine = machine_info()
+    bundle = load_bundle(args.bundle or Path("models") / args.style)
+    guard = engine_guard(bundle, args.skin_tone_limit)
+    photos = [
+        cv2.resize(cv2.imread(str(p)), (256, 256), interpolation=cv2.INTER_AREA)
+        for p in load_crops(args.faces, "heldout")
+    ]
+    photos = photos[: args.limit]
+    outputs = {}
+    for tier in bundle.manifest.tiers:
+        model = load_tier(bundle, tier, "onnx", threads=2)
+        outputs[tier.id] = [guard(p, model.stylize(p)) for p in photos]
+    return {
+        "style": bundle.id,
+        "heldout_faces": len(photos),
+        "machine": finish(machine),
+        "background_change": background_change(photos, outputs),
+    }
 
 
 def engine_guard(bundle, limit: float | None) -> StillGuard:
@@ -368,9 +418,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="stylecast bench styles", description=__doc__)
     parser.add_argument("--style", required=True, help="installed style id (models/<id>)")
     parser.add_argument("--bundle", type=Path, help="bundle folder (default models/<style>)")
-    parser.add_argument("--teacher", type=Path, required=True, help="the teacher folder it was distilled from")
+    parser.add_argument(
+        "--teacher", type=Path, help="the teacher folder it was distilled from (not for --background-only)"
+    )
     parser.add_argument("--faces", type=Path, help="the `train prepare` folder (512² crops) it used")
     parser.add_argument("--speed-only", action="store_true", help="time the tiers against the teacher only")
+    parser.add_argument("--background-only", action="store_true", help="measure the background change only")
     parser.add_argument("--runs", type=Path, help="its student runs (one folder per tier), for raw sharpness")
     parser.add_argument("--limit", type=int, default=109, help="held-out faces to use")
     parser.add_argument(
@@ -384,7 +437,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not args.speed_only and args.faces is None:
         parser.error("--faces is needed (or --speed-only)")
-    result = speed_only(args) if args.speed_only else measure(args)
+    if not args.background_only and args.teacher is None:
+        parser.error("--teacher is needed (but for --background-only)")
+    result = speed_only(args) if args.speed_only else background_only(args) if args.background_only else measure(args)
     text = json.dumps(result, indent=1, default=float)
     print(text)
     if args.out:

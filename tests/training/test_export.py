@@ -108,3 +108,39 @@ def test_a_style_trained_to_keep_skin_tone_ships_the_run_time_guard_and_says_so(
         bundle = export_bundle([run], tmp_path / skin_tone, pairs=pairs, size=64, sharpen=False, temporal=0.5)
         assert bundle.manifest.blend.skin_tone_limit == limit
         assert (f"to {limit:g} L*" in bundle.manifest.model_card) == (limit > 0)
+
+
+def test_a_bundles_tier_becomes_again_the_trainable_student_it_was_exported_from(tmp_path, ink_pairs):
+    """A style whose training run is gone can still be fine-tuned: its ONNX tier (BatchNorms folded, the
+    full-resolution block split, a sharpening layer after the head) becomes a StudentNet computing the same
+    function in eval mode, and in training mode on the photos that calibrated its BatchNorms."""
+    from dataclasses import asdict
+
+    from training.runs import RunDir
+    from training.student.networks import TIERS, build_student, student_from_onnx
+    from training.student.train import load_pairs
+
+    torch.manual_seed(1)
+    net = build_student("standard", alpha=True)  # squeeze-excitation and an alpha channel
+    for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # statistics as training leaves them
+        bn.running_mean.uniform_(-0.3, 0.3), bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5), bn.bias.data.uniform_(-0.2, 0.2)
+    spec = asdict(TIERS["standard"]) | {"alpha": True}
+    run = RunDir.open(tmp_path / "standard", "student", {"tier": "standard"})
+    record = {"arch": "student", "init_kwargs": spec, "params": net.state_dict(), "params_ema": net.state_dict()}
+    run.save_checkpoint(record | {"step": 1, "tier": "standard"}, {"step": 1})
+    run.close()
+    export_bundle([tmp_path / "standard"], tmp_path / "style", style_id="style", pairs=ink_pairs, size=64)
+
+    photos = load_pairs(ink_pairs, "train").photos[:8].float() / 127.5 - 1.0
+    rebuilt = student_from_onnx(tmp_path / "style" / "standard.onnx", spec, photos)
+    with torch.no_grad():
+        assert (rebuilt.eval()(photos) - net.eval()(photos)).abs().max() < 1e-4
+        assert (rebuilt.train()(photos) - net.eval()(photos)).abs().max() < 1e-3
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(TrainingError, match="broken.onnx: not a readable ONNX model"):
+        student_from_onnx(broken, spec, photos)
+    with pytest.raises(TrainingError, match="do not match"):
+        student_from_onnx(tmp_path / "style" / "standard.onnx", asdict(TIERS["light"]) | {"alpha": True}, photos)

@@ -158,6 +158,97 @@ class InferenceStudent(nn.Module):
         return torch.tanh(self.net.head(h))
 
 
+def _conv_bn_blocks(net: StudentNet) -> list[tuple[str, nn.Sequential]]:
+    """The network's conv + BatchNorm pairs in execution order, by name."""
+    return [
+        (name, m)
+        for name, m in net.named_modules()
+        if isinstance(m, nn.Sequential) and len(m) >= 2 and isinstance(m[1], nn.BatchNorm2d)
+    ]
+
+
+def _calibrate_batchnorms(blocks: list[nn.Sequential], net: nn.Module, photos: torch.Tensor) -> None:
+    """Give each identity BatchNorm of ``blocks`` the statistics its convolution produces on ``photos``,
+    scaled back so that it still computes the identity in eval mode, and nearly so in training mode."""
+    stats: dict[nn.Sequential, tuple[torch.Tensor, torch.Tensor]] = {}
+    hooks = [
+        seq[0].register_forward_hook(
+            lambda _m, _i, y, seq=seq: stats.__setitem__(seq, (y.mean((0, 2, 3)), y.var((0, 2, 3), unbiased=False)))
+        )
+        for seq in blocks
+    ]
+    try:
+        with torch.no_grad():
+            net.eval()(photos)
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        for seq, (mean, var) in stats.items():
+            bn = seq[1]
+            bn.weight.copy_((var + bn.eps).sqrt())
+            bn.bias.add_(mean)
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+
+
+def student_from_onnx(path: Path, spec: dict, photos: torch.Tensor) -> StudentNet:
+    """A trainable :class:`StudentNet` computing an exported tier's function (``path``: its ONNX file), so a
+    style whose training run is gone can still be fine-tuned.
+
+    Export folds every BatchNorm into its convolution and splits the full-resolution block
+    (:class:`InferenceStudent`); this undoes both, and drops the sharpening layer after the head. Each
+    BatchNorm gets the statistics its convolution produces on ``photos`` ((N, 3, S, S) in [-1, 1]): the
+    network then computes the exported function exactly in eval mode, and up to the batch's statistics
+    in training mode, so fine-tuning starts where the style is rather than from a rescaled network.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as exc:  # onnx raises DecodeError and friends for a damaged file
+        raise TrainingError(f"{path}: not a readable ONNX model: {exc}") from exc
+    weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.initializer}
+    for node in graph.node:  # the exporter shares equal tensors (all-zero biases) through Identity nodes
+        if node.op_type == "Identity" and node.input[0] in weights:
+            weights[node.output[0]] = weights[node.input[0]]
+    convs = [n for n in graph.node if n.op_type == "Conv" and n.input[1] in weights]
+    head = next((i for i, n in enumerate(convs) if n.input[1].endswith("net.head.weight")), None)
+    if head is None:
+        raise TrainingError(f"{path}: not an exported student (no net.head convolution)")
+
+    def weight_bias(node) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return weights[node.input[1]], weights[node.input[2]] if len(node.input) > 2 else None
+
+    # folded convolutions lost their names (onnx::Conv_N); the others keep the module's name
+    folded = [weight_bias(n) for n in convs[: head + 1] if n.input[1].startswith("onnx::")]
+    named = {n.input[1].removeprefix("0.").removesuffix(".weight"): weight_bias(n) for n in convs[: head + 1]}
+    net = build_student(**spec)
+    blocks = _conv_bn_blocks(net)
+    if len(folded) != len(blocks) - 2 or not {"dw_features", "dw_input", "pw_features", "pw_input"} <= set(named):
+        raise TrainingError(f"{path}: its layers do not match a student of {spec}")
+    (dw_f, dw_fb), (dw_i, dw_ib) = named["dw_features"], named["dw_input"]
+    (pw_f, pw_fb), (pw_i, _) = named["pw_features"], named["pw_input"]
+    folded += [(torch.cat([dw_f, dw_i]), torch.cat([dw_fb, dw_ib])), (torch.cat([pw_f, pw_i], 1), pw_fb)]
+    plain = {name: m for name, m in net.named_modules() if isinstance(m, nn.Conv2d) and m.bias is not None}
+    try:
+        for (weight, bias), (_, seq) in zip(folded, blocks):  # up0's two come last in both
+            seq[0].weight.data.copy_(weight)
+            seq[1].reset_parameters()
+            seq[1].running_var.fill_(1.0 - seq[1].eps)
+            seq[1].bias.data.copy_(bias)
+        for name, conv in plain.items():
+            weight, bias = named[f"net.{name}"]
+            conv.weight.data.copy_(weight)
+            conv.bias.data.copy_(bias)
+    except (KeyError, RuntimeError) as exc:
+        raise TrainingError(f"{path}: its layers do not match a student of {spec}: {exc}") from exc
+
+    _calibrate_batchnorms([seq for _, seq in blocks], net, photos)
+    return net
+
+
 def build_student(tier: str | None = None, **kwargs) -> StudentNet:
     """A student of a named tier, or of explicit :class:`StudentSpec` fields (what checkpoints store)."""
     if tier is not None:

@@ -3,6 +3,7 @@
 import shutil
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -11,7 +12,7 @@ from training import runs as runs_module
 from training.cli import main as train_main
 from training.errors import DatasetError, DiskFullError
 from training.runs import AbortFlag, Progress, RunDir, StageContext, load_model_file
-from training.student.train import StudentConfig, config_from, train_student
+from training.student.train import StudentConfig, config_from, load_pairs, train_student
 
 
 def _ctx(root, abort=None, options=None):
@@ -241,3 +242,47 @@ def test_tone_balanced_sampling_draws_rare_skin_tones_as_often_as_common_ones_wi
     only_last[-1] = 1.0
     photo, *_ = sample_batch(data, 8, 32, "cpu", only_last)
     assert torch.equal(photo, (data.photos[-1:].float() / 127.5 - 1).expand(8, -1, -1, -1))
+
+
+def test_colour_targets_keep_the_photo_where_the_alpha_target_keeps_it(tmp_path, ink_pairs):
+    """A teacher repaints the whole crop; the student is taught the photo wherever its alpha keeps the photo,
+    so an alpha that spills past the hair shows the photo, not the teacher's background."""
+    pairs = tmp_path / "pairs"
+    shutil.copytree(ink_pairs, pairs)
+    (pairs / "alpha").mkdir()
+    keys = sorted(p.stem for p in (pairs / "photos").glob("*.png"))
+    size = cv2.imread(str(pairs / "photos" / f"{keys[0]}.png")).shape[0]
+    alpha = np.zeros((size, size), np.uint8)
+    alpha[size // 4 : -size // 4, size // 4 : -size // 4] = 255  # the head
+    alpha[: size // 8] = 128  # half shown
+    for key in keys:
+        cv2.imwrite(str(pairs / "alpha" / f"{key}.png"), alpha)
+
+    teacher, taught = load_pairs(pairs, "train"), load_pairs(pairs, "train", photo_outside_alpha=True)
+    photos, painted, targets = (t.numpy().astype(np.float32) for t in (teacher.photos, teacher.targets, taught.targets))
+    head, outside, half = alpha == 255, alpha == 0, alpha == 128
+    assert (painted != photos)[:, :, outside].mean() > 0.5  # the teacher repaints the whole crop
+    assert np.array_equal(targets[:, :, outside], photos[:, :, outside])
+    assert np.array_equal(targets[:, :, head], painted[:, :, head])
+    mixed = painted * 128 / 255 + photos * 127 / 255
+    assert np.abs(targets[:, :, half] - mixed[:, :, half]).max() <= 1.0
+    assert StudentConfig().photo_outside_alpha  # on by default
+
+
+def test_fine_tuning_can_start_from_an_installed_bundle(tmp_path, ink_pairs):
+    """`--init-from models/STYLE`: each tier starts from the bundle's own tier (the shipped styles keep no
+    training run), so the first step's student already draws what the bundle draws."""
+    from tests.training.conftest import make_student_run
+    from training.student.export import export_bundle
+    from training.student.networks import load_student
+
+    run, shipped = make_student_run(tmp_path / "light")
+    export_bundle([run], tmp_path / "style", style_id="style", pairs=ink_pairs, size=64)
+    cfg = config_from("tiny", steps=1, crop=32, batch=2, sample_every=100, gan_start=0)
+    assert train_student(ink_pairs, cfg, _ctx(tmp_path / "tuned"), init_from=tmp_path / "style")["finished"]
+    tuned, _ = load_student(tmp_path / "tuned")
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert (tuned(x) - shipped(x)).abs().max() < 0.05
+    with pytest.raises(Exception, match="standard"):  # the bundle has no such tier
+        train_student(ink_pairs, replace(cfg, tier="standard"), _ctx(tmp_path / "x"), init_from=tmp_path / "style")
