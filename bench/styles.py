@@ -347,11 +347,10 @@ def public_frames(folder: Path, bundle, model) -> None:
 
 def composite(photo: np.ndarray, stylized: np.ndarray, learned: bool = True) -> np.ndarray:
     """The stylized crop blended over the photo as the engine blends it (learned alpha or fixed feather)."""
-    from engine.blend import feather_mask, learned_mask
+    from engine.blend import feather_mask, learned_mask, mix
 
     mask = learned_mask(stylized[:, :, 3].copy()) if learned and stylized.shape[2] == 4 else feather_mask(256, 0.1)
-    out = photo.astype(np.float32) * (1 - mask[..., None]) + stylized[:, :, :3] * mask[..., None]
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return mix(photo, stylized, mask)
 
 
 def write_gallery(folder: Path, style: str, photos, teacher_out, outputs, count: int = 6) -> None:

@@ -54,6 +54,12 @@ def learned_mask(alpha: np.ndarray) -> np.ndarray:
     return cv2.multiply(alpha, crop_edge_window(alpha.shape[0]), scale=1 / 255, dtype=cv2.CV_32F)
 
 
+def mix(photo: np.ndarray, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(S, S, 3) uint8: ``image`` where the (S, S) float ``mask`` in [0, 1] is 1, ``photo`` where it is 0."""
+    m = mask[..., None]
+    return np.clip(photo.astype(np.float32) * (1.0 - m) + image[:, :, :3] * m + 0.5, 0, 255).astype(np.uint8)
+
+
 def face_roi(sim: Similarity, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
     """Integer (x0, y0, x1, y1) box of the crop inside the frame, or None when it lies outside."""
     h, w = frame_shape[:2]
