@@ -14,6 +14,14 @@ STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("training.prepare", "align real faces from photo folders or videos into 256² crops"),
     "pairs": ("training.pairs", "stylize aligned photos with a teacher (ink, ugatit:RUN, a teacher folder) into pairs"),
     "student": ("training.student.train", "distil a pairs folder into a real-time student of one compute tier"),
+    "head-mask": (
+        "training.student.head_mask",
+        "train a head mask (face + hair, from the whole crop) on a pairs folder's alpha targets",
+    ),
+    "graft-head-mask": (
+        "training.student.graft",
+        "make installed styles blend through a trained head mask (no retraining)",
+    ),
     "export": ("training.student.export", "export student runs to ONNX + MNN and write a validated model bundle"),
     "stylegan": ("training.stylegan.train", "train or fine-tune a StyleGAN2-ADA generator on a style folder"),
     "fuse": ("training.stylegan.fusion", "fuse two StyleGAN generators (layer swap / per-resolution blend), chain"),

@@ -10,6 +10,7 @@ machine the docs were measured on. The estimate times the parts that dominate, o
   for the teacher route, one after the other otherwise), on random pairs, after a warm-up step, in each
   phase of the schedule (pixel and detail losses only; with the perceptual loss; with the discriminator
   too), weighted by the share of steps of each;
+* the head mask (teacher route): seconds per step on random pairs;
 
 and multiplies them by what the route does. Face alignment and export are not timed: they are small next to
 the rest (0.6 and 5 min of the 55-minute hayao run, docs/styles.md) and are added as those figures.
@@ -33,7 +34,7 @@ from engine.backends import cpu_model
 from engine.sources import astronaut
 from training.errors import TrainingError
 from training.prepare import VIDEO_EXTS, PrepareConfig, find_sources
-from training.recipe import TEACHER_INPUT, TEACHER_TIERS, TIERS_BY_PRESET, teacher_student_config
+from training.recipe import HEAD_MASK_STEPS, TEACHER_INPUT, TEACHER_TIERS, TIERS_BY_PRESET, teacher_student_config
 from training.student.train import StudentConfig, config_from
 
 STEPS_TIMED = 3  # per phase (without and with the discriminator): single steps vary by ±30 %
@@ -127,6 +128,23 @@ def student_step_seconds(tiers: list[str], cfg: StudentConfig) -> float:
     return total
 
 
+def head_mask_step_seconds() -> float:
+    """Seconds per ``train head-mask`` step (default config, random 256² pairs), median after a warm-up."""
+    from training.student.head_mask import HeadMaskConfig, HeadMaskTrainer
+
+    cfg = HeadMaskConfig()
+    rng = np.random.default_rng(0)
+    photos = torch.from_numpy(rng.integers(0, 256, (cfg.batch, 3, 256, 256), dtype=np.uint8))
+    alpha = torch.from_numpy(rng.integers(0, 256, (cfg.batch, 1, 256, 256), dtype=np.uint8))
+    trainer = HeadMaskTrainer(cfg, (photos, alpha), (photos[:0], alpha[:0]))
+    times = []
+    for _ in range(STEPS_TIMED + 1):
+        t0 = time.perf_counter()
+        trainer.step()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[1:]))
+
+
 def estimate(
     source: str, data: list[Path], preset: str, teacher: Path | None, threads: int, finetune: bool = False
 ) -> dict:
@@ -152,6 +170,8 @@ def estimate(
         cfg = teacher_student_config(preset, finetune, bf16)
         steps = cfg.steps
         measured["student_s_per_step"] = student_step_seconds(tiers, cfg)
+        measured["head_mask_s_per_step"] = head_mask_step_seconds()
+        parts["head_mask"] = HEAD_MASK_STEPS[preset] * measured["head_mask_s_per_step"] / 60
     else:
         faces = count_faces(data) if source == "ink" else 0
         if source == "ink":

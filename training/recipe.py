@@ -48,6 +48,8 @@ TEACHER_TIERS = {"tiny": ["light"], "cpu": ["light", "standard", "high"], "gpu":
 TEACHER_STEPS = {"scratch": 1600, "finetune": 800}
 FP32_STEP_SHARE = 1 / 3
 TEACHER_INPUT = 512  # faces are aligned at this side for the teachers (their preferred input); pairs are 256²
+# The head mask (training.student.head_mask) is one small network for every tier: about 5 minutes on 2 cores.
+HEAD_MASK_STEPS = {"tiny": 4, "cpu": 2000, "gpu": 4000}
 STYLE_SET_SIZE = {"tiny": 16, "cpu": 500, "gpu": 5000}
 UGATIT_STEPS = {"tiny": 4, "cpu": 1200, "gpu": 100_000}
 STYLEGAN_BUDGET = {"tiny": dict(steps=4), "cpu": dict(wall_minutes=60), "gpu": dict(kimg=2000)}
@@ -108,10 +110,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         with abort_on_signals(abort):
             if args.source == "teacher":
-                runs, pairs, data = _teacher_route(args, recipe)
+                runs, pairs, data, head_mask = _teacher_route(args, recipe)
             else:
-                runs, pairs, data = _classic_route(args, recipe)
-            _export_and_install(args, recipe, runs, pairs, data)
+                (runs, pairs, data), head_mask = _classic_route(args, recipe), None
+            _export_and_install(args, recipe, runs, pairs, data, head_mask)
     except Aborted as stopped:
         log.warning("stopped in step %s; run the same command to resume", stopped)
         return ABORTED_EXIT
@@ -200,11 +202,13 @@ def teacher_student_config(preset: str, finetune: bool, bf16: bool):
     return replace(cfg, steps=steps, perceptual_start=steps // 2, gan_start=steps // 2 + steps // 16)
 
 
-def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path], Path, str]:
-    """prepare (at the teacher's input side) -> teacher pairs -> three tiers side by side."""
+def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path], Path, str, Path | None]:
+    """prepare (at the teacher's input side) -> teacher pairs -> three tiers side by side, and a head mask
+    when the pairs have alpha targets (the mask models were found)."""
     from training.modules import cpu_has_native_bf16
-    from training.pairs import make_pairs
+    from training.pairs import FolderPairs, make_pairs
     from training.prepare import MANIFEST, Manifest, PrepareConfig, prepare_folder
+    from training.student.head_mask import HeadMaskConfig, head_mask_stage
     from training.student.train import student_stage, tier_runs
     from training.teachers.network import load_teacher_spec
 
@@ -241,19 +245,27 @@ def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path]
             pairs, out, tiers, cfg, progress, abort, args.init_from, resume, device, labels
         ),
     )
+    head_mask = None
+    if FolderPairs(pairs).has_alpha:
+        head_cfg = HeadMaskConfig(steps=HEAD_MASK_STEPS[args.preset])
+        head_mask = recipe.step(
+            "head-mask", lambda out, resume: head_mask_stage(pairs, out, head_cfg, progress, abort, resume)
+        )
     splits = [item["split"] for item in Manifest.load(faces / MANIFEST).items]
     data = (
         f"teacher {spec.id} on faces of {', '.join(map(str, args.data))}: {splits.count('train')} training faces;"
         f" {splits.count('heldout')} more, split off by source, were held out of training"
     )
-    return tier_runs(students, tiers), pairs, data
+    return tier_runs(students, tiers), pairs, data, head_mask
 
 
-def _export_and_install(args: argparse.Namespace, recipe: Recipe, runs: list[Path], pairs: Path, data: str) -> None:
+def _export_and_install(
+    args: argparse.Namespace, recipe: Recipe, runs: list[Path], pairs: Path, data: str, head_mask: Path | None
+) -> None:
     from training.student.export import export_bundle
 
     bundle_dir = recipe.root / "bundle" / args.style_id
-    export_bundle(runs, bundle_dir, args.style_id, name=args.name, pairs=pairs, data=data)
+    export_bundle(runs, bundle_dir, args.style_id, name=args.name, pairs=pairs, data=data, head_mask=head_mask)
     installed = install(bundle_dir, args.install_to) if args.install_to else bundle_dir
     if args.progress == "json":
         sys.stdout.write(json.dumps({"event": "installed", "style_id": args.style_id, "path": str(installed)}) + "\n")

@@ -78,7 +78,7 @@ def test_parity_failure_is_reported(tmp_path, monkeypatch):
     import training.student.export as export
 
     monkeypatch.setattr(export, "max_parity_error", lambda runtime, *a: 0.5 if runtime == "mnn" else 0.0)
-    with pytest.raises(TrainingError, match=r"MNN \(fp32 weights\) differs from torch by 5.00e-01"):
+    with pytest.raises(TrainingError, match=r"MNN \(fp32 weights\) differs from the reference by 5.00e-01"):
         export_tier(run, tmp_path / "out", size=64)
 
 

@@ -95,10 +95,11 @@ def test_teacher_recipe_installs_a_bundle_with_alpha_and_the_teachers_licence(ph
     models = tmp_path / "models"
     args = ["--source", "teacher", "--teacher", str(teacher), "--data", str(photos), "--style-id", "toy"]
     _, events = _train_all([*args, "--run", str(tmp_path / "run"), "--install-to", str(models)], tmp_path)
-    assert set(_started(events)) >= {"prepare", "pairs", "student"}
+    assert set(_started(events)) >= {"prepare", "pairs", "student", "head-mask"}
     bundle = load_bundle(models / "toy")
     manifest = bundle.manifest
     assert manifest.io.alpha and manifest.name == "Toy teacher"
+    assert manifest.metrics["head_mask"]["run"] == "head-mask"  # each tier's alpha is bounded by the head mask
     assert "test fixture, no restrictions" in manifest.license and "commercial_use: false" in manifest.model_card
     assert manifest.created["teacher"]["id"] == "toy"
     assert manifest.blend.skin_tone_limit == 0.0  # no skin model, no kept skin tone: nothing to guard

@@ -50,6 +50,7 @@ from training.images import preview_grid, to_tensor
 from training.modules import count_params
 from training.pairs import Pair, split_pairs
 from training.runs import git_commit, options_hash
+from training.student.head_mask import HEAD_MASK_LINE, HeadMasked, head_mask_record, load_head_mask
 from training.student.networks import TIERS, InferenceStudent, count_macs, load_student
 from training.student.sharpen import CALIBRATION_PAIRS, calibrate, sharpened
 
@@ -136,20 +137,48 @@ def max_parity_error(
     return worst
 
 
+def convert_with_parity(
+    onnx_path: Path,
+    mnn_path: Path,
+    reference: torch.nn.Module,
+    probes: torch.Tensor,
+    io_spec: IOSpec,
+    fp32: bool = False,
+) -> tuple[float, str, float]:
+    """Convert to MNN with fp16 weights (unless ``fp32``), falling back to fp32 weights when fp16 misses
+    :data:`MNN_TOLERANCE` against ``reference``; (error, weights, fp16 error or 0). Raises when fp32 misses too."""
+    from engine.backends import convert_onnx_to_mnn
+
+    fp16_err = 0.0
+    if not fp32:
+        convert_onnx_to_mnn(onnx_path, mnn_path, fp16=True)
+        fp16_err = max_parity_error("mnn", mnn_path, reference, probes, io_spec)
+        if fp16_err <= MNN_TOLERANCE:
+            return fp16_err, "fp16", fp16_err
+        log.warning("%s: MNN fp16 weights differ by %.1e > %.0e; using fp32 weights", mnn_path, fp16_err, MNN_TOLERANCE)
+    convert_onnx_to_mnn(onnx_path, mnn_path, fp16=False)
+    mnn_err = max_parity_error("mnn", mnn_path, reference, probes, io_spec)
+    if mnn_err > MNN_TOLERANCE:
+        raise TrainingError(
+            f"{mnn_path}: MNN (fp32 weights) differs from the reference by {mnn_err:.2e} > {MNN_TOLERANCE}"
+        )
+    return mnn_err, "fp32", fp16_err
+
+
 def export_tier(
     run: Path,
     out_dir: Path,
     size: int = 256,
     photos: list[np.ndarray] | None = None,
     calibration: list[Pair] | None = None,
+    head_mask: torch.nn.Module | None = None,
 ) -> ExportedTier:
     """Export one run's EMA student to ``out_dir/<tier>.onnx`` and ``.mnn``, checking both parities.
 
     With ``calibration`` (training pairs), the graph ends in the edge-gated sharpening layer of
-    :mod:`training.student.sharpen`, its amount calibrated on those pairs.
+    :mod:`training.student.sharpen`, its amount calibrated on those pairs. With a ``head_mask``
+    (:mod:`training.student.head_mask`), the student's alpha is bounded by it.
     """
-    from engine.backends import convert_onnx_to_mnn
-
     student, record = load_student(run)
     tier_id = record.get("tier", "student")
     io_spec = IOSpec(alpha=bool(record["init_kwargs"].get("alpha", False)))
@@ -164,33 +193,26 @@ def export_tier(
             sharpen["sharpness_vs_teacher_after"],
         )
     net = sharpened(student, settings)  # the reference the exported files are held to
+    graph = sharpened(InferenceStudent(student), settings)
+    if head_mask is not None:
+        if not io_spec.alpha:
+            raise TrainingError(f"{run}: the student predicts no alpha for the head mask to bound")
+        net, graph = HeadMasked(net, head_mask).eval(), HeadMasked(graph, head_mask).eval()
     onnx_path, mnn_path = out_dir / f"{tier_id}.onnx", out_dir / f"{tier_id}.mnn"
-    export_onnx(sharpened(InferenceStudent(student), settings), onnx_path, size)
+    export_onnx(graph, onnx_path, size)
     probes = probe_inputs(size, photos)
     onnx_err = max_parity_error("onnx", onnx_path, net, probes, io_spec)
     if onnx_err > ONNX_TOLERANCE:
         raise TrainingError(f"{onnx_path}: onnxruntime differs from torch by {onnx_err:.2e} > {ONNX_TOLERANCE}")
-    convert_onnx_to_mnn(onnx_path, mnn_path, fp16=True)
-    fp16_err = mnn_err = max_parity_error("mnn", mnn_path, net, probes, io_spec)
-    weights = "fp16"
-    if fp16_err > MNN_TOLERANCE:
-        log.warning(
-            "tier %s: MNN fp16 weights differ by %.1e > %.0e; using fp32 weights", tier_id, fp16_err, MNN_TOLERANCE
-        )
-        convert_onnx_to_mnn(onnx_path, mnn_path, fp16=False)
-        mnn_err, weights = max_parity_error("mnn", mnn_path, net, probes, io_spec), "fp32"
-    if mnn_err > MNN_TOLERANCE:
-        raise TrainingError(
-            f"{mnn_path}: MNN ({weights} weights) differs from torch by {mnn_err:.2e} > {MNN_TOLERANCE}"
-        )
+    mnn_err, weights, fp16_err = convert_with_parity(onnx_path, mnn_path, net, probes, io_spec)
     log.info("tier %s: ONNX parity %.1e, MNN (%s) parity %.1e", tier_id, onnx_err, weights, mnn_err)
     return ExportedTier(
         tier_id,
         onnx_path,
         mnn_path,
         size,
-        count_macs(student, size) / 1e9,
-        count_params(student),
+        count_macs(student, size) / 1e9 + (count_macs(head_mask, size) / 1e9 if head_mask is not None else 0.0),
+        count_params(student) + (count_params(head_mask) if head_mask is not None else 0),
         onnx_err,
         mnn_err,
         weights,
@@ -284,6 +306,8 @@ def model_card(
             "Each tier also predicts a blend alpha (where its output replaces the photo), trained against skin and"
             " hair masks and the face outline; the engine blends with it, smoothed over time."
         )
+    if "head_mask" in metrics:
+        lines.append(HEAD_MASK_LINE)
     if skin_tone_limit > 0:
         lines.append(SKIN_TONE_LINE.format(limit=skin_tone_limit))
     for t in tiers:
@@ -371,6 +395,7 @@ def export_bundle(
     sharpen: bool = True,
     calibration_pairs: int | None = 128,
     temporal: float | None = None,
+    head_mask: Path | None = None,
 ) -> Bundle:
     """Export runs (one per tier) into a bundle at ``out``, with metrics measured on held-out pairs.
 
@@ -386,13 +411,16 @@ def export_bundle(
     photos = [p.photo for p in held] if held else None
     # evenly spaced training pairs: 128 calibrate as well as all 524 of ink (0.90 either way, docs/ink.md), 4x faster
     calibration = split_pairs(pairs, calibration_pairs, split="train") if pairs and sharpen else None
-    tiers = [export_tier(Path(r), out, size, photos, calibration) for r in runs]
+    head = load_head_mask(head_mask) if head_mask else None
+    tiers = [export_tier(Path(r), out, size, photos, calibration, head[0] if head else None) for r in runs]
     metrics: dict = {}
     if held:
         metrics = evaluate_bundle_tiers(tiers, held)
         metrics["evaluated_on"] = "onnxruntime, held-out pairs"
     preview = before_after(tiers)
     metrics["export_parity"] = {t.id: t.parity() for t in tiers}
+    if head:
+        metrics["head_mask"] = head_mask_record(Path(head_mask), *head, size)
     if calibration:
         metrics["sharpen"] = {t.id: t.sharpen for t in tiers}
     options = [json.loads((Path(r) / "options.json").read_text()) for r in runs if (Path(r) / "options.json").exists()]
@@ -475,6 +503,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="the style's default temporal smoothing 0..1 (default: calibrated on the still demo)",
     )
+    parser.add_argument("--head-mask", type=Path, help="a train head-mask run: each tier's alpha is bounded by it")
     parser.add_argument(
         "--no-sharpen",
         dest="sharpen",
@@ -497,6 +526,7 @@ def run(args: argparse.Namespace) -> int:
         args.sharpen,
         args.calibration_pairs or None,
         args.temporal,
+        args.head_mask,
     )
     log.info("validated %s: %s", bundle.root, [t.id for t in bundle.manifest.tiers])
     return 0
