@@ -105,7 +105,7 @@ def test_grafting_bounds_each_tiers_alpha_by_the_head_mask_and_keeps_its_colour(
     from training.student.head_mask import HEAD_MASK_LINE, load_head_mask
 
     pairs = pairs_with_head(tmp_path, ink_pairs)
-    train(pairs, tmp_path / "head", 10)
+    train(pairs, tmp_path / "head", 60)  # long enough to learn a mask below the random tier's alpha outside the face
     style = export_alpha_style(tmp_path, ink_pairs)
     before = load_bundle(style)
     photo = cv2.resize(cv2.imread(str(next((pairs / "photos").iterdir()))), (64, 64), interpolation=cv2.INTER_AREA)
@@ -125,7 +125,7 @@ def test_grafting_bounds_each_tiers_alpha_by_the_head_mask_and_keeps_its_colour(
         assert np.abs(new[..., :3].astype(int) - old[..., :3]).max() <= tolerance  # colour untouched
         bounded = np.minimum(old[..., 3].astype(float), mask)
         assert np.abs(new[..., 3] - bounded).max() <= tolerance + 1
-    assert (mask < old[..., 3] - 2).any()  # the random head mask did bound the alpha somewhere
+    assert (mask < old[..., 3] - 2).any()  # the head mask did bound the alpha somewhere
 
     with pytest.raises(TrainingError, match="already blends through a head mask"):
         graft_bundle(style, tmp_path / "head")
