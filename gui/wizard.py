@@ -53,9 +53,10 @@ PRESETS = {
 }
 # What the cpu preset costs per route, said before anything starts (measured figures: docs/styles.md).
 ROUTE_NOTES = {
-    "teacher": "cpu preset: 51 to 57 minutes on an idle 2-core AVX-512 CPU with bf16 (estimated on one, measured"
-    " end to end on another; a fine-tuned run took 31 minutes): prepare, teacher pairs, three tiers side by"
-    " side, export. An AVX2-only CPU trains a third of the steps in fp32: press Estimate for this machine.",
+    "teacher": "cpu preset: about an hour and ten minutes on an idle 2-core AVX-512 CPU with bf16 (57 minutes"
+    " measured end to end before the 10-minute head-mask step; a fine-tuned run took 31): prepare, teacher pairs,"
+    " three tiers side by side, a head mask, export. An AVX2-only CPU trains a third of the steps in fp32: press"
+    " Estimate for this machine.",
     "styles": "This route trains StyleGAN2 and U-GAT-IT: on a CPU it takes hours and gives no usable style"
     " (docs/stylegan.md). It needs a GPU and the gpu preset.",
     "pairs": "cpu preset: the light and standard tiers, about 80 minutes on a 2-core AVX-512 CPU with bf16"
