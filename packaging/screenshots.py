@@ -23,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # `train estimate` of the hayao teacher route on the shared faces and videos (docs/window.md).
 RECORDED_ESTIMATE = {
-    "minutes": 51.4,
-    "parts": {"prepare": 0.6, "export": 5.0, "pairs": 9.6, "students": 36.3},
+    "minutes": 69.6,
+    "parts": {"prepare": 0.6, "export": 5.0, "pairs": 9.5, "head_mask": 8.7, "students": 45.7},
     "faces": 713,
     "tiers": ["light", "standard", "high"],
     "steps": 1600,
     "threads": 2,
-    "cpu": "Intel(R) Xeon(R) Processor",
+    "cpu": "AMD EPYC",
 }
 
 
