@@ -4,7 +4,7 @@
 A student's predicted alpha is drawn by its bottleneck, whose receptive field is about 50 px of the 256²
 crop for the light tier and 80 px for the high tier. A beige wall beside a cheek looks like the cheek at
 that scale, so the tiers' alphas spill over the backdrop (anime light: mean alpha 0.30 where the target
-keeps the photo, 0.154 L1 to the target on held-out faces): a pale halo and a fogged background. The head
+keeps the photo, 0.14 L1 to the target on held-out faces): a pale halo and a fogged background. The head
 mask works at a quarter of the side and goes down to S/32, so every output pixel sees the whole crop.
 It learns the same alpha targets from the photo alone (they come from the photo's skin and hair masks, not
 from the teacher), so one head mask serves every style.
@@ -140,7 +140,7 @@ class HeadMaskConfig:
     lr: float = opt(2e-3, "peak learning rate (AdamW; warm-up, then cosine decay to zero)")
     width: int = opt(16, "channels of the first layer (x2, x4 deeper)")
     scale: int = opt(4, "the crop is average-pooled by this factor first (the mask's resolution: side / scale)")
-    under_weight: float = opt(3.0, "how much more a mask below its target costs than one above it (see head_mask_loss)")
+    under_weight: float = opt(3.0, "how much more a mask below its target costs than one above it (see mask_l1)")
     jitter: float = opt(0.06, "random zoom, shift (of the side) and rotation (× 150°) of the training crops")
     seed: int = opt(0, "random seed")
 
@@ -153,21 +153,15 @@ def load_alpha_targets(root: Path, split: str) -> tuple[torch.Tensor, torch.Tens
     pairs = source.pairs([k for k in source.names() if source.split(k) == split])
     if not pairs:
         return torch.zeros(0, 3, 1, 1, dtype=torch.uint8), torch.zeros(0, 1, 1, 1, dtype=torch.uint8)
-    return to_uint8_tensor([p.photo for p in pairs], "bgr"), torch.from_numpy(np.stack([p.alpha for p in pairs]))[
-        :, None
-    ]
+    alpha = torch.from_numpy(np.stack([p.alpha for p in pairs]))[:, None]
+    return to_uint8_tensor([p.photo for p in pairs], "bgr"), alpha
 
 
-def mask_l1(pred: torch.Tensor, target: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+def mask_l1(pred: torch.Tensor, target: torch.Tensor, window: torch.Tensor, under: float = 1.0) -> torch.Tensor:
     """Mean |shown − target| in [0, 1]: the prediction (in [-1, 1]) as the engine shows it, through the
-    crop-edge window; the targets carry the window already."""
-    return ((pred + 1) / 2 * window - target).abs().mean()
-
-
-def head_mask_loss(pred: torch.Tensor, target: torch.Tensor, window: torch.Tensor, under: float) -> torch.Tensor:
-    """:func:`mask_l1` with the error below the target weighted ``under`` times: the head mask only ever
-    lowers a tier's alpha (``min``), so where it is unsure it should err towards the head, or it would cut
-    into the hair that the tier's own alpha draws."""
+    crop-edge window (the targets carry the window already). Training weighs the error below the target
+    ``under`` times: the head mask only ever lowers a tier's alpha (``min``), so where it is unsure it should
+    err towards the head, or it would cut into the hair that the tier's own alpha draws."""
     error = (pred + 1) / 2 * window - target
     return torch.where(error < 0, -under * error, error).mean()
 
@@ -226,7 +220,7 @@ class HeadMaskTrainer:
         for group in self.opt.param_groups:
             group["lr"] = self.learning_rate()
         self.net.train()
-        loss = head_mask_loss(self.net(photo), target, self.window, self.cfg.under_weight)
+        loss = mask_l1(self.net(photo), target, self.window, self.cfg.under_weight)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
