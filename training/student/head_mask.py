@@ -1,5 +1,5 @@
-"""``train head-mask``: a small network that finds the head (face and hair) in an aligned crop, and
-``train graft-head-mask``: add one to an installed style.
+"""``train head-mask``: a small network that finds the head (face and hair) in an aligned crop. Export builds
+it into new styles (``train export --head-mask``); :mod:`training.student.graft` adds it to installed ones.
 
 A student's predicted alpha is drawn by its bottleneck, whose receptive field is about 50 px of the 256²
 crop for the light tier and 80 px for the high tier. A beige wall beside a cheek looks like the cheek at
