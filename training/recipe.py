@@ -204,7 +204,7 @@ def teacher_student_config(preset: str, finetune: bool, bf16: bool):
 
 def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path], Path, str, Path | None]:
     """prepare (at the teacher's input side) -> teacher pairs -> three tiers side by side, and a head mask
-    when the pairs have alpha targets (the mask models were found)."""
+    when the pairs have alpha targets."""
     from training.modules import cpu_has_native_bf16
     from training.pairs import FolderPairs, make_pairs
     from training.prepare import MANIFEST, Manifest, PrepareConfig, prepare_folder

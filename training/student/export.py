@@ -137,6 +137,14 @@ def max_parity_error(
     return worst
 
 
+def onnx_parity(path: Path, reference: torch.nn.Module, probes: torch.Tensor, io_spec: IOSpec) -> float:
+    """:func:`max_parity_error` of onnxruntime against ``reference``; raises beyond :data:`ONNX_TOLERANCE`."""
+    error = max_parity_error("onnx", path, reference, probes, io_spec)
+    if error > ONNX_TOLERANCE:
+        raise TrainingError(f"{path}: onnxruntime differs from the reference by {error:.2e} > {ONNX_TOLERANCE}")
+    return error
+
+
 def convert_with_parity(
     onnx_path: Path,
     mnn_path: Path,
@@ -201,9 +209,7 @@ def export_tier(
     onnx_path, mnn_path = out_dir / f"{tier_id}.onnx", out_dir / f"{tier_id}.mnn"
     export_onnx(graph, onnx_path, size)
     probes = probe_inputs(size, photos)
-    onnx_err = max_parity_error("onnx", onnx_path, net, probes, io_spec)
-    if onnx_err > ONNX_TOLERANCE:
-        raise TrainingError(f"{onnx_path}: onnxruntime differs from torch by {onnx_err:.2e} > {ONNX_TOLERANCE}")
+    onnx_err = onnx_parity(onnx_path, net, probes, io_spec)
     mnn_err, weights, fp16_err = convert_with_parity(onnx_path, mnn_path, net, probes, io_spec)
     log.info("tier %s: ONNX parity %.1e, MNN (%s) parity %.1e", tier_id, onnx_err, weights, mnn_err)
     return ExportedTier(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +22,7 @@ from torch import nn
 from engine.bundle import MANIFEST, IOSpec, load_bundle, sha256_file
 from training.errors import TrainingError
 from training.modules import count_params
-from training.student.export import (
-    ONNX_TOLERANCE,
-    OPSET,
-    convert_with_parity,
-    export_onnx,
-    max_parity_error,
-    probe_inputs,
-)
+from training.student.export import convert_with_parity, export_onnx, onnx_parity, probe_inputs
 from training.student.head_mask import HEAD_MASK_LINE, HeadMasked, head_mask_record, load_head_mask
 from training.student.networks import count_macs
 
@@ -41,6 +35,9 @@ def graft_onnx(tier, head):
     import onnx
     from onnx import compose, helper, numpy_helper
 
+    versions = [m.opset_import[0].version for m in (tier, head)]
+    if versions[0] != versions[1]:
+        raise TrainingError(f"the tier's graph is at opset {versions[0]}, the head mask's at {versions[1]}")
     head = compose.add_prefix(head, "head_mask/", rename_inputs=False)
     (out,) = tier.graph.output
     (head_out,) = head.graph.output
@@ -85,24 +82,21 @@ class OnnxFunction(nn.Module):
         return torch.from_numpy(self.session.run(None, {self.input: x.numpy()})[0])
 
 
-def head_mask_graph(head: nn.Module, size: int, scratch: Path):
-    """The head mask as an ONNX model at the export opset (written to ``scratch``, read, then removed)."""
+def head_mask_graph(head: nn.Module, size: int):
+    """The head mask as an ONNX model, exported like a tier (through a temporary file)."""
     import onnx
 
-    try:
-        export_onnx(head, scratch, size)
-        model = onnx.load(str(scratch))
-    finally:
-        scratch.unlink(missing_ok=True)
-    if model.opset_import[0].version != OPSET:
-        raise TrainingError(f"the head mask exported at opset {model.opset_import[0].version}, not {OPSET}")
-    return model
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "head_mask.onnx"
+        export_onnx(head, path, size)
+        return onnx.load(str(path))
 
 
 def graft_bundle(folder: Path, head_run: Path, photos: list[np.ndarray] | None = None) -> None:
     """Rewrite each tier of the installed style at ``folder`` (ONNX and MNN) to blend through
-    ``min(alpha, head mask)`` and record it in the manifest. Each tier's new files replace the old ones
-    only once both have passed their parity checks."""
+    ``min(alpha, head mask)`` and record it in the manifest. Every tier's new files are written beside the
+    old ones and checked first; only when all have passed do they replace the old files, followed by the
+    manifest, so a failure leaves the style as it was."""
     import onnx
 
     folder, head_run = Path(folder), Path(head_run)
@@ -117,38 +111,40 @@ def graft_bundle(folder: Path, head_run: Path, photos: list[np.ndarray] | None =
         raise TrainingError(f"{folder}: already blends through a head mask (run {metrics['head_mask'].get('run')})")
     head, record = load_head_mask(head_run)
     size = bundle.manifest.tiers[0].input_size
-    head_graph = head_mask_graph(head, size, folder / "head_mask.tmp.onnx")
+    head_graph = head_mask_graph(head, size)
     probes, io_spec = probe_inputs(size, photos), IOSpec(alpha=True)
     head_macs, head_params = count_macs(head, size) / 1e9, count_params(head)
     parity = metrics.setdefault("export_parity", {})
-    for tier in document["tiers"]:
-        files = {f["runtime"]: f for f in tier["files"]}
-        onnx_path, mnn_path = folder / files["onnx"]["file"], folder / files["mnn"]["file"]
-        reference = HeadMasked(OnnxFunction(onnx_path), head).eval()
-        new_onnx, new_mnn = onnx_path.with_suffix(".grafted.onnx"), mnn_path.with_suffix(".grafted.mnn")
-        try:
+    moves: list[tuple[Path, Path]] = []  # (new file, the file it replaces)
+    try:
+        for tier in document["tiers"]:
+            files = {f["runtime"]: f for f in tier["files"]}
+            onnx_path, mnn_path = folder / files["onnx"]["file"], folder / files["mnn"]["file"]
+            new_onnx, new_mnn = onnx_path.with_suffix(".grafted.onnx"), mnn_path.with_suffix(".grafted.mnn")
+            moves += [(new_onnx, onnx_path), (new_mnn, mnn_path)]
+            reference = HeadMasked(OnnxFunction(onnx_path), head).eval()
             onnx.save(graft_onnx(onnx.load(str(onnx_path)), head_graph), str(new_onnx))
-            onnx_err = max_parity_error("onnx", new_onnx, reference, probes, io_spec)
-            if onnx_err > ONNX_TOLERANCE:
-                raise TrainingError(f"{onnx_path}: the grafted graph differs by {onnx_err:.2e} > {ONNX_TOLERANCE}")
+            onnx_err = onnx_parity(new_onnx, reference, probes, io_spec)
             fp32 = parity.get(tier["id"], {}).get("mnn_weights") == "fp32"
             mnn_err, weights, fp16_err = convert_with_parity(new_onnx, new_mnn, reference, probes, io_spec, fp32)
-        except BaseException:
-            new_onnx.unlink(missing_ok=True)
-            new_mnn.unlink(missing_ok=True)
-            raise
-        new_onnx.replace(onnx_path)
-        new_mnn.replace(mnn_path)
-        files["onnx"]["sha256"], files["mnn"]["sha256"] = sha256_file(onnx_path), sha256_file(mnn_path)
-        tier["gmacs"] = round(tier["gmacs"] + head_macs, 4)
-        tier["params"] += head_params
-        parity[tier["id"]] = {
-            "onnx_max_abs": onnx_err,
-            "mnn_max_abs": mnn_err,
-            "mnn_weights": weights,
-            "mnn_fp16_max_abs": fp16_err,
-        }
-        log.info("tier %s: head mask grafted; ONNX parity %.1e, MNN (%s) %.1e", tier["id"], onnx_err, weights, mnn_err)
+            files["onnx"]["sha256"], files["mnn"]["sha256"] = sha256_file(new_onnx), sha256_file(new_mnn)
+            tier["gmacs"] = round(tier["gmacs"] + head_macs, 4)
+            tier["params"] += head_params
+            parity[tier["id"]] = {
+                "onnx_max_abs": onnx_err,
+                "mnn_max_abs": mnn_err,
+                "mnn_weights": weights,
+                "mnn_fp16_max_abs": fp16_err,
+            }
+            log.info(
+                "tier %s: head mask grafted; ONNX parity %.1e, MNN (%s) %.1e", tier["id"], onnx_err, weights, mnn_err
+            )
+    except BaseException:
+        for new, _ in moves:
+            new.unlink(missing_ok=True)
+        raise
+    for new, old in moves:
+        new.replace(old)
     metrics["head_mask"] = head_mask_record(head_run, head, record, size)
     document["model_card"] = document.get("model_card", "") + "\n" + HEAD_MASK_LINE
     (folder / MANIFEST).write_text(json.dumps(document, indent=2, default=float))

@@ -82,19 +82,21 @@ def test_head_mask_needs_alpha_targets(tmp_path, ink_pairs):
         train(ink_pairs, tmp_path / "run", 1)
 
 
-def export_alpha_style(tmp_path: Path, ink_pairs: Path, alpha: bool = True) -> Path:
+def export_alpha_style(tmp_path: Path, ink_pairs: Path, alpha: bool = True, tiers=("light",)) -> Path:
     from training.student.export import export_bundle
     from training.student.networks import TIERS, build_student
 
     torch.manual_seed(3)
-    net = build_student("light", alpha=alpha)
-    spec = asdict(TIERS["light"]) | {"alpha": alpha}
-    run = RunDir.open(tmp_path / "light", "student", {"tier": "light"})
-    record = {"arch": "student", "init_kwargs": spec, "params": net.state_dict(), "params_ema": net.state_dict()}
-    run.save_checkpoint(record | {"step": 1, "tier": "light"}, {"step": 1})
-    run.close()
+    for tier in tiers:
+        net = build_student(tier, alpha=alpha)
+        spec = asdict(TIERS[tier]) | {"alpha": alpha}
+        run = RunDir.open(tmp_path / tier, "student", {"tier": tier})
+        record = {"arch": "student", "init_kwargs": spec, "params": net.state_dict(), "params_ema": net.state_dict()}
+        run.save_checkpoint(record | {"step": 1, "tier": tier}, {"step": 1})
+        run.close()
     out = tmp_path / "style"
-    export_bundle([tmp_path / "light"], out, style_id="style", pairs=ink_pairs, size=64, sharpen=False, temporal=0.5)
+    runs = [tmp_path / t for t in tiers]
+    export_bundle(runs, out, style_id="style", pairs=ink_pairs, size=64, sharpen=False, temporal=0.5)
     return out
 
 
@@ -140,3 +142,29 @@ def test_grafting_refuses_styles_without_alpha_and_models_that_are_no_head_mask(
     with_alpha = export_alpha_style(tmp_path / "a", ink_pairs)
     with pytest.raises(TrainingError, match="not a head mask"):
         graft_bundle(with_alpha, tmp_path / "a" / "light")
+
+
+def test_a_graft_that_fails_on_a_later_tier_leaves_the_style_as_it_was(tmp_path, ink_pairs, monkeypatch):
+    """The first tier passes its checks, the second does not: no file of the style changes, none is left over."""
+    import training.student.graft as graft
+    from engine.bundle import load_bundle
+
+    pairs = pairs_with_head(tmp_path, ink_pairs)
+    train(pairs, tmp_path / "head", 2)
+    style = export_alpha_style(tmp_path, ink_pairs, tiers=("light", "standard"))
+    before = {p.name: p.read_bytes() for p in style.iterdir()}
+    convert = graft.convert_with_parity
+    calls = []
+
+    def failing_second(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise TrainingError("MNN differs")
+        return convert(*args, **kwargs)
+
+    monkeypatch.setattr(graft, "convert_with_parity", failing_second)
+    with pytest.raises(TrainingError, match="MNN differs"):
+        graft.graft_bundle(style, tmp_path / "head")
+    assert len(calls) == 2
+    assert {p.name: p.read_bytes() for p in style.iterdir()} == before
+    load_bundle(style)  # still valid: every file matches its sha256
