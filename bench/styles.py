@@ -213,20 +213,30 @@ class StillGuard:
 def background_change(photos: list[np.ndarray], outputs: dict[str, list[np.ndarray]]) -> dict:
     """Per tier: the mean |shown − photo| (grey levels) where the alpha target of the mask models keeps the
     photo, and the share of those pixels moved by more than 12. A tier whose alpha spills past the hair
-    shows its own background there: a pale halo, a fogged backdrop."""
+    shows its own background there: a pale halo, a fogged backdrop. With it, how the blend mask the engine
+    uses (the alpha through the crop-edge window) meets the target: its mean |mask − target|, and how far it
+    falls short of the target inside the head (target > 0.9), where a shortfall lets photo hair show."""
+    from engine.blend import learned_mask
     from training.teachers.masks import BlendTargets, open_mask_models
 
-    targets = BlendTargets(open_mask_models(SHARED / "teachers" / "masks"))
+    blend_targets = BlendTargets(open_mask_models(SHARED / "teachers" / "masks"))
     try:
-        kept = [targets(p)[0] < 5 for p in photos]
+        targets = [blend_targets(p)[0].astype(np.float32) / 255 for p in photos]
     finally:
-        targets.close()
+        blend_targets.close()
     result = {}
     for tid, outs in outputs.items():
-        moved = [np.abs(composite(p, o).astype(np.float32) - p).mean(axis=2)[k] for p, o, k in zip(photos, outs, kept)]
+        moved = [
+            np.abs(composite(p, o).astype(np.float32) - p).mean(axis=2)[t < 5 / 255]
+            for p, o, t in zip(photos, outs, targets)
+        ]
+        masks = [learned_mask(o[:, :, 3].copy()) for o in outs]
+        short = np.concatenate([np.maximum(t - m, 0)[t > 0.9] for m, t in zip(masks, targets)])
         result[tid] = {
             "mean_grey_levels": round(float(np.mean([m.mean() for m in moved])), 2),
             "share_moved_over_12": round(float(np.mean([(m > 12).mean() for m in moved])), 3),
+            "alpha_l1": round(float(np.mean([np.abs(m - t).mean() for m, t in zip(masks, targets)])), 4),
+            "alpha_short_inside_head": round(float(short.mean()), 4),
         }
     return result
 

@@ -43,3 +43,31 @@ def test_the_bench_guards_still_photos_with_the_bundles_limit_unless_told_otherw
     bright = np.full((256, 256, 3), 200, np.uint8)
     assert np.array_equal(engine_guard(guarded, 0.0)(photo, bright), bright)
     assert engine_guard(guarded, None)(photo, bright).mean() < 150  # pulled back toward the photo
+
+
+def test_background_change_counts_what_a_spilled_alpha_shows_and_a_short_one_hides():
+    """A tier whose alpha covers the whole crop moves the backdrop and its mask overshoots the target; a tier
+    whose alpha is the target moves nothing there; an alpha of zero falls short inside the head by ~1."""
+    import pytest
+
+    from bench.styles import SHARED, background_change
+    from training.student.export import public_domain_face
+    from training.teachers.masks import BlendTargets, open_mask_models
+
+    if not (SHARED / "teachers" / "masks").is_dir():
+        pytest.skip("../shared/teachers/masks is not present")
+    astronaut_crop = public_domain_face()
+    targets = BlendTargets(open_mask_models(SHARED / "teachers" / "masks"))
+    try:
+        target = targets(astronaut_crop)[0]
+    finally:
+        targets.close()
+    grey = np.full((256, 256, 3), 128, np.uint8)
+    outputs = {
+        name: [np.dstack([grey, np.full((256, 256), a, np.uint8) if np.isscalar(a) else a])]
+        for name, a in (("spilled", 255), ("exact", target), ("none", 0))
+    }
+    result = background_change([astronaut_crop], outputs)
+    assert result["spilled"]["mean_grey_levels"] > 10 and result["spilled"]["alpha_l1"] > 0.1
+    assert result["exact"]["mean_grey_levels"] < 1 and result["exact"]["alpha_l1"] < 0.02
+    assert result["none"]["mean_grey_levels"] == 0 and result["none"]["alpha_short_inside_head"] > 0.9
