@@ -216,7 +216,6 @@ def background_change(photos: list[np.ndarray], outputs: dict[str, list[np.ndarr
     shows its own background there: a pale halo, a fogged backdrop. With it, how the blend mask the engine
     uses (the alpha through the crop-edge window) meets the target: its mean |mask − target|, and how far it
     falls short of the target inside the head (target > 0.9), where a shortfall lets photo hair show."""
-    from engine.blend import learned_mask
     from training.teachers.masks import BlendTargets, open_mask_models
 
     blend_targets = BlendTargets(open_mask_models(SHARED / "teachers" / "masks"))
@@ -230,13 +229,13 @@ def background_change(photos: list[np.ndarray], outputs: dict[str, list[np.ndarr
             np.abs(composite(p, o).astype(np.float32) - p).mean(axis=2)[t < 5 / 255]
             for p, o, t in zip(photos, outs, targets)
         ]
-        masks = [learned_mask(o[:, :, 3].copy()) for o in outs]
+        masks = [blend_mask(o) for o in outs]
         short = np.concatenate([np.maximum(t - m, 0)[t > 0.9] for m, t in zip(masks, targets)])
         result[tid] = {
             "mean_grey_levels": round(float(np.mean([m.mean() for m in moved])), 2),
             "share_moved_over_12": round(float(np.mean([(m > 12).mean() for m in moved])), 3),
             "alpha_l1": round(float(np.mean([np.abs(m - t).mean() for m, t in zip(masks, targets)])), 4),
-            "alpha_short_inside_head": round(float(short.mean()), 4),
+            "alpha_short_inside_head": round(float(short.mean()), 4) if short.size else None,
         }
     return result
 
@@ -278,8 +277,9 @@ SPEED_ROUNDS = 3
 
 
 def measure_speed(tiers: dict, spec, teacher, crop: np.ndarray, face: np.ndarray) -> dict:
-    """ms per inference in one run, 2 threads: each tier and the teacher on the same runtime (the teacher on
-    ``crop`` at its preferred input and, where it takes it, on ``face`` at 256²), and the ratios."""
+    """ms per inference, 2 threads, the median of rounds in one run: each tier and the teacher on the same
+    runtime (the teacher on ``crop`` at its preferred input and, where it takes it, on ``face`` at 256²), and
+    the ratios."""
     from training.teachers.network import NetworkTeacher
 
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 256, 256)).astype(np.float32)
@@ -362,12 +362,20 @@ def public_frames(folder: Path, bundle, model) -> None:
     cv2.imwrite(str(folder / f"{bundle.id}_mask_before_after.jpg"), row, [cv2.IMWRITE_JPEG_QUALITY, 88])
 
 
+def blend_mask(stylized: np.ndarray, learned: bool = True) -> np.ndarray:
+    """The mask the engine blends a stylized crop with: its learned alpha, or the fixed feather without one."""
+    from engine.blend import feather_mask, learned_mask
+
+    if learned and stylized.shape[2] == 4:
+        return learned_mask(stylized[:, :, 3].copy())
+    return feather_mask(stylized.shape[0], 0.1)
+
+
 def composite(photo: np.ndarray, stylized: np.ndarray, learned: bool = True) -> np.ndarray:
     """The stylized crop blended over the photo as the engine blends it (learned alpha or fixed feather)."""
-    from engine.blend import feather_mask, learned_mask, mix
+    from engine.blend import mix
 
-    mask = learned_mask(stylized[:, :, 3].copy()) if learned and stylized.shape[2] == 4 else feather_mask(256, 0.1)
-    return mix(photo, stylized, mask)
+    return mix(photo, stylized, blend_mask(stylized, learned))
 
 
 def write_gallery(folder: Path, style: str, photos, teacher_out, outputs, count: int = 6) -> None:

@@ -22,6 +22,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "training.student.graft",
         "make installed styles blend through a trained head mask (no retraining)",
     ),
+    "reexport": (
+        "training.student.reexport",
+        "export installed styles again with the current exporter (the same function, a faster graph)",
+    ),
     "export": ("training.student.export", "export student runs to ONNX + MNN and write a validated model bundle"),
     "stylegan": ("training.stylegan.train", "train or fine-tune a StyleGAN2-ADA generator on a style folder"),
     "fuse": ("training.stylegan.fusion", "fuse two StyleGAN generators (layer swap / per-resolution blend), chain"),

@@ -170,8 +170,9 @@ def estimate(
         cfg = teacher_student_config(preset, finetune, bf16)
         steps = cfg.steps
         measured["student_s_per_step"] = student_step_seconds(tiers, cfg)
-        measured["head_mask_s_per_step"] = head_mask_step_seconds()
-        parts["head_mask"] = HEAD_MASK_STEPS[preset] * measured["head_mask_s_per_step"] / 60
+        if masks.is_dir():  # the pairs get alpha targets, and train all a head mask, only with the mask models
+            measured["head_mask_s_per_step"] = head_mask_step_seconds()
+            parts["head_mask"] = HEAD_MASK_STEPS[preset] * measured["head_mask_s_per_step"] / 60
     else:
         faces = count_faces(data) if source == "ink" else 0
         if source == "ink":

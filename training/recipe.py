@@ -33,7 +33,7 @@ from training.errors import TrainingError
 from training.loop import ABORTED_EXIT, Budget
 from training.options import add_config_arguments, apply_flags
 from training.pairs import PairsConfig
-from training.runs import AbortFlag, Progress, abort_on_signals
+from training.runs import AbortFlag, Progress, abort_on_signals, replace_folder
 
 log = logging.getLogger(__name__)
 
@@ -282,12 +282,5 @@ def install(bundle_dir: Path, models_dir: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(bundle_dir, staging)
     load_bundle(staging)
-    if target.exists():
-        old = models_dir / f".{bundle.id}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(target)
+    replace_folder(target, staging)
     return target

@@ -320,6 +320,19 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise DiskFullError(f"{path}: writing the checkpoint failed ({exc}); the previous one is kept") from exc
 
 
+def replace_folder(target: Path, staging: Path) -> None:
+    """Put the complete folder ``staging`` in place of ``target`` (when there is one) by renames, so that
+    readers find the old folder or the new one, never a mix of both."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(target)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)

@@ -47,7 +47,8 @@ def test_the_bench_guards_still_photos_with_the_bundles_limit_unless_told_otherw
 
 def test_background_change_counts_what_a_spilled_alpha_shows_and_a_short_one_hides():
     """A tier whose alpha covers the whole crop moves the backdrop and its mask overshoots the target; a tier
-    whose alpha is the target moves nothing there; an alpha of zero falls short inside the head by ~1."""
+    whose alpha is the target moves nothing there; an alpha of zero falls short inside the head by ~1; a style
+    without alpha (ink) is measured through the engine's fixed feather mask."""
     import pytest
 
     from bench.styles import SHARED, background_change
@@ -66,8 +67,9 @@ def test_background_change_counts_what_a_spilled_alpha_shows_and_a_short_one_hid
     outputs = {
         name: [np.dstack([grey, np.full((256, 256), a, np.uint8) if np.isscalar(a) else a])]
         for name, a in (("spilled", 255), ("exact", target), ("none", 0))
-    }
+    } | {"no_alpha": [grey]}
     result = background_change([astronaut_crop], outputs)
     assert result["spilled"]["mean_grey_levels"] > 10 and result["spilled"]["alpha_l1"] > 0.1
     assert result["exact"]["mean_grey_levels"] < 1 and result["exact"]["alpha_l1"] < 0.02
     assert result["none"]["mean_grey_levels"] == 0 and result["none"]["alpha_short_inside_head"] > 0.9
+    assert result["no_alpha"]["mean_grey_levels"] > 5 and result["no_alpha"]["alpha_l1"] > 0.1  # the feather spills

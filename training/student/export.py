@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,19 +152,16 @@ def convert_with_parity(
     reference: torch.nn.Module,
     probes: torch.Tensor,
     io_spec: IOSpec,
-    fp32: bool = False,
 ) -> tuple[float, str, float]:
-    """Convert to MNN with fp16 weights (unless ``fp32``), falling back to fp32 weights when fp16 misses
-    :data:`MNN_TOLERANCE` against ``reference``; (error, weights, fp16 error or 0). Raises when fp32 misses too."""
+    """Convert to MNN with fp16 weights, falling back to fp32 weights when fp16 misses :data:`MNN_TOLERANCE`
+    against ``reference``; (error, weights, fp16 error). Raises when fp32 misses too."""
     from engine.backends import convert_onnx_to_mnn
 
-    fp16_err = 0.0
-    if not fp32:
-        convert_onnx_to_mnn(onnx_path, mnn_path, fp16=True)
-        fp16_err = max_parity_error("mnn", mnn_path, reference, probes, io_spec)
-        if fp16_err <= MNN_TOLERANCE:
-            return fp16_err, "fp16", fp16_err
-        log.warning("%s: MNN fp16 weights differ by %.1e > %.0e; using fp32 weights", mnn_path, fp16_err, MNN_TOLERANCE)
+    convert_onnx_to_mnn(onnx_path, mnn_path, fp16=True)
+    fp16_err = max_parity_error("mnn", mnn_path, reference, probes, io_spec)
+    if fp16_err <= MNN_TOLERANCE:
+        return fp16_err, "fp16", fp16_err
+    log.warning("%s: MNN fp16 weights differ by %.1e > %.0e; using fp32 weights", mnn_path, fp16_err, MNN_TOLERANCE)
     convert_onnx_to_mnn(onnx_path, mnn_path, fp16=False)
     mnn_err = max_parity_error("mnn", mnn_path, reference, probes, io_spec)
     if mnn_err > MNN_TOLERANCE:
@@ -279,6 +277,11 @@ SKIN_TONE_LINE = (
 )
 
 
+def tiers_line(tiers: Iterable[tuple[str, float, int]]) -> str:
+    """The model card's line of (id, GMACs, params) per tier."""
+    return "Tiers: " + "; ".join(f"{tier_id} {gmacs:.2f} GMAC, {params} params" for tier_id, gmacs, params in tiers)
+
+
 def model_card(
     style_id: str,
     tiers: list[ExportedTier],
@@ -300,7 +303,7 @@ def model_card(
         "Limits: trained on a few hundred faces; unusual poses, heavy occlusion, very dark or very small faces"
         " degrade it. FID-EL0 uses EfficientNet-Lite0 features and is not comparable with Inception FID.",
         "",
-        "Tiers: " + "; ".join(f"{t.id} {t.gmacs:.2f} GMAC, {t.params} params" for t in tiers),
+        tiers_line((t.id, t.gmacs, t.params) for t in tiers),
     ]
     for tier_id, m in metrics.get("tiers", {}).items():
         lines.append(

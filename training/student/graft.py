@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.bundle import MANIFEST, IOSpec, load_bundle, sha256_file
+from engine.bundle import MANIFEST, IOSpec, load_bundle
 from training.errors import TrainingError
 from training.modules import count_params
-from training.student.export import convert_with_parity, export_onnx, onnx_parity, probe_inputs
+from training.student.export import export_onnx, probe_inputs
 from training.student.head_mask import HEAD_MASK_LINE, HeadMasked, head_mask_record, load_head_mask
 from training.student.networks import count_macs
+from training.student.rewrite import OnnxFunction, input_size, rewrite_tiers
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def graft_onnx(tier, head):
     import onnx
     from onnx import compose, helper, numpy_helper
 
-    versions = [m.opset_import[0].version for m in (tier, head)]
+    versions = [next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) for m in (tier, head)]
     if versions[0] != versions[1]:
         raise TrainingError(f"the tier's graph is at opset {versions[0]}, the head mask's at {versions[1]}")
     head = compose.add_prefix(head, "head_mask/", rename_inputs=False)
@@ -66,22 +67,6 @@ def graft_onnx(tier, head):
     return model
 
 
-class OnnxFunction(nn.Module):
-    """An ONNX file as a torch-callable reference (onnxruntime, 1 thread)."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {self.input: x.numpy()})[0])
-
-
 def head_mask_graph(head: nn.Module, size: int):
     """The head mask as an ONNX model, exported like a tier (through a temporary file)."""
     import onnx
@@ -92,11 +77,15 @@ def head_mask_graph(head: nn.Module, size: int):
         return onnx.load(str(path))
 
 
+def grafted_head_mask(folder: Path) -> dict | None:
+    """The manifest's record of the head mask a style already blends through (None when it has none)."""
+    return json.loads((Path(folder) / MANIFEST).read_text()).get("metrics", {}).get("head_mask")
+
+
 def graft_bundle(folder: Path, head_run: Path, photos: list[np.ndarray] | None = None) -> None:
     """Rewrite each tier of the installed style at ``folder`` (ONNX and MNN) to blend through
-    ``min(alpha, head mask)`` and record it in the manifest. Every tier's new files are written beside the
-    old ones and checked first; only when all have passed do they replace the old files, followed by the
-    manifest, so a failure leaves the style as it was."""
+    ``min(alpha, head mask)`` and record it in the manifest and model card (:func:`rewrite_tiers`: a failure
+    leaves the style as it was)."""
     import onnx
 
     folder, head_run = Path(folder), Path(head_run)
@@ -105,50 +94,23 @@ def graft_bundle(folder: Path, head_run: Path, photos: list[np.ndarray] | None =
         raise TrainingError(
             f"{folder}: the style predicts no alpha; only a learned alpha can be bounded by a head mask"
         )
-    document = json.loads((folder / MANIFEST).read_text())
-    metrics = document.setdefault("metrics", {})
-    if "head_mask" in metrics:
-        raise TrainingError(f"{folder}: already blends through a head mask (run {metrics['head_mask'].get('run')})")
+    if grafted := grafted_head_mask(folder):
+        raise TrainingError(f"{folder}: already blends through a head mask (run {grafted.get('run')})")
     head, record = load_head_mask(head_run)
-    size = bundle.manifest.tiers[0].input_size
+    size = input_size(folder, bundle)
     head_graph = head_mask_graph(head, size)
-    probes, io_spec = probe_inputs(size, photos), IOSpec(alpha=True)
     head_macs, head_params = count_macs(head, size) / 1e9, count_params(head)
-    parity = metrics.setdefault("export_parity", {})
-    moves: list[tuple[Path, Path]] = []  # (new file, the file it replaces)
-    try:
-        for tier in document["tiers"]:
-            files = {f["runtime"]: f for f in tier["files"]}
-            onnx_path, mnn_path = folder / files["onnx"]["file"], folder / files["mnn"]["file"]
-            new_onnx, new_mnn = onnx_path.with_suffix(".grafted.onnx"), mnn_path.with_suffix(".grafted.mnn")
-            moves += [(new_onnx, onnx_path), (new_mnn, mnn_path)]
-            reference = HeadMasked(OnnxFunction(onnx_path), head).eval()
-            onnx.save(graft_onnx(onnx.load(str(onnx_path)), head_graph), str(new_onnx))
-            onnx_err = onnx_parity(new_onnx, reference, probes, io_spec)
-            fp32 = parity.get(tier["id"], {}).get("mnn_weights") == "fp32"
-            mnn_err, weights, fp16_err = convert_with_parity(new_onnx, new_mnn, reference, probes, io_spec, fp32)
-            files["onnx"]["sha256"], files["mnn"]["sha256"] = sha256_file(new_onnx), sha256_file(new_mnn)
-            tier["gmacs"] = round(tier["gmacs"] + head_macs, 4)
-            tier["params"] += head_params
-            parity[tier["id"]] = {
-                "onnx_max_abs": onnx_err,
-                "mnn_max_abs": mnn_err,
-                "mnn_weights": weights,
-                "mnn_fp16_max_abs": fp16_err,
-            }
-            log.info(
-                "tier %s: head mask grafted; ONNX parity %.1e, MNN (%s) %.1e", tier["id"], onnx_err, weights, mnn_err
-            )
-    except BaseException:
-        for new, _ in moves:
-            new.unlink(missing_ok=True)
-        raise
-    for new, old in moves:
-        new.replace(old)
-    metrics["head_mask"] = head_mask_record(head_run, head, record, size)
+
+    def graft(tier: dict, old: Path, new: Path) -> nn.Module:
+        onnx.save(graft_onnx(onnx.load(str(old)), head_graph), str(new))
+        tier["gmacs"] = round(tier["gmacs"] + head_macs, 4)
+        tier["params"] += head_params
+        return HeadMasked(OnnxFunction(old), head)
+
+    document = json.loads((folder / MANIFEST).read_text())
+    document.setdefault("metrics", {})["head_mask"] = head_mask_record(head_run, head, record, size)
     document["model_card"] = document.get("model_card", "") + "\n" + HEAD_MASK_LINE
-    (folder / MANIFEST).write_text(json.dumps(document, indent=2, default=float))
-    load_bundle(folder)
+    rewrite_tiers(folder, document, graft, probe_inputs(size, photos), IOSpec(alpha=True))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,8 +123,11 @@ def run(args: argparse.Namespace) -> int:
     from training.pairs import split_pairs
 
     torch.set_num_threads(1)
-    photos = [p.photo for p in split_pairs(args.pairs)][:2] if args.pairs else None
+    photos = [p.photo for p in split_pairs(args.pairs, 2)] if args.pairs else None
     for folder in args.bundle:
+        if grafted := grafted_head_mask(folder):  # a rerun after a later bundle failed goes on from there
+            log.warning("%s already blends through the head mask of %s: left as it is", folder, grafted.get("run"))
+            continue
         graft_bundle(folder, args.head_mask, photos)
         log.info("%s now blends through the head mask of %s", folder, args.head_mask)
     return 0

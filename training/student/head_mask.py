@@ -141,7 +141,7 @@ class HeadMaskConfig:
     width: int = opt(16, "channels of the first layer (x2, x4 deeper)")
     scale: int = opt(4, "the crop is average-pooled by this factor first (the mask's resolution: side / scale)")
     under_weight: float = opt(3.0, "how much more a mask below its target costs than one above it (see mask_l1)")
-    jitter: float = opt(0.06, "random zoom, shift (of the side) and rotation (× 150°) of the training crops")
+    jitter: float = opt(0.06, "random zoom, shift (half as far, of the side) and rotation (× 150°) of the crops")
     seed: int = opt(0, "random seed")
 
 
@@ -167,9 +167,10 @@ def mask_l1(pred: torch.Tensor, target: torch.Tensor, window: torch.Tensor, unde
 
 
 def jittered(photo: torch.Tensor, target: torch.Tensor, amount: float, window: torch.Tensor) -> tuple:
-    """Photo and target moved together by a random similarity (zoom and shift up to ``amount``, rotation up
-    to ``amount`` × 150°), as face alignment wobbles; the target gets the crop-edge window again at the new
-    edges. Resampling blurs, but the head mask's input is average-pooled and its targets are feathered."""
+    """Photo and target moved together by a random similarity (zoom up to ``amount``, shift up to half of it
+    of the side, as ``affine_grid``'s coordinates span 2, rotation up to ``amount`` × 150°), as face alignment
+    wobbles; the target gets the crop-edge window again at the new edges. Resampling blurs, but the head
+    mask's input is average-pooled and its targets are feathered."""
     n = photo.shape[0]
     u = torch.rand(n, 4) * 2 - 1
     zoom, angle = 1 + amount * u[:, 0], math.radians(150) * amount * u[:, 1]
@@ -277,7 +278,7 @@ def train_head_mask(pairs: Path, cfg: HeadMaskConfig, ctx: StageContext) -> dict
     loop = LoopOptions(Budget(steps=cfg.steps), log_every=20, sample_every=500, ckpt_every=200)
     summary = train_loop([(trainer, ctx.run)], loop, "head-mask", ctx.progress, ctx.abort, clock)
     l1 = trainer.heldout_l1()
-    if l1 is not None:
+    if l1 is not None and not summary["aborted"]:  # a stopped run's figure would outlive it in export records
         (ctx.run.root / HELDOUT_FILE).write_text(json.dumps({"heldout_l1": l1, "heldout_pairs": len(heldout[0])}))
         log.info("head mask: held-out L1 %.4f", l1)
     return {"steps": trainer.iteration, "finished": not summary["aborted"], "heldout_l1": l1}

@@ -3,6 +3,7 @@ so that each tier blends through min(its alpha, head mask) with its colour uncha
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from dataclasses import asdict
@@ -67,7 +68,7 @@ def test_head_mask_learns_the_alpha_targets_and_resumes_exactly(tmp_path, ink_pa
     )
 
     stopped = train(pairs, tmp_path / "split", 60, abort=StopAfter(30))  # interrupted, then resumed
-    assert not stopped["finished"]
+    assert not stopped["finished"] and not (tmp_path / "split" / HELDOUT_FILE).exists()
     with pytest.raises(TrainingError, match="pass --resume"):
         train(pairs, tmp_path / "split", 60)
     resumed = train(pairs, tmp_path / "split", 60, resume=True)
@@ -103,6 +104,7 @@ def export_alpha_style(tmp_path: Path, ink_pairs: Path, alpha: bool = True, tier
 def test_grafting_bounds_each_tiers_alpha_by_the_head_mask_and_keeps_its_colour(tmp_path, ink_pairs):
     from engine.backends import load_tier
     from engine.bundle import load_bundle
+    from training.student import graft
     from training.student.graft import graft_bundle
     from training.student.head_mask import HEAD_MASK_LINE, load_head_mask
 
@@ -117,6 +119,9 @@ def test_grafting_bounds_each_tiers_alpha_by_the_head_mask_and_keeps_its_colour(
     after = load_bundle(style)
     assert after.manifest.metrics["head_mask"]["run"] == "head"
     assert HEAD_MASK_LINE in after.manifest.model_card
+    light = after.manifest.tiers[0]
+    assert f"light {light.gmacs:.2f} GMAC, {light.params} params" in after.manifest.model_card  # Tiers: line
+    assert after.manifest.metrics["export_parity"]["light"]["mnn_fp16_max_abs"] > 0  # fp16 tried on the new graph
     assert after.manifest.tiers[0].files != before.manifest.tiers[0].files  # new files, new sha256
     head = load_head_mask(tmp_path / "head")[0]
     with torch.no_grad():
@@ -131,6 +136,10 @@ def test_grafting_bounds_each_tiers_alpha_by_the_head_mask_and_keeps_its_colour(
 
     with pytest.raises(TrainingError, match="already blends through a head mask"):
         graft_bundle(style, tmp_path / "head")
+    files = {p.name: p.read_bytes() for p in style.iterdir()}
+    args = argparse.Namespace(bundle=[style], head_mask=tmp_path / "head", pairs=None)
+    assert graft.run(args) == 0  # the CLI leaves a grafted style alone, so a failed batch can be rerun
+    assert {p.name: p.read_bytes() for p in style.iterdir()} == files
 
 
 def test_grafting_refuses_styles_without_alpha_and_models_that_are_no_head_mask(tmp_path, ink_pairs):
@@ -144,16 +153,20 @@ def test_grafting_refuses_styles_without_alpha_and_models_that_are_no_head_mask(
         graft_bundle(with_alpha, tmp_path / "a" / "light")
 
 
-def test_a_graft_that_fails_on_a_later_tier_leaves_the_style_as_it_was(tmp_path, ink_pairs, monkeypatch):
-    """The first tier passes its checks, the second does not: no file of the style changes, none is left over."""
+@pytest.mark.parametrize("failing", ["second tier's MNN", "final check"])
+def test_a_graft_that_fails_leaves_the_style_as_it_was(tmp_path, ink_pairs, monkeypatch, failing):
+    """The first tier passes its checks and the second does not, or every tier passes and the new style's
+    validation fails: no file of the style changes and nothing is left beside it."""
     import training.student.graft as graft
+    import training.student.rewrite as rewrite
     from engine.bundle import load_bundle
 
     pairs = pairs_with_head(tmp_path, ink_pairs)
     train(pairs, tmp_path / "head", 2)
     style = export_alpha_style(tmp_path, ink_pairs, tiers=("light", "standard"))
     before = {p.name: p.read_bytes() for p in style.iterdir()}
-    convert = graft.convert_with_parity
+    siblings = set(style.parent.iterdir())
+    convert, validate = rewrite.convert_with_parity, rewrite.load_bundle
     calls = []
 
     def failing_second(*args, **kwargs):
@@ -162,9 +175,17 @@ def test_a_graft_that_fails_on_a_later_tier_leaves_the_style_as_it_was(tmp_path,
             raise TrainingError("MNN differs")
         return convert(*args, **kwargs)
 
-    monkeypatch.setattr(graft, "convert_with_parity", failing_second)
+    def failing_staged(folder):
+        if Path(folder) != style:
+            raise TrainingError("MNN differs")
+        return validate(folder)
+
+    if failing == "final check":
+        monkeypatch.setattr(rewrite, "load_bundle", failing_staged)
+    else:
+        monkeypatch.setattr(rewrite, "convert_with_parity", failing_second)
     with pytest.raises(TrainingError, match="MNN differs"):
         graft.graft_bundle(style, tmp_path / "head")
-    assert len(calls) == 2
     assert {p.name: p.read_bytes() for p in style.iterdir()} == before
+    assert set(style.parent.iterdir()) == siblings
     load_bundle(style)  # still valid: every file matches its sha256

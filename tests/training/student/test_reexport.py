@@ -1,0 +1,75 @@
+"""``train reexport``: an installed style's tiers exported again with the current exporter compute what
+they computed before, through both runtimes, and a style blending through a head mask needs that head mask."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.backends import load_tier
+from engine.bundle import MANIFEST, load_bundle
+from tests.training.student.test_head_mask import export_alpha_style, pairs_with_head, train
+from training.errors import TrainingError
+
+MODELS = Path(__file__).resolve().parents[3] / "models"
+
+
+def stylized(bundle, photo: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
+    return {
+        (tier.id, runtime): load_tier(bundle, tier, runtime, threads=1).stylize(photo).astype(int)
+        for tier in bundle.manifest.tiers
+        for runtime in ("onnx", "mnn")
+    }
+
+
+def test_a_shipped_style_exported_again_computes_the_same_with_a_new_graph(tmp_path, astronaut_crop):
+    """models/ink was exported before the input branch became a dense conv and the sharpening blur separable."""
+    if not (MODELS / "ink" / MANIFEST).is_file():
+        pytest.skip("models/ink is not installed")
+    from training.student.reexport import reexport_bundle
+
+    style = tmp_path / "ink"
+    shutil.copytree(MODELS / "ink", style)
+    before = load_bundle(style)
+    old = stylized(before, astronaut_crop)
+
+    reexport_bundle(style)
+    after = load_bundle(style)
+    assert [t.files for t in after.manifest.tiers] != [t.files for t in before.manifest.tiers]  # new graphs
+    for key, image in stylized(after, astronaut_crop).items():
+        assert np.abs(image - old[key]).max() <= 2, key
+    assert after.manifest.metrics["reexported"]["date"]
+    assert after.manifest.model_card == before.manifest.model_card
+    assert not list(tmp_path.glob(".*"))  # no staging copy left beside it
+
+
+def test_a_style_with_a_head_mask_is_exported_again_only_with_that_head_mask(tmp_path, ink_pairs):
+    from training.student.graft import graft_bundle
+    from training.student.reexport import reexport_bundle
+
+    pairs = pairs_with_head(tmp_path, ink_pairs)
+    train(pairs, tmp_path / "head", 2)
+    train(pairs, tmp_path / "other", 60)  # far from the first: below the tier's alpha outside the face
+    style = export_alpha_style(tmp_path, ink_pairs)
+    with pytest.raises(TrainingError, match="blends through no head mask"):
+        reexport_bundle(style, tmp_path / "head")
+    graft_bundle(style, tmp_path / "head")
+    files = {p.name: p.read_bytes() for p in style.iterdir()}
+
+    with pytest.raises(TrainingError, match="--head-mask"):
+        reexport_bundle(style)
+    with pytest.raises(TrainingError, match="differs from the reference"):
+        reexport_bundle(style, tmp_path / "other")  # another head mask: not the function the style computes
+    assert {p.name: p.read_bytes() for p in style.iterdir()} == files
+
+    photo = cv2.resize(cv2.imread(str(next((pairs / "photos").iterdir()))), (64, 64), interpolation=cv2.INTER_AREA)
+    old = stylized(load_bundle(style), photo)
+    reexport_bundle(style, tmp_path / "head")
+    for key, image in stylized(load_bundle(style), photo).items():
+        assert np.abs(image - old[key]).max() <= 2, key
+    assert "reexported" in json.loads((style / MANIFEST).read_text())["metrics"]
