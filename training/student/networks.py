@@ -192,6 +192,10 @@ def _calibrate_batchnorms(blocks: list[nn.Sequential], net: nn.Module, photos: t
             bn.running_var.copy_(var)
 
 
+# InferenceStudent's own modules: the wrapped StudentNet and the split full-resolution block
+_INFERENCE_MODULES = ("net", "dw_features", "dw_input", "pw_features", "pw_input")
+
+
 def student_from_onnx(path: Path, spec: dict, photos: torch.Tensor) -> StudentNet:
     """A trainable :class:`StudentNet` computing an exported tier's function (``path``: its ONNX file), so a
     style whose training run is gone can still be fine-tuned.
@@ -221,9 +225,15 @@ def student_from_onnx(path: Path, spec: dict, photos: torch.Tensor) -> StudentNe
     def weight_bias(node) -> tuple[torch.Tensor, torch.Tensor | None]:
         return weights[node.input[1]], weights[node.input[2]] if len(node.input) > 2 else None
 
+    def name_in_student(weight: str) -> str:
+        """The conv's name inside :class:`InferenceStudent`, whatever wrapped it at export (the sharpening
+        layer's Sequential: '0.', a head mask's HeadMasked: 'tier.')."""
+        parts = weight.removesuffix(".weight").split(".")
+        return ".".join(next((parts[i:] for i, p in enumerate(parts) if p in _INFERENCE_MODULES), parts))
+
     # folded convolutions lost their names (onnx::Conv_N); the others keep the module's name
     folded = [weight_bias(n) for n in convs[: head + 1] if n.input[1].startswith("onnx::")]
-    named = {n.input[1].removeprefix("0.").removesuffix(".weight"): weight_bias(n) for n in convs[: head + 1]}
+    named = {name_in_student(n.input[1]): weight_bias(n) for n in convs[: head + 1]}
     net = build_student(**spec)
     blocks = _conv_bn_blocks(net)
     if len(folded) != len(blocks) - 2 or not {"dw_features", "dw_input", "pw_features", "pw_input"} <= set(named):

@@ -83,7 +83,9 @@ def test_head_mask_needs_alpha_targets(tmp_path, ink_pairs):
         train(ink_pairs, tmp_path / "run", 1)
 
 
-def export_alpha_style(tmp_path: Path, ink_pairs: Path, alpha: bool = True, tiers=("light",)) -> Path:
+def export_alpha_style(
+    tmp_path: Path, ink_pairs: Path, alpha: bool = True, tiers=("light",), head_mask: Path | None = None
+) -> Path:
     from training.student.export import export_bundle
     from training.student.networks import TIERS, build_student
 
@@ -97,7 +99,9 @@ def export_alpha_style(tmp_path: Path, ink_pairs: Path, alpha: bool = True, tier
         run.close()
     out = tmp_path / "style"
     runs = [tmp_path / t for t in tiers]
-    export_bundle(runs, out, style_id="style", pairs=ink_pairs, size=64, sharpen=False, temporal=0.5)
+    export_bundle(
+        runs, out, style_id="style", pairs=ink_pairs, size=64, sharpen=False, temporal=0.5, head_mask=head_mask
+    )
     return out
 
 

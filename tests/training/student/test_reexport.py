@@ -73,3 +73,17 @@ def test_a_style_with_a_head_mask_is_exported_again_only_with_that_head_mask(tmp
     for key, image in stylized(load_bundle(style), photo).items():
         assert np.abs(image - old[key]).max() <= 2, key
     assert "reexported" in json.loads((style / MANIFEST).read_text())["metrics"]
+
+
+def test_a_style_exported_with_its_head_mask_is_exported_again(tmp_path, ink_pairs):
+    """The teacher route exports the head mask in torch (HeadMasked), which names the tier's layers 'tier.'."""
+    from training.student.reexport import reexport_bundle
+
+    pairs = pairs_with_head(tmp_path, ink_pairs)
+    train(pairs, tmp_path / "head", 2)
+    style = export_alpha_style(tmp_path, ink_pairs, head_mask=tmp_path / "head")
+    photo = cv2.resize(cv2.imread(str(next((pairs / "photos").iterdir()))), (64, 64), interpolation=cv2.INTER_AREA)
+    old = stylized(load_bundle(style), photo)
+    reexport_bundle(style, tmp_path / "head")
+    for key, image in stylized(load_bundle(style), photo).items():
+        assert np.abs(image - old[key]).max() <= 2, key
