@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
 from engine.bundle import MANIFEST, IOSpec, load_bundle
@@ -25,7 +24,7 @@ from training.modules import count_params
 from training.student.export import export_onnx, probe_inputs
 from training.student.head_mask import HEAD_MASK_LINE, HeadMasked, head_mask_record, load_head_mask
 from training.student.networks import count_macs
-from training.student.rewrite import OnnxFunction, input_size, rewrite_tiers
+from training.student.rewrite import OnnxFunction, add_rewrite_arguments, input_size, parity_photos, rewrite_tiers
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +113,12 @@ def graft_bundle(folder: Path, head_run: Path, photos: list[np.ndarray] | None =
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bundle", type=Path, nargs="+", required=True, help="installed styles, e.g. models/anime")
+    add_rewrite_arguments(parser)
     parser.add_argument("--head-mask", type=Path, required=True, help="a train head-mask run (or its model file)")
-    parser.add_argument("--pairs", type=Path, help="pairs folder: two held-out photos join the parity probes")
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.pairs import split_pairs
-
-    torch.set_num_threads(1)
-    photos = [p.photo for p in split_pairs(args.pairs, 2)] if args.pairs else None
+    photos = parity_photos(args)
     for folder in args.bundle:
         if grafted := grafted_head_mask(folder):  # a rerun after a later bundle failed goes on from there
             log.warning("%s already blends through the head mask of %s: left as it is", folder, grafted.get("run"))

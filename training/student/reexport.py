@@ -27,7 +27,7 @@ from training.runs import git_commit
 from training.student.export import export_onnx, probe_inputs
 from training.student.head_mask import HeadMasked, load_head_mask
 from training.student.networks import TIERS, InferenceStudent, student_from_onnx
-from training.student.rewrite import OnnxFunction, input_size, rewrite_tiers
+from training.student.rewrite import OnnxFunction, add_rewrite_arguments, input_size, parity_photos, rewrite_tiers
 from training.student.sharpen import SharpenSettings, sharpened
 
 log = logging.getLogger(__name__)
@@ -70,18 +70,12 @@ def reexport_bundle(folder: Path, head_run: Path | None = None, photos: list[np.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bundle", type=Path, nargs="+", required=True, help="installed styles, e.g. models/anime")
+    add_rewrite_arguments(parser)
     parser.add_argument("--head-mask", type=Path, help="the head-mask run the styles blend through, if they do")
-    parser.add_argument("--pairs", type=Path, help="pairs folder: two held-out photos join the parity probes")
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from training.pairs import split_pairs
-
-    torch.set_num_threads(1)
-    photos = [p.photo for p in split_pairs(args.pairs, 2)] if args.pairs else None
+    photos = parity_photos(args)
     for folder in args.bundle:
         reexport_bundle(folder, args.head_mask, photos)
         log.info("%s exported again with the current exporter", folder)

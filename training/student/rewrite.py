@@ -9,12 +9,14 @@ leaves the style as it was.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,6 +45,21 @@ class OnnxFunction(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(None, {self.input: x.numpy()})[0])
+
+
+def add_rewrite_arguments(parser: argparse.ArgumentParser) -> None:
+    """The styles to rewrite, and where real photos for the parity probes come from."""
+    parser.add_argument("--bundle", type=Path, nargs="+", required=True, help="installed styles, e.g. models/anime")
+    parser.add_argument("--pairs", type=Path, help="pairs folder: two held-out photos join the parity probes")
+
+
+def parity_photos(args: argparse.Namespace) -> list[np.ndarray] | None:
+    """Two held-out photos of ``--pairs`` for the parity probes (None without it). It also sets torch to one
+    thread for the rewrite, as both commands did before they shared this."""
+    from training.pairs import split_pairs
+
+    torch.set_num_threads(1)
+    return [p.photo for p in split_pairs(args.pairs, 2)] if args.pairs else None
 
 
 def input_size(folder: Path, bundle: Bundle) -> int:
