@@ -20,6 +20,20 @@ def _cmd_app(args: argparse.Namespace) -> int:
     return run_app(source=args.source, style=args.style)
 
 
+def _blend_setting(name: str):
+    """An argparse type: a number in the range the blend setting ``name`` takes (NaN and inf refused)."""
+    from engine.bundle import blend_setting_problem
+
+    def parse(text: str) -> float:
+        value = float(text)  # a ValueError becomes argparse's own "invalid value" message
+        if problem := blend_setting_problem(name, value):
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
+
+
 def _cmd_stylize(args: argparse.Namespace) -> int:
     from engine.session import SessionOptions, run_session
 
@@ -126,12 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--backend", default="auto", choices=["auto", "onnx", "mnn"])
     st.add_argument("--threads", type=int, default=2, help="inference threads")
     st.add_argument("--max-faces", type=int, default=4)
-    st.add_argument("--intensity", type=float, default=None, help="0 = original, 1 = full style")
-    st.add_argument("--temporal", type=float, default=None, help="temporal smoothing strength 0..1")
-    st.add_argument("--color-match", type=float, default=None, help="colour matching strength 0..1")
+    st.add_argument("--intensity", type=_blend_setting("intensity"), help="0 = original, 1 = full style")
+    st.add_argument("--temporal", type=_blend_setting("temporal"), help="temporal smoothing strength 0..1")
+    st.add_argument("--color-match", type=_blend_setting("color_match"), help="colour matching strength 0..1")
     st.add_argument(
         "--skin-tone-limit",
-        type=float,
+        type=_blend_setting("skin_tone_limit"),
         default=None,
         metavar="L",
         help="the most (L*) the style may move the face's skin lightness (default: the style's; 0 = off)",

@@ -69,9 +69,13 @@ class OnnxStylizer:
                 f"{path}: expected input '{io_spec.input_name}' and output '{io_spec.output_name}',"
                 f" model has inputs {names} and outputs {[o.name for o in outputs]}"
             )
-        shape = next(i.shape for i in inputs if i.name == io_spec.input_name)
-        self.input_size = _check_shape(path, shape)
-        _check_output(path, next(o.shape for o in outputs if o.name == io_spec.output_name), io_spec)
+        model_input = next(i for i in inputs if i.name == io_spec.input_name)
+        model_output = next(o for o in outputs if o.name == io_spec.output_name)
+        for kind, tensor in (("input", model_input), ("output", model_output)):
+            if tensor.type != "tensor(float)":
+                raise BundleError(f"{path}: its {kind} '{tensor.name}' is {tensor.type}, the engine feeds float32")
+        self.input_size = _check_shape(path, model_input.shape)
+        _check_output(path, model_output.shape, io_spec, self.input_size)
         self._in, self._out = io_spec.input_name, io_spec.output_name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -97,8 +101,7 @@ class MnnStylizer:
         self._output = self._interp.getSessionOutput(self._session)
         self.input_size = _check_shape(path, list(self._input.getShape()))
         self._shape = (1, 3, self.input_size, self.input_size)
-        out_shape = tuple(self._output.getShape())
-        _check_output(path, list(out_shape), io_spec)
+        _check_output(path, list(self._output.getShape()), io_spec, self.input_size)
         self._out_shape = (1, io_spec.output_channels, self.input_size, self.input_size)
         self._host_out = mnn.Tensor(
             self._out_shape,
@@ -155,21 +158,44 @@ def _check_shape(path: Path, shape: list) -> int:
     return int(shape[2])
 
 
-def _check_output(path: Path, shape: list, io_spec: IOSpec) -> None:
-    """The output must have the manifest's channel count (3, or 4 with a learned alpha)."""
-    if len(shape) != 4 or shape[1] != io_spec.output_channels:
+def _check_output(path: Path, shape: list, io_spec: IOSpec, size: int) -> None:
+    """The output must have the manifest's channel count (3, or 4 with a learned alpha) at the input's size
+    (a named, dynamic side is checked by the first run, :func:`open_stylizer`)."""
+    expected = [io_spec.output_channels, size, size]
+    if len(shape) != 4 or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], expected)):
         what = "colour + alpha" if io_spec.alpha else "colour"
         raise BundleError(
             f"{path}: output shape {shape}, the manifest expects {io_spec.output_channels} channels ({what})"
+            f" at the input's {size}×{size}"
         )
 
 
 def open_stylizer(path: Path, runtime: str, threads: int = 2, io_spec: IOSpec = IOSpec()) -> Stylizer:
+    """Open a model file on a runtime and run it once on a grey input: a model that loads but cannot run
+    (an input type or shape its graph rejects, NaN weights) fails here with a BundleError, before a
+    style swap would replace a working style with it."""
     if runtime == "onnx":
-        return OnnxStylizer(path, threads, io_spec)
-    if runtime == "mnn":
-        return MnnStylizer(path, threads, io_spec)
-    raise BackendUnavailable(f"unknown backend '{runtime}' (known: {', '.join(BACKENDS)})")
+        stylizer: Stylizer = OnnxStylizer(path, threads, io_spec)
+    elif runtime == "mnn":
+        stylizer = MnnStylizer(path, threads, io_spec)
+    else:
+        raise BackendUnavailable(f"unknown backend '{runtime}' (known: {', '.join(BACKENDS)})")
+    size = stylizer.input_size
+    try:
+        out = np.asarray(stylizer(np.zeros((1, 3, size, size), np.float32)))
+    except Exception as exc:  # the runtimes raise their own untyped errors
+        stylizer.close()
+        raise BundleError(f"{path}: {runtime} cannot run this model: {exc}") from exc
+    expected = (1, io_spec.output_channels, size, size)
+    problem = None
+    if out.shape != expected:
+        problem = f"gives an output of shape {out.shape}, not {expected}"
+    elif not np.isfinite(out).all():
+        problem = "gives NaN or infinite values on a grey input"
+    if problem:
+        stylizer.close()
+        raise BundleError(f"{path}: the model {problem}")
+    return stylizer
 
 
 def time_stylizer(stylizer: Stylizer, runs: int = 10, warmup: int = 2) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -85,6 +86,26 @@ class BlendDefaults:
     color_match: float = 0.0
     temporal: float = 0.5
     skin_tone_limit: float = 0.0  # L*: the most the face's skin lightness may move (SkinToneGuard); 0 = off
+
+
+# The values each blend setting may take, for a manifest's defaults and a user's overrides alike. A NaN or
+# an out-of-range value does not fail: it draws wrong faces (NaN intensity shows the photo, NaN colour
+# matching darkens the face) or stalls the render thread (a feather of 100 crops blurs for seconds).
+BLEND_RANGES = {
+    "intensity": (0.0, 1.0),
+    "feather": (0.0, 0.5),  # blur sigma as a fraction of the crop side
+    "color_match": (0.0, 1.0),
+    "temporal": (0.0, 1.0),
+    "skin_tone_limit": (0.0, 100.0),  # L*
+}
+
+
+def blend_setting_problem(name: str, value: float) -> str | None:
+    """Why ``value`` cannot be the blend setting ``name`` (None when it can)."""
+    low, high = BLEND_RANGES[name]
+    if not (math.isfinite(value) and low <= value <= high):
+        return f"must be a number from {low:g} to {high:g}, got {value}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -228,7 +249,11 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
         raise r.fail("tier ids must be unique")
     io_raw = r.get(data, "io", dict, default={})
     vrange = r.get(io_raw, "range", list, "io.", default=[-1.0, 1.0])
-    if len(vrange) != 2 or not all(isinstance(v, int | float) for v in vrange) or vrange[0] >= vrange[1]:
+    if (
+        len(vrange) != 2
+        or not all(isinstance(v, int | float) and math.isfinite(v) for v in vrange)
+        or vrange[0] >= vrange[1]
+    ):
         raise r.fail(f"field 'io.range' must be [low, high], got {vrange}")
     io = IOSpec(
         layout=r.get(io_raw, "layout", str, "io.", default="NCHW"),
@@ -254,6 +279,9 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
     blend = BlendDefaults(
         **{k: r.get(blend_raw, k, float, "blend.", default=v) for k, v in asdict(BlendDefaults()).items()}
     )
+    for name, value in asdict(blend).items():
+        if problem := blend_setting_problem(name, value):
+            raise r.fail(f"field 'blend.{name}' {problem}")
     ident = r.get(data, "id", str)
     if not ident or not all(c.isalnum() or c in "-_" for c in ident):
         raise r.fail(f"field 'id' must be a non-empty name of letters, digits, '-' or '_', got '{ident}'")
@@ -321,10 +349,14 @@ def load_bundle(root: Path | str, verify: bool = True) -> Bundle:
         raise BundleError(f"{path}: no manifest.json in this bundle folder") from None
     except OSError as exc:
         raise BundleError(f"{path}: cannot read: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{path}: not UTF-8 text ({exc})") from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise BundleError(f"{path}: not a manifest (JSON nested too deeply)") from None
     manifest = parse_manifest(data, str(path))
     if manifest.id != root.name:
         log.debug("bundle folder %s holds style id %s", root.name, manifest.id)

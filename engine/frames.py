@@ -20,6 +20,16 @@ class Frame:
     index: int
 
 
+def decode_image(data: np.ndarray) -> np.ndarray | None:
+    """An encoded image file's pixels as OpenCV decodes them (grey, BGR or BGRA; 8 or 16 bit), upright: a
+    JPEG is turned by its EXIF orientation, as phone photos need. Other formats keep their alpha channel
+    (OpenCV applies the orientation only when it may drop alpha). None when the data is no image."""
+    if data.size == 0:
+        return None
+    is_jpeg = data[:3].tobytes() == b"\xff\xd8\xff"  # JPEG has no alpha to keep
+    return cv2.imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if is_jpeg else cv2.IMREAD_UNCHANGED)
+
+
 def to_bgr_uint8(image: np.ndarray) -> np.ndarray:
     """Return a contiguous (H, W, 3) uint8 BGR view/copy of a grey, BGR, BGRA or 16-bit/float image.
 

@@ -234,9 +234,9 @@ class Pipeline:
                     quick.done.set()
                     self._offer(generation, quick)
                 final.result = load_style(bundle, tier, backend, threads, cache=cache)
-            except (StylecastError, OSError, ValueError) as exc:
+            except Exception as exc:  # whatever the failure, the style serving now keeps serving
                 final.error = f"could not load style '{bundle.id}': {exc}"
-                log.error("%s", final.error)
+                log.error("%s", final.error, exc_info=not isinstance(exc, StylecastError | OSError))
             finally:
                 final.done.set()
                 if not self._offer(generation, final) and final.result is not None:

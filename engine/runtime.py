@@ -248,7 +248,7 @@ class Runtime:
                 try:
                     sink.write(result)
                 except Exception as exc:  # one sink failing never stops the stream or the others
-                    failed = True
+                    failed = not getattr(sink, "independent_writes", False)
                     self._sink_failed(sink, exc)
                     continue
                 done = time.perf_counter()

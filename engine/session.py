@@ -12,6 +12,7 @@ from pathlib import Path
 from engine.allocator import keep_frame_buffers_in_heap
 from engine.backends import WarmupCache
 from engine.bundle import Bundle, BundleRegistry
+from engine.errors import SinkError
 from engine.pipeline import PASSTHROUGH_LABEL, FrameResult, LoadedStyle, Pipeline, PipelineConfig, load_style
 from engine.runtime import Runtime
 from engine.sinks import Sink, VideoRecorder, VirtualCameraSink
@@ -95,6 +96,13 @@ def pipeline_config(options: SessionOptions) -> PipelineConfig:
 def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) -> dict:
     """Run a stream to its end (or until interrupted) and return the JSON report."""
     keep_frame_buffers_in_heap()  # before the runtimes' threads (engine.allocator says why)
+    report_path = Path(options.report) if options.report else None
+    if report_path is not None:  # found out now, not after the whole stream has run
+        try:
+            report_path.parent.mkdir(parents=True, exist_ok=True)
+            report_path.open("a").close()
+        except OSError as exc:
+            raise SinkError(f"{report_path}: cannot write the report there: {exc}") from exc
     started = time.monotonic()
     startup: dict[str, float] = {}  # seconds from the session's start: what a user waits for
     bundle = resolve_style(options.style)
@@ -161,8 +169,9 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
         "output": {"path": options.out, "codec": recorder.codec, "frames": recorder.frames} if recorder else None,
         "cpu_count": os.cpu_count(),
     }
-    if options.report:
-        path = Path(options.report)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2))
+    if report_path is not None:
+        try:
+            report_path.write_text(json.dumps(report, indent=2))
+        except OSError as exc:
+            raise SinkError(f"{report_path}: writing the report failed: {exc}") from exc
     return report

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
+    """Where results go. The runtime stops feeding a sink after its first failed write, unless the sink has
+    ``independent_writes = True``: then a failed write concerns that write only (a snapshot on a full disk)
+    and the sink keeps its next requests."""
+
     name: str
 
     def write(self, result: FrameResult) -> None: ...
@@ -162,6 +166,8 @@ class VideoRecorder:
 class SnapshotSink:
     """Saves the next frame after :meth:`request` as a still image."""
 
+    independent_writes = True
+
     def __init__(self) -> None:
         self.name = "snapshot"
         self._pending: list[Path] = []
@@ -175,13 +181,21 @@ class SnapshotSink:
     def write(self, result: FrameResult) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
+        failed = []
         for path in pending:
             if result.image is None:
                 continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(path), result.image):
-                raise SinkError(f"{path}: could not write the snapshot")
-            self.saved.append(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                problem = None if cv2.imwrite(str(path), result.image) else "not written"
+            except (OSError, cv2.error) as exc:
+                problem = str(exc)
+            if problem:
+                failed.append(f"{path} ({problem})")
+            else:
+                self.saved.append(path)
+        if failed:
+            raise SinkError(f"could not write the snapshot: {', '.join(failed)}")
 
     def close(self) -> None:
         pass

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.frames import decode_image
 from training.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,7 @@ def load_image_folder(
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 reason = f"not an image file (suffix {path.suffix or 'none'})"
             else:
-                data = np.fromfile(path, dtype=np.uint8)
-                decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+                decoded = decode_image(np.fromfile(path, dtype=np.uint8))
                 if decoded is None:
                     reason = "cannot be decoded (broken or truncated file)"
                 elif min(decoded.shape[:2]) < 8:

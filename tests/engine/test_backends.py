@@ -139,3 +139,45 @@ def test_a_tier_smaller_than_the_crop_is_resized_back_to_it(fixture_bundle):
     model = load_tier(fixture_bundle, fixture_bundle.tier("light"), backend="onnx")
     crop = np.full((96, 96, 3), (20, 120, 220), np.uint8)
     assert model.stylizer.input_size != 96 and model.stylize(crop).shape == (96, 96, 3)
+
+
+def _broken_model(path, kind):
+    """A model that loads but cannot serve: a half-size output, a float16 input, NaN output."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    in_type = TensorProto.FLOAT16 if kind == "fp16_input" else TensorProto.FLOAT
+    out_shape = [1, 3, 128, 128] if kind == "half" else [1, 3, 256, 256]
+    inits, nodes, x = [], [], "input"
+    if kind == "fp16_input":
+        nodes.append(helper.make_node("Cast", [x], ["x32"], to=TensorProto.FLOAT))
+        x = "x32"
+    if kind == "half":
+        nodes.append(helper.make_node("AveragePool", [x], ["output"], kernel_shape=[2, 2], strides=[2, 2]))
+    else:
+        inits.append(numpy_helper.from_array(np.array([np.nan], np.float32), "nan"))
+        nodes.append(helper.make_node("Mul", [x, "nan"], ["output"]))
+    graph = helper.make_graph(
+        nodes,
+        kind,
+        [helper.make_tensor_value_info("input", in_type, [1, 3, 256, 256])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_shape)],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("half", r"output shape \[1, 3, 128, 128\], the manifest expects 3 channels \(colour\) at the input's 256"),
+        ("fp16_input", r"input 'input' is tensor\(float16\)"),
+        ("nan", "NaN or infinite values"),
+    ],
+)
+def test_a_model_that_loads_but_cannot_serve_is_a_bundle_error(tmp_path, kind, message):
+    from engine.backends import open_stylizer
+
+    with pytest.raises(BundleError, match=message):
+        open_stylizer(_broken_model(tmp_path / f"{kind}.onnx", kind), "onnx")

@@ -43,6 +43,12 @@ def test_unknown_schema_is_refused_by_name(fixture_bundle_root, tmp_path):
         (lambda d: d["tiers"][0]["files"][0].update(file="../../etc/passwd"), "path inside the bundle"),
         (lambda d: d.update(tiers=[]), "at least one tier"),
         (lambda d: d["io"].update(layout="NHWC"), "unsupported io"),
+        # JSON has no NaN or inf, but Python's reader takes them; each drew wrong faces or stalled a frame
+        (lambda d: d["io"].update(range=[0, float("inf")]), r"'io.range' must be \[low, high\]"),
+        (lambda d: d.update(blend={"intensity": float("nan")}), r"'blend.intensity' must be a number from 0 to 1"),
+        (lambda d: d.update(blend={"feather": 100}), r"'blend.feather' must be a number from 0 to 0.5, got 100"),
+        (lambda d: d.update(blend={"temporal": -0.1}), r"'blend.temporal' must be a number from 0 to 1"),
+        (lambda d: d.update(blend={"skin_tone_limit": float("inf")}), r"'blend.skin_tone_limit'"),
     ],
 )
 def test_invalid_fields_are_named(fixture_bundle_root, tmp_path, change, message):
@@ -69,6 +75,23 @@ def test_corrupt_json_is_a_bundle_error(tmp_path):
     (folder / "manifest.json").write_text("{ not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         load_bundle(folder)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"\xe9", "not UTF-8 text"), (b"[" * 100_000, "nested too deeply")],
+    ids=["not-utf8", "deeply-nested"],
+)
+def test_a_manifest_that_is_not_json_text_is_a_bundle_error_and_the_other_styles_still_load(
+    fixture_bundle_root, tmp_path, content, message
+):
+    _edit(_copy(fixture_bundle_root, tmp_path, "good"), lambda d: d.update(id="good"))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_bytes(content)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(tmp_path / "broken")
+    scan = BundleRegistry([tmp_path]).scan()
+    assert list(scan.bundles) == ["good"] and message in scan.errors[tmp_path / "broken"]
 
 
 def test_registry_lists_good_bundles_and_reports_bad_ones(fixture_bundle_root, tmp_path):

@@ -50,6 +50,17 @@ def test_unknown_style_and_bad_source_fail_cleanly(tmp_path, fixture_bundle_root
     assert proc.returncode == 2 and "unknown source" in proc.stderr
 
 
+def test_an_unwritable_report_or_a_setting_out_of_range_fails_before_the_stream(tmp_path, fixture_bundle_root):
+    (tmp_path / "a_file").write_text("not a folder")
+    report = tmp_path / "a_file" / "report.json"
+    proc = _run(["stylize", "--style", "none", "--frames", "2", "--report", str(report)], fixture_bundle_root, tmp_path)
+    assert proc.returncode == 2 and "cannot write the report there" in proc.stderr
+    assert "style" not in proc.stdout  # no stream ran: nothing was computed only to be lost
+    for flag, value in (("--intensity", "nan"), ("--temporal", "1.5"), ("--skin-tone-limit", "inf")):
+        proc = _run(["stylize", "--style", "none", flag, value], fixture_bundle_root, tmp_path)
+        assert proc.returncode == 2 and f"argument {flag}: must be a number from" in proc.stderr
+
+
 def test_passthrough_is_labelled(tmp_path):
     empty = tmp_path / "models"
     empty.mkdir()

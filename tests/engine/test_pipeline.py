@@ -144,6 +144,13 @@ def test_hot_swap_happens_at_a_frame_boundary_and_failures_keep_the_old_style(
     assert "could not load style" in after.error
     assert (after.tier, after.backend) == ("standard", "mnn")
     assert pipe.process(frames[3]).error is None
+    # a failure of any kind in the loader thread (here not one the engine raises on purpose) does the same
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("engine.pipeline.load_style", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+        pipe.request_style(fixture_bundle, "light", "onnx")
+        assert pipe.wait_for_swap(30)
+    after = pipe.process(frames[4])
+    assert "could not load style 'fixture': boom" in after.error and after.tier == "standard"
     pipe.close()
 
 

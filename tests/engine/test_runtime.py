@@ -110,6 +110,25 @@ def test_a_failing_sink_is_isolated():
     assert len(good) == 20
 
 
+def test_a_failed_snapshot_fails_alone_and_the_next_one_is_saved(tmp_path):
+    from engine.sinks import SnapshotSink
+
+    (tmp_path / "a_file").write_text("not a folder")
+    snapshots = SnapshotSink()
+    snapshots.request(tmp_path / "a_file" / "lost.png")  # like a full or read-only disk
+    rt = Runtime(ListSource(None, delay=0.005), Pipeline(NoFaces()), [snapshots], lockstep=True)
+    rt.start()
+    deadline = time.monotonic() + 10
+    while "snapshot" not in rt.report()["sink_errors"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    snapshots.request(tmp_path / "kept.png")
+    while not snapshots.saved and time.monotonic() < deadline:
+        time.sleep(0.01)
+    rt.stop()
+    assert "lost.png" in rt.report()["sink_errors"]["snapshot"]
+    assert snapshots.saved == [tmp_path / "kept.png"] and (tmp_path / "kept.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize("lockstep", [False, True])
 def test_clean_shutdown_within_one_second_and_no_thread_leak(lockstep):
     before = threading.active_count()

@@ -96,6 +96,27 @@ def test_image_folder_skips_broken_files(tmp_path):
     assert src.skipped == ["b.jpg"]
 
 
+def _jpeg_turned_by_exif(image, orientation):
+    """JPEG bytes of ``image`` with an EXIF APP1 segment whose Orientation tag is ``orientation``, as phones
+    write them: the pixels stay as the sensor saw them, the tag says how to turn them."""
+    import struct
+
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
+    tiff += struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    app1 = b"Exif\x00\x00" + tiff
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def test_image_folder_turns_phone_photos_upright(tmp_path):
+    sensor = np.zeros((40, 60, 3), np.uint8)
+    sensor[:, :10] = 255  # a white band on the left; orientation 6 turns it 90° clockwise: onto the top
+    (tmp_path / "phone.jpg").write_bytes(_jpeg_turned_by_exif(sensor, 6))
+    frame = ImageFolderSource(tmp_path).read()
+    assert frame.image.shape == (60, 40, 3)
+    assert frame.image[:8].mean() > 200 and frame.image[-20:].mean() < 50
+
+
 class FakeCapture:
     """A camera that delivers ``frames`` frames, then fails, optionally coming back after ``down`` opens."""
 
