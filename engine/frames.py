@@ -30,6 +30,15 @@ def decode_image(data: np.ndarray) -> np.ndarray | None:
     return cv2.imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if is_jpeg else cv2.IMREAD_UNCHANGED)
 
 
+def read_image_file(path) -> np.ndarray | None:
+    """:func:`decode_image` of a file (None when it cannot be read or decoded). Unlike ``cv2.imread``, a
+    truncated JPEG is refused rather than returned with its missing part grey."""
+    try:
+        return decode_image(np.fromfile(path, np.uint8))
+    except OSError:
+        return None
+
+
 def to_bgr_uint8(image: np.ndarray) -> np.ndarray:
     """Return a contiguous (H, W, 3) uint8 BGR view/copy of a grey, BGR, BGRA or 16-bit/float image.
 

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from engine.errors import SourceError
-from engine.frames import Frame, decode_image, to_bgr_uint8
+from engine.frames import Frame, read_image_file, to_bgr_uint8
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +201,7 @@ class ImageFolderSource:
         while self._pos < len(self._files):
             path = self._files[self._pos]
             self._pos += 1
-            try:
-                image = decode_image(np.fromfile(path, np.uint8))
-            except OSError:
-                image = None
+            image = read_image_file(path)
             if image is None:
                 log.warning("%s: not a readable image, skipped", path)
                 self.skipped.append(path.name)

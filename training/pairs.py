@@ -28,12 +28,13 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from engine.frames import read_image_file, to_bgr_uint8
 from training.errors import DatasetError, TrainingError
 from training.images import resize_antialiased
 from training.loop import ABORTED_EXIT
 from training.options import add_config_arguments, apply_flags, opt
 from training.prepare import IMAGE_EXTS, MANIFEST, Manifest
-from training.runs import AbortFlag, Progress, RunDir, abort_on_signals
+from training.runs import AbortFlag, Progress, RunDir, abort_on_signals, atomic_write_text
 from training.teachers.masks import BlendTargets, keep_skin_tone
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,10 @@ class PairSource(Protocol):
 
 
 def _read(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = read_image_file(path)
     if image is None:
-        raise DatasetError(f"{path}: not a readable image")
-    return image
+        raise DatasetError(f"{path}: not a readable image (broken, truncated or not an image)")
+    return to_bgr_uint8(image)
 
 
 def _images(folder: Path) -> dict[str, Path]:
@@ -103,7 +104,7 @@ class FolderPairs:
         if not self._photos:
             raise DatasetError(f"{root}: no image pairs in photos/ and stylized/")
         meta = root / PAIRS_FILE
-        self._splits: dict[str, str] = json.loads(meta.read_text()).get("splits", {}) if meta.exists() else {}
+        self._splits: dict[str, str] = _read_record(meta).get("splits", {}) if meta.exists() else {}
         self._alpha = _images(root / ALPHA_DIR) if (root / ALPHA_DIR).is_dir() else None
         if self._alpha is not None and set(self._alpha) != set(self._photos):
             missing = sorted(set(self._photos) - set(self._alpha))
@@ -185,8 +186,15 @@ class TeacherPairs:
         return self._splits.get(key, "train")
 
     def pairs(self, keys: list[str]) -> list[Pair]:
-        """Stylize a batch of photos at once (teachers batch their networks)."""
-        originals = [_read(self._files[k]) for k in keys]
+        """Stylize a batch of photos at once (teachers batch their networks). A photo that cannot be read
+        is left out with a warning (a later run tries it again)."""
+        images = {k: read_image_file(self._files[k]) for k in keys}
+        for key in [k for k in keys if images[k] is None]:
+            log.warning("%s: not a readable image (broken, truncated or not an image), skipped", self._files[key])
+        keys = [k for k in keys if images[k] is not None]
+        if not keys:
+            return []
+        originals = [to_bgr_uint8(images[k]) for k in keys]
         out = []
         for key, original, stylized in zip(keys, originals, self.teacher(originals)):
             if stylized.shape != original.shape:
@@ -207,19 +215,33 @@ class TeacherPairs:
         return self.pairs([key])[0]
 
 
+def _read_record(path: Path) -> dict:
+    """A JSON object a pairs folder keeps (pairs.json, teacher.json); DatasetError when it is damaged."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: unreadable ({exc}); restore it, or make the pairs in a new --out") from exc
+    if not isinstance(record, dict):
+        raise DatasetError(f"{path}: not a JSON object; restore it, or make the pairs in a new --out")
+    return record
+
+
 def check_source(out: Path, record: dict) -> None:
-    """Refuse to mix pairs of two teachers (or settings) in one folder; the same ones resume."""
+    """Refuse to mix pairs of two teachers (or settings) in one folder; the same ones resume. A folder with
+    no pair yet (a run that failed before its first) takes any teacher and settings."""
+    stylized = out / "stylized"
+    if not (stylized.is_dir() and any(stylized.iterdir())):
+        return
     path = out / SOURCE_FILE
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != record:
-            changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
-            raise TrainingError(
-                f"{out}: holds pairs made by teacher '{old.get('teacher', {}).get('id')}' with other settings"
-                f" ({', '.join(changed)} differ); write to a new --out"
-            )
-    elif (out / "stylized").is_dir() and any((out / "stylized").iterdir()):
+    if not path.exists():
         raise TrainingError(f"{out}: already holds stylized images from another teacher; write to a new --out")
+    old = _read_record(path)
+    if old != record:
+        changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+        raise TrainingError(
+            f"{out}: holds pairs made by teacher '{old.get('teacher', {}).get('id')}' with other settings"
+            f" ({', '.join(changed)} differ); write to a new --out"
+        )
 
 
 def split_pairs(pairs: Path | str, limit: int | None = None, split: str = "heldout") -> list[Pair]:
@@ -270,7 +292,7 @@ def write_pairs(
             written += 1
         progress.update(len(keys) - len(todo) + written, len(keys))
     meta = {"source": source.name, "splits": {k: source.split(k) for k in keys}}
-    (out / PAIRS_FILE).write_text(json.dumps(meta, indent=1))
+    atomic_write_text(out / PAIRS_FILE, json.dumps(meta, indent=1))
     progress.finish(pairs=len(keys))
     return written
 
@@ -369,7 +391,7 @@ def make_pairs(
     targets = BlendTargets(models) if cfg.alpha else None
     try:
         source = TeacherPairs(photos, teacher.stylize, teacher.name, cfg.size, targets, skin_tone)
-        (out / SOURCE_FILE).write_text(json.dumps(record, indent=1))
+        atomic_write_text(out / SOURCE_FILE, json.dumps(record, indent=1))
         written = write_pairs(source, out, cfg.batch, progress, abort)
     finally:
         run_dir.close()

@@ -31,11 +31,12 @@ import cv2
 import numpy as np
 
 from engine.align import FFHQ_TEMPLATE, similarity_from_landmarks, warp_crop
+from engine.frames import read_image_file, to_bgr_uint8
 from engine.tracking import LargestFaceFinder
 from training.errors import DatasetError
 from training.loop import ABORTED_EXIT
 from training.options import add_config_arguments, apply_flags, opt
-from training.runs import AbortFlag, Progress, RunDir, abort_on_signals
+from training.runs import AbortFlag, Progress, RunDir, abort_on_signals, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,7 @@ class Manifest:
         return cls(data["size"], data["template"], data["items"], data["skipped"], data["sources_done"])
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(asdict(self), indent=1))
 
 
 def split_of(source: str, holdout: float) -> str:
@@ -186,9 +185,18 @@ def prepare(
     manifest = Manifest.load(path) if path.exists() else Manifest(cfg.size, FFHQ_TEMPLATE.name)
     if manifest.size != cfg.size:
         raise DatasetError(f"{path}: holds {manifest.size}² crops, asked for {cfg.size}²; use a new --out")
+    crops = {it["file"]: read_image_file(out / it["file"]) for it in manifest.items}
+    thumbs_of = {file: thumbnail(to_bgr_uint8(crop)) for file, crop in crops.items() if crop is not None}
+    unreadable = {it["source"] for it in manifest.items if it["file"] not in thumbs_of}
+    if unreadable:  # a damaged crop: its source is prepared again, with all its crops
+        log.warning("unreadable crops in %s: preparing %s again", out, ", ".join(sorted(unreadable)))
+        manifest.items = [it for it in manifest.items if it["source"] not in unreadable]
+        manifest.sources_done = [s for s in manifest.sources_done if s not in unreadable]
+    # what was skipped as unreadable is tried again (it may have been repaired since)
+    manifest.skipped = [s for s in manifest.skipped if s["source"] in manifest.sources_done]
     thumbs = Thumbnails(cfg.dedup)
     for it in manifest.items:
-        thumbs.add(thumbnail(cv2.imread(str(out / it["file"]))))
+        thumbs.add(thumbs_of[it["file"]])
     common = Path(os.path.commonpath([p.parent for p in sources]))
     progress.start("prepare", len(sources), len(manifest.sources_done))
 
@@ -208,13 +216,14 @@ def prepare(
                 try:
                     frames = read_frames(src, cfg)
                 except DatasetError as exc:
-                    frames = []
                     skip(name, None, str(exc).split(": ", 1)[-1])
+                    continue  # not marked done: a repaired file is read on the next run
             else:
-                image = cv2.imread(str(src))
-                frames = [(None, image)] if image is not None else []
+                image = read_image_file(src)
                 if image is None:
-                    skip(name, None, "not a readable image")
+                    skip(name, None, "not a readable image (broken, truncated or not an image)")
+                    continue
+                frames = [(None, to_bgr_uint8(image))]
             for frame, image in frames:
                 crop, reason, side = align_face(image, cfg.size, cfg.min_face, find)
                 if crop is None:

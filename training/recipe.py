@@ -85,11 +85,15 @@ class Recipe:
     def __init__(self, root: Path, progress: Progress, abort: AbortFlag) -> None:
         self.root, self.progress, self.abort = root, progress, abort
 
+    def done(self, name: str) -> bool:
+        """Whether an earlier call finished the step ``name``."""
+        return (self.root / name / DONE).exists()
+
     def step(self, name: str, work: Callable[[Path, bool], object]) -> Path:
         """Run ``work(folder, resume)`` unless an earlier call finished it; ``resume`` is True when an earlier
         call started it. Raises :class:`Aborted` when the step was stopped on request."""
         folder = self.root / name
-        if not (folder / DONE).exists():
+        if not self.done(name):
             log.info("step %s", name)
             work(folder, (folder / "options.json").exists())
             if self.abort:
@@ -206,7 +210,7 @@ def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path]
     """prepare (at the teacher's input side) -> teacher pairs -> three tiers side by side, and a head mask
     when the pairs have alpha targets."""
     from training.modules import cpu_has_native_bf16
-    from training.pairs import FolderPairs, make_pairs
+    from training.pairs import FolderPairs, make_pairs, resolve_teacher
     from training.prepare import MANIFEST, Manifest, PrepareConfig, prepare_folder
     from training.student.head_mask import HeadMaskConfig, head_mask_stage
     from training.student.train import student_stage, tier_runs
@@ -214,9 +218,11 @@ def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path]
 
     if args.teacher is None:
         raise TrainingError("--source teacher needs --teacher: a folder with a teacher.json")
-    spec = load_teacher_spec(args.teacher)  # fail before any work on a bad teacher
-    masks = args.masks or (spec.path.parent.parent / "masks")
+    spec = load_teacher_spec(args.teacher)
     progress, abort, device = recipe.progress, recipe.abort, args.device
+    if not recipe.done("pairs"):  # fail before any work on a teacher that cannot run (it draws a test face)
+        resolve_teacher(str(args.teacher), device, args.threads)
+    masks = args.masks or (spec.path.parent.parent / "masks")
     faces = recipe.step(
         "faces",
         lambda out, _: prepare_folder(args.data, out, PrepareConfig(size=TEACHER_INPUT), progress, abort),

@@ -171,7 +171,12 @@ class RunDir:
         run = cls(root, stage, options)
         existing = root / "options.json"
         if existing.exists():
-            old = json.loads(existing.read_text())
+            try:
+                old = json.loads(existing.read_text())
+            except ValueError as exc:
+                old = f"{exc}"
+            if not isinstance(old, dict):
+                raise TrainingError(f"{existing}: not a run record ({old}); restore it, or start a new --run / --out")
             if old.get("stage") != stage:
                 raise TrainingError(f"{root}: holds a '{old.get('stage')}' run, not '{stage}'")
             if not resume and run.has_checkpoint():
@@ -193,7 +198,7 @@ class RunDir:
             "commit": git_commit(),
             "torch": torch.__version__,
         }
-        _atomic_write_text(existing, json.dumps(record, indent=2, default=str))
+        atomic_write_text(existing, json.dumps(record, indent=2, default=str))
         run._file_handler = logging.FileHandler(root / "log.txt")
         run._file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(run._file_handler)
@@ -224,7 +229,8 @@ class RunDir:
         return self.root / "checkpoints"
 
     def has_checkpoint(self) -> bool:
-        return all(_existing(self.checkpoint_dir / name) is not None for name in (MODEL_FILE, STATE_FILE))
+        """Whether a checkpoint was written here, complete or not (:meth:`load_checkpoint` tells which)."""
+        return any(_existing(self.checkpoint_dir / name) is not None for name in (MODEL_FILE, STATE_FILE))
 
     def save_checkpoint(self, model: dict[str, Any], state: dict[str, Any]) -> None:
         """Write model and training state atomically (safetensors + JSON). ``state`` gets the RNG states."""
@@ -241,8 +247,18 @@ class RunDir:
         """(model, state) of the last checkpoint, RNG states restored; None when there is none."""
         if not self.has_checkpoint():
             return None
+        missing = [name for name in (MODEL_FILE, STATE_FILE) if _existing(self.checkpoint_dir / name) is None]
+        if missing:  # starting over would overwrite the model that is there
+            raise TrainingError(
+                f"{self.checkpoint_dir}: incomplete checkpoint ({', '.join(missing)} missing); restore it, or"
+                " start a new --run"
+            )
         model = load_model_file(self.checkpoint_dir / MODEL_FILE)
         state = _read_record(self.checkpoint_dir / STATE_FILE)
+        if not isinstance(state.get("rng"), dict):
+            raise TrainingError(
+                f"{self.checkpoint_dir / STATE_FILE}: not a training state (no random generator states)"
+            )
         restore_rng(state["rng"])
         return model, state
 
@@ -333,7 +349,9 @@ def replace_folder(target: Path, staging: Path) -> None:
         staging.rename(target)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: an interrupted write leaves the old
+    file or none, never half of one."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

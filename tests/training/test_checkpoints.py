@@ -76,3 +76,20 @@ def test_a_hostile_pickle_is_refused_without_running_it(tmp_path, monkeypatch):
     (folder / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(TrainingError, match="not a readable checkpoint"):
         load_model_file(folder / "model.json")
+
+
+def test_a_damaged_run_record_or_an_incomplete_checkpoint_is_refused_not_started_over(tmp_path):
+    """Resuming from half a checkpoint used to start at step 0 and overwrite the model that was there."""
+    run = RunDir.open(tmp_path / "run", "student", {"steps": 4})
+    run.save_checkpoint({"params": {"w": torch.zeros(2)}}, {"step": 4})
+    run.close()
+    (run.checkpoint_dir / "state.json").unlink()
+    resumed = RunDir.open(tmp_path / "run", "student", {"steps": 6})
+    with pytest.raises(TrainingError, match=r"incomplete checkpoint \(state.json missing\)"):
+        resumed.load_checkpoint()
+    resumed.close()
+    with pytest.raises(TrainingError, match="already holds a checkpoint"):
+        RunDir.open(tmp_path / "run", "student", {"steps": 6}, resume=False)
+    (tmp_path / "run" / "options.json").write_text("{")
+    with pytest.raises(TrainingError, match=r"options.json: not a run record"):
+        RunDir.open(tmp_path / "run", "student", {"steps": 6})

@@ -64,3 +64,33 @@ def test_teacher_pairs_are_written_once_and_read_back(tmp_path):
     (out / "stylized" / "f4.png").unlink()  # as if interrupted before the last pair
     assert write_pairs(TeacherPairs(photos, invert, "invert"), out) == 1
     assert calls[-1] == 1 and len(FolderPairs(out)) == 5
+
+
+def test_an_unreadable_photo_is_left_out_and_the_others_become_pairs(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(photos / f"f{i}.png"), np.full((24, 24, 3), 40 * i, np.uint8))
+    (photos / "f1.png").write_bytes(b"")  # zero bytes, as an interrupted copy leaves a file
+    out = tmp_path / "pairs"
+    assert write_pairs(TeacherPairs(photos, lambda ims: [255 - im for im in ims], "invert"), out, batch=2) == 2
+    assert FolderPairs(out).names() == ["f0", "f2"]
+
+
+def test_a_damaged_pairs_record_is_named_and_a_folder_without_pairs_takes_other_settings(tmp_path):
+    from training.errors import TrainingError
+    from training.pairs import SOURCE_FILE, check_source
+
+    root = _folder(tmp_path / "p", ["a"], ["a"])
+    (root / "pairs.json").write_text("{")
+    with pytest.raises(DatasetError, match="pairs.json: unreadable"):
+        FolderPairs(root)
+    (root / SOURCE_FILE).write_text("[]")
+    with pytest.raises(DatasetError, match="teacher.json: not a JSON object"):
+        check_source(root, {"teacher": {"id": "toy"}})
+    (root / SOURCE_FILE).write_text(json.dumps({"teacher": {"id": "toy"}, "masks": ["m1"]}))
+    with pytest.raises(TrainingError, match=r"other settings \(masks differ\)"):
+        check_source(root, {"teacher": {"id": "toy"}, "masks": []})
+    # a run that failed before its first pair (a broken mask model) leaves no pair to mix with
+    (root / "stylized" / "a.png").unlink()
+    check_source(root, {"teacher": {"id": "toy"}, "masks": []})

@@ -47,7 +47,7 @@ def test_prepare_aligns_with_the_runtime_code_and_explains_every_skip(tmp_path, 
     assert ("tiny.png", "face too small") in reasons
     assert ("clip.avi", "near-duplicate of an earlier crop") in reasons
     on_disk = json.loads((out / "manifest.json").read_text())
-    assert on_disk["items"] == manifest.items and len(on_disk["sources_done"]) == 5
+    assert on_disk["items"] == manifest.items and len(on_disk["sources_done"]) == 4  # broken.jpg: tried again
     assert load_crops(out) == [out / manifest.items[0]["file"]]
 
 
@@ -64,6 +64,26 @@ def test_prepare_resumes_without_redoing_finished_sources(tmp_path, astronaut, m
     manifest = prepare.prepare([src], out, PrepareConfig(dedup=0.0))
     assert len(calls) == 1  # only the new file
     assert [it["source"] for it in manifest.items] == ["a.png", "b.png"]
+
+
+def test_a_truncated_photo_is_skipped_and_tried_again_and_a_damaged_crop_is_made_again(tmp_path, astronaut):
+    """cv2.imread returns a truncated JPEG with its missing part grey: it would have become a training crop."""
+    src = tmp_path / "in"
+    src.mkdir()
+    jpeg = cv2.imencode(".jpg", astronaut)[1].tobytes()
+    (src / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    out = tmp_path / "out"
+    with pytest.raises(DatasetError, match="no usable face"):
+        prepare.prepare([src], out, PrepareConfig(holdout=0.0))
+    assert json.loads((out / "manifest.json").read_text())["skipped"][0]["source"] == "cut.jpg"
+    (src / "cut.jpg").write_bytes(jpeg)  # repaired: the next run reads it
+    manifest = prepare.prepare([src], out, PrepareConfig(holdout=0.0))
+    assert [it["source"] for it in manifest.items] == ["cut.jpg"] and manifest.skipped == []
+    crop = out / manifest.items[0]["file"]
+    good = crop.read_bytes()
+    crop.write_bytes(b"")  # a damaged crop: its source is prepared again instead of failing the resume
+    manifest = prepare.prepare([src], out, PrepareConfig(holdout=0.0))
+    assert [it["source"] for it in manifest.items] == ["cut.jpg"] and crop.read_bytes() == good
 
 
 def test_one_face_mesh_graph_serves_the_whole_run_and_crops_equal_one_shot_ones(tmp_path, astronaut, monkeypatch):

@@ -125,3 +125,14 @@ def test_the_teacher_routes_schedule_learns_cheaply_first_and_shrinks_without_bf
     assert tuned.steps < scratch.steps and fp32.steps < scratch.steps
     assert scratch.bf16 and not fp32.bf16
     assert teacher_student_config("tiny", finetune=False, bf16=False).steps < fp32.steps
+
+
+def test_a_teacher_that_cannot_run_stops_the_recipe_before_the_faces_step(photos, tmp_path):
+    from tests.training.conftest import write_onnx_teacher
+
+    teacher = write_onnx_teacher(tmp_path / "teachers" / "nan", size=128, fault="nan")
+    args = ["--source", "teacher", "--teacher", str(teacher), "--data", str(photos), "--style-id", "nan"]
+    cmd = [sys.executable, "main.py", "train", "all", *args, "--preset", "tiny", "--run", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "teacher 'toy': output holds NaN" in proc.stderr
+    assert not (tmp_path / "run" / "faces").exists()  # no face was prepared for a teacher that cannot run

@@ -1,6 +1,7 @@
 """Pretrained teachers: teacher.json validation, conventions applied as declared, bad teachers, blend targets."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -76,6 +77,7 @@ def _edit(folder, **changes):
         ({"output__color": "CMYK"}, "field 'output.color' is 'CMYK'"),
         ({"sha256": "0" * 64}, "sha256 mismatch"),
         ({"file": "../elsewhere.onnx"}, "must name a file beside"),
+        ({"input__normalize": {"mean": [0, 0, 0], "std": ["a", "b", "c"]}}, "field 'input.normalize' needs 3"),
     ],
 )
 def test_bad_descriptions_name_the_file_and_the_field(tmp_path, change, message):
@@ -116,6 +118,43 @@ def test_wrong_dtype_wrong_size_and_nan_outputs_are_refused(tmp_path):
         open_teacher(write_onnx_teacher(tmp_path / "shrink", fault="shrink"))([crop])
     with pytest.raises(TeacherError, match="teacher 'toy': output holds NaN"):
         open_teacher(write_onnx_teacher(tmp_path / "nan", fault="nan"))([crop])
+
+
+def _fixed_input(folder, dims):
+    """Give the teacher's model the fixed input ``dims`` (its sha256 updated)."""
+    import hashlib
+
+    import onnx
+
+    model = onnx.load(str(folder / "teacher.onnx"))
+    for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, dims):
+        dim.dim_value = value
+    onnx.save(model, str(folder / "teacher.onnx"))
+    _edit(folder, sha256=hashlib.sha256((folder / "teacher.onnx").read_bytes()).hexdigest())
+    return folder
+
+
+def test_a_declared_layout_or_size_that_the_model_does_not_take_is_named(tmp_path):
+    folder = _fixed_input(write_onnx_teacher(tmp_path / "size", layout="NHWC", size=64), (1, 64, 64, 3))
+    _edit(folder, input__size=[32, 32], input__multiple=1)
+    with pytest.raises(TeacherError, match=r"its input is \[1, 64, 64, 3\], teacher.json's input.size is \[32, 32\]"):
+        open_teacher(folder)
+    folder = _fixed_input(write_onnx_teacher(tmp_path / "layout", layout="NHWC", size=64), (1, 64, 64, 3))
+    _edit(folder, input__layout="NCHW")
+    with pytest.raises(TeacherError, match="no 3 colour channels where teacher.json's input.layout NCHW"):
+        open_teacher(folder)
+
+
+def test_a_tflite_teacher_checks_the_names_teacher_json_gives(tmp_path):
+    shared = SHARED_TEACHERS / "flat"
+    if not (shared / "teacher.json").is_file():
+        pytest.skip("../shared/teachers/flat is not here")
+    pytest.importorskip("ai_edge_litert.interpreter")
+    folder = tmp_path / "flat"
+    shutil.copytree(shared, folder)
+    _edit(folder, output__name="nonexistent")
+    with pytest.raises(TeacherError, match="names input 'input_photo' and output 'nonexistent'"):
+        open_teacher(folder)
 
 
 def test_a_tflite_teacher_without_an_interpreter_says_so(tmp_path, monkeypatch):

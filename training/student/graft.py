@@ -23,7 +23,7 @@ from training.errors import TrainingError
 from training.modules import count_params
 from training.student.export import export_onnx, probe_inputs
 from training.student.head_mask import HEAD_MASK_LINE, HeadMasked, head_mask_record, load_head_mask
-from training.student.networks import count_macs
+from training.student.networks import count_macs, read_onnx
 from training.student.rewrite import OnnxFunction, add_rewrite_arguments, input_size, parity_photos, rewrite_tiers
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,9 @@ def head_mask_graph(head: nn.Module, size: int):
 
 
 def grafted_head_mask(folder: Path) -> dict | None:
-    """The manifest's record of the head mask a style already blends through (None when it has none)."""
-    return json.loads((Path(folder) / MANIFEST).read_text()).get("metrics", {}).get("head_mask")
+    """The manifest's record of the head mask a style already blends through (None when it has none); the
+    style is validated first (a BundleError when it is damaged)."""
+    return load_bundle(folder).manifest.metrics.get("head_mask")
 
 
 def graft_bundle(folder: Path, head_run: Path, photos: list[np.ndarray] | None = None) -> None:
@@ -101,7 +102,7 @@ def graft_bundle(folder: Path, head_run: Path, photos: list[np.ndarray] | None =
     head_macs, head_params = count_macs(head, size) / 1e9, count_params(head)
 
     def graft(tier: dict, old: Path, new: Path) -> nn.Module:
-        onnx.save(graft_onnx(onnx.load(str(old)), head_graph), str(new))
+        onnx.save(graft_onnx(read_onnx(old), head_graph), str(new))
         tier["gmacs"] = round(tier["gmacs"] + head_macs, 4)
         tier["params"] += head_params
         return HeadMasked(OnnxFunction(old), head)

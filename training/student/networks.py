@@ -196,6 +196,16 @@ def _calibrate_batchnorms(blocks: list[nn.Sequential], net: nn.Module, photos: t
 _INFERENCE_MODULES = ("net", "dw_features", "dw_input", "pw_features", "pw_input")
 
 
+def read_onnx(path: Path):
+    """The ONNX model in ``path``; a TrainingError naming the file when it is damaged."""
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError and friends for a damaged file
+        raise TrainingError(f"{path}: not a readable ONNX model: {exc}") from exc
+
+
 def student_from_onnx(path: Path, spec: dict, photos: torch.Tensor) -> StudentNet:
     """A trainable :class:`StudentNet` computing an exported tier's function (``path``: its ONNX file), so a
     style whose training run is gone can still be fine-tuned.
@@ -206,13 +216,9 @@ def student_from_onnx(path: Path, spec: dict, photos: torch.Tensor) -> StudentNe
     network then computes the exported function exactly in eval mode, and up to the batch's statistics
     in training mode, so fine-tuning starts where the style is rather than from a rescaled network.
     """
-    import onnx
     from onnx import numpy_helper
 
-    try:
-        graph = onnx.load(str(path)).graph
-    except Exception as exc:  # onnx raises DecodeError and friends for a damaged file
-        raise TrainingError(f"{path}: not a readable ONNX model: {exc}") from exc
+    graph = read_onnx(path).graph
     weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.initializer}
     for node in graph.node:  # the exporter shares equal tensors (all-zero biases) through Identity nodes
         if node.op_type == "Identity" and node.input[0] in weights:

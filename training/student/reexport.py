@@ -56,11 +56,17 @@ def reexport_bundle(folder: Path, head_run: Path | None = None, photos: list[np.
         spec = asdict(replace(TIERS[tier["id"]], alpha=io_spec.alpha))
         student = student_from_onnx(old, spec, probes)
         recorded = metrics.get("sharpen", {}).get(tier["id"])
-        settings = (
-            SharpenSettings(recorded["amount"], recorded["sigma"], recorded["threshold"])
-            if recorded and recorded["amount"] > 0
-            else None
-        )
+        try:
+            settings = (
+                SharpenSettings(float(recorded["amount"]), float(recorded["sigma"]), float(recorded["threshold"]))
+                if recorded and recorded["amount"] > 0
+                else None
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TrainingError(
+                f"{folder}: metrics.sharpen.{tier['id']} is not a sharpening record (amount, sigma, threshold):"
+                f" {recorded}"
+            ) from exc
         graph = sharpened(InferenceStudent(student), settings)
         export_onnx(HeadMasked(graph, head).eval() if head is not None else graph, new, size)
         return OnnxFunction(old)

@@ -111,7 +111,8 @@ def _input_spec(r: FieldReader, raw: dict) -> TensorSpec:
     if "normalize" in raw:
         norm = r.get(raw, "normalize", dict, ctx)
         mean, std = (tuple(r.get(norm, k, list, "input.normalize.")) for k in ("mean", "std"))
-        if len(mean) != 3 or len(std) != 3 or not all(s > 0 for s in std):
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in mean + std)
+        if len(mean) != 3 or len(std) != 3 or not numbers or not all(s > 0 for s in std):
             raise r.fail("field 'input.normalize' needs 3 means and 3 positive stds")
     return TensorSpec(
         name=r.get(raw, "name", str, ctx),
@@ -216,12 +217,36 @@ class _OnnxRuntime:
                 f"teacher '{spec.id}' ({spec.file}): input '{spec.input.name}' is {actual}, teacher.json says"
                 f" {spec.input.dtype}"
             )
-        if len(inputs[spec.input.name].shape) != 4:
-            raise TeacherError(f"teacher '{spec.id}': input shape {inputs[spec.input.name].shape} is not 4-d")
+        shape = inputs[spec.input.name].shape
+        if len(shape) != 4:
+            raise TeacherError(f"teacher '{spec.id}': input shape {shape} is not 4-d")
+        _check_fixed_input(spec, shape)
         self.spec = spec
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run([self.spec.output.name], {self.spec.input.name: x})[0]
+        try:
+            return self.session.run([self.spec.output.name], {self.spec.input.name: x})[0]
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise TeacherError(
+                f"teacher '{self.spec.id}' ({self.spec.file}): onnxruntime cannot run it on an input of shape"
+                f" {x.shape}: {exc}"
+            ) from exc
+
+
+def _check_fixed_input(spec: TeacherSpec, shape: list) -> None:
+    """The model's fixed input dimensions (a name or None is free) must be what teacher.json declares."""
+    channel, height, width = (1, 2, 3) if spec.input.layout == "NCHW" else (3, 1, 2)
+    if isinstance(shape[channel], int) and shape[channel] != 3:
+        raise TeacherError(
+            f"teacher '{spec.id}' ({spec.file}): its input {list(shape)} has no 3 colour channels where"
+            f" teacher.json's input.layout {spec.input.layout} puts them"
+        )
+    fixed = [(d, s) for d, s in zip((shape[height], shape[width]), spec.input.size) if isinstance(d, int)]
+    if any(d != s for d, s in fixed):
+        raise TeacherError(
+            f"teacher '{spec.id}' ({spec.file}): its input is {list(shape)}, teacher.json's input.size is"
+            f" {list(spec.input.size)} ({spec.input.layout})"
+        )
 
 
 class _TfliteRuntime:
@@ -240,9 +265,15 @@ class _TfliteRuntime:
             raise TeacherError(
                 f"teacher '{spec.id}' ({spec.file}): the TFLite interpreter cannot load it: {exc}"
             ) from exc
-        (self.input,) = self.interp.get_input_details()
-        outputs = self.interp.get_output_details()
-        self.output = next((o for o in outputs if o["name"] == spec.output.name), outputs[0])
+        inputs, outputs = self.interp.get_input_details(), self.interp.get_output_details()
+        names = [i["name"] for i in inputs], [o["name"] for o in outputs]
+        if len(inputs) != 1 or spec.input.name not in names[0] or spec.output.name not in names[1]:
+            raise TeacherError(
+                f"teacher '{spec.id}' ({spec.file}): teacher.json names input '{spec.input.name}' and output"
+                f" '{spec.output.name}', the model has inputs {names[0]} and outputs {names[1]}"
+            )
+        (self.input,) = inputs
+        self.output = next(o for o in outputs if o["name"] == spec.output.name)
         if np.dtype(self.input["dtype"]) != np.dtype(DTYPES[spec.input.dtype]):
             raise TeacherError(
                 f"teacher '{spec.id}' ({spec.file}): input is {np.dtype(self.input['dtype'])}, teacher.json says"

@@ -91,3 +91,35 @@ def test_a_style_exported_with_its_head_mask_is_exported_again(tmp_path, ink_pai
     reexport_bundle(style, tmp_path / "head")
     for key, image in stylized(load_bundle(style), photo).items():
         assert np.abs(image - old[key]).max() <= 2, key
+
+
+def test_a_damaged_style_is_refused_by_name_and_left_as_it_was(tmp_path):
+    """A review's cases: a malformed sharpening record (reexport), a missing manifest, and a tier file that
+    is no ONNX model although its sha256 matches (graft): clear errors, no raw traceback."""
+    if not (MODELS / "ink" / MANIFEST).is_file():
+        pytest.skip("models/ink is not installed")
+    import hashlib
+
+    from engine.errors import BundleError
+    from training.student.graft import grafted_head_mask
+    from training.student.networks import read_onnx
+    from training.student.reexport import reexport_bundle
+
+    style = tmp_path / "ink"
+    shutil.copytree(MODELS / "ink", style)
+    document = json.loads((style / MANIFEST).read_text())
+    document["metrics"]["sharpen"]["light"] = {"amount": 0.5}
+    (style / MANIFEST).write_text(json.dumps(document))
+    files = {p.name: p.read_bytes() for p in style.iterdir()}
+    with pytest.raises(TrainingError, match="metrics.sharpen.light is not a sharpening record"):
+        reexport_bundle(style)
+    assert {p.name: p.read_bytes() for p in style.iterdir()} == files
+
+    (style / "light.onnx").write_bytes(b"garbage")
+    document["tiers"][0]["files"][0]["sha256"] = hashlib.sha256(b"garbage").hexdigest()
+    (style / MANIFEST).write_text(json.dumps(document))
+    with pytest.raises(TrainingError, match="light.onnx: not a readable ONNX model"):
+        read_onnx(style / "light.onnx")
+    (style / MANIFEST).unlink()
+    with pytest.raises(BundleError, match="no manifest.json"):
+        grafted_head_mask(style)
