@@ -387,10 +387,15 @@ def make_pairs(
         "skin_tone": "keep" if skin_tone else "teacher",
     }
     check_source(out, record)
-    run_dir = RunDir.open(out, "pairs", {"teacher": teacher_name, "photos": str(photos), "batch": cfg.batch, **record})
     targets = BlendTargets(models) if cfg.alpha else None
-    try:
+    try:  # the photos are checked before the pairs folder is started
         source = TeacherPairs(photos, teacher.stylize, teacher.name, cfg.size, targets, skin_tone)
+    except BaseException:
+        if targets is not None:
+            targets.close()
+        raise
+    run_dir = RunDir.open(out, "pairs", {"teacher": teacher_name, "photos": str(photos), "batch": cfg.batch, **record})
+    try:
         atomic_write_text(out / SOURCE_FILE, json.dumps(record, indent=1))
         written = write_pairs(source, out, cfg.batch, progress, abort)
     finally:

@@ -266,3 +266,18 @@ def test_shared_teachers_load_and_stylize_an_aligned_face(teacher, astronaut_cro
     if teacher == "flat":  # BGR in and out: the skin stays warm (red above blue), not pink-green
         skin = out[150:170, 110:150].reshape(-1, 3).mean(0)
         assert skin[2] > skin[0]
+
+
+def test_pairs_from_a_folder_without_photos_start_no_pairs_folder(tmp_path):
+    from training.errors import DatasetError
+    from training.pairs import PairsConfig, make_pairs
+    from training.runs import AbortFlag, Progress
+
+    (tmp_path / "photos").mkdir()
+    out = tmp_path / "pairs"
+    with pytest.raises(DatasetError, match="no photos"):
+        make_pairs(
+            str(write_onnx_teacher(tmp_path / "t")), tmp_path / "photos", out, PairsConfig(alpha=False),
+            Progress("none"), AbortFlag(),
+        )  # fmt: skip
+    assert not out.exists()
