@@ -13,11 +13,13 @@ class Frame:
     """One captured frame.
 
     image: (H, W, 3) uint8 BGR. timestamp: seconds, monotonic within a source. index: 0-based.
+    cut: the frame does not continue the one before (another still image): tracks start over.
     """
 
     image: np.ndarray
     timestamp: float
     index: int
+    cut: bool = False
 
 
 def decode_image(data: np.ndarray) -> np.ndarray | None:

@@ -368,6 +368,20 @@ class Pipeline:
         shift = math.hypot(raw.cx - last.cx, raw.cy - last.cy) / last.side
         return shift > self.config.jump_faces or abs(raw.log_side - last.log_side) > 0.3
 
+    def new_stream(self) -> None:
+        """Forget the faces of the stream before (tracks, smoothing states, per-face styles): the next frames
+        come from another source, or from the same one's start. Call between streams, never during one."""
+        self.tracker.reset()
+        self._tracked_shape = self._frame_shape = None
+        self._faces.clear()
+        with self._lock:
+            self._face_requests = {}
+        retired, self._face_styles = list(self._face_styles.values()), {}
+        for style in retired:
+            self._close_unused(style)
+        self._cycle_of.clear()
+        self._cycle_next = 0
+
     def process(self, frame: Frame) -> FrameResult:
         """Both halves of one step, one after the other."""
         return self.render(self.track(frame))
@@ -379,7 +393,7 @@ class Pipeline:
             image = to_bgr_uint8(frame.image)
         except ValueError as exc:
             return TrackedFrame(frame, None, (), 0.0, f"bad frame: {exc}")
-        if image.shape != self._tracked_shape:  # new geometry: old tracks are meaningless
+        if image.shape != self._tracked_shape or frame.cut:  # new geometry or picture: old tracks are meaningless
             if self._tracked_shape is not None:
                 self.tracker.reset()
             self._tracked_shape = image.shape
@@ -400,7 +414,7 @@ class Pipeline:
         model = style.active if style else None
         if image is None:
             return self._result(None, frame, (), timings, model, "; ".join(errors) or None, t_start)
-        if image.shape != self._frame_shape:  # new geometry: the faces' states are meaningless
+        if image.shape != self._frame_shape or frame.cut:  # new geometry or picture: face states are meaningless
             self._faces.clear()
             self._frame_shape = image.shape
         out = image.copy()

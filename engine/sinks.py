@@ -53,12 +53,42 @@ def _even_size(image: np.ndarray) -> tuple[int, int]:
     return max(2, w - w % 2), max(2, h - h % 2)
 
 
+PTS_TIME_BASE = Fraction(1, 1000)  # recordings are timed to the millisecond
+
+
+class _RecordingClock:
+    """Presentation times (ms) from frame timestamps: from 0, strictly increasing; a timestamp that goes
+    back (a looping file starts over) continues one frame interval after the last one."""
+
+    def __init__(self, fps: float) -> None:
+        self.interval = 1.0 / fps
+        self._first: float | None = None
+        self._offset = 0.0
+        self._last = 0.0
+        self._last_pts = -1
+
+    def pts(self, timestamp: float) -> int:
+        if self._first is None:
+            self._first = timestamp
+        elif timestamp + self._offset <= self._last:
+            self._offset = self._last + self.interval - timestamp
+        self._last = timestamp + self._offset
+        pts = max(round((self._last - self._first) / PTS_TIME_BASE), self._last_pts + 1)
+        self._last_pts = pts
+        return pts
+
+
 class VideoRecorder:
     """Records results to a video file: H.264 through PyAV, falling back to OpenCV's mp4v.
 
     MP4 output is fragmented (a self-contained fragment per keyframe group), so a recording cut short
     by a full disk or a crash stays playable up to the last complete fragment. The frame size is fixed
     by the first frame; later frames of another size are resized to it.
+
+    H.264 frames are timed by their results' timestamps, so the file plays at the pace they were captured
+    whatever the frame rate reached: a live stream that drops frames, or runs slower than ``fps``, is
+    not sped up. A source that starts over (a looping file) continues the time line. ``fps`` is the
+    nominal rate (keyframe spacing; the mp4v fallback, which has no timestamps, plays at it).
     """
 
     def __init__(self, path: Path | str, fps: float = 30.0, codec: str = "auto", crf: int = 20) -> None:
@@ -72,6 +102,7 @@ class VideoRecorder:
         self._container = None
         self._stream = None
         self._cv_writer: cv2.VideoWriter | None = None
+        self._clock = _RecordingClock(fps)
 
     def _open(self, image: np.ndarray) -> None:
         self._size = _even_size(image)
@@ -102,6 +133,7 @@ class VideoRecorder:
         rate = Fraction(self.fps).limit_denominator(1001)
         stream = self._container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.time_base = PTS_TIME_BASE
         stream.options = {"crf": str(self.crf), "preset": "veryfast"}
         # a keyframe (and so an MP4 fragment) every 2 s: a crash loses at most that much
         stream.codec_context.gop_size = max(1, round(2 * self.fps))
@@ -126,6 +158,7 @@ class VideoRecorder:
                 import av
 
                 frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+                frame.pts, frame.time_base = self._clock.pts(result.timestamp), PTS_TIME_BASE
                 for packet in self._stream.encode(frame):
                     self._container.mux(packet)
             else:

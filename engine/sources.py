@@ -26,6 +26,8 @@ from engine.frames import Frame, read_image_file, to_bgr_uint8
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+STILL_HOLD_S = 0.5  # s each still image is shown: the tracker confirms its face and fades it in
+STILL_HOLD_PACED_S = 3.0  # s each still image is shown in a paced stream (the window)
 
 
 class FrameSource(Protocol):
@@ -121,6 +123,23 @@ class CameraSource:
             self._cap = None
 
 
+class _Pacer:
+    """Sleeps until a frame's time has come: a paced source plays in real time (no-op when not paced)."""
+
+    def __init__(self, paced: bool) -> None:
+        self.paced = paced
+        self._start: float | None = None
+
+    def wait(self, t: float) -> None:
+        if not self.paced:
+            return
+        if self._start is None:
+            self._start = time.monotonic() - t
+        delay = self._start + t - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
 class VideoFileSource:
     """Frames of a video file, in lockstep (as fast as they are consumed) or paced to real time.
 
@@ -144,7 +163,7 @@ class VideoFileSource:
         self._index = 0
         self._file_index = 0
         self._loop_offset = 0.0
-        self._start: float | None = None
+        self._pacer = _Pacer(paced)
 
     def read(self) -> Frame | None:
         if self.max_frames is not None and self._index >= self.max_frames:
@@ -170,12 +189,7 @@ class VideoFileSource:
                 return None
         t = self._loop_offset + self._file_index / self.fps
         self._file_index += 1
-        if self.paced:
-            if self._start is None:
-                self._start = time.monotonic() - t
-            delay = self._start + t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+        self._pacer.wait(t)
         frame = Frame(to_bgr_uint8(image), t, self._index)
         self._index += 1
         return frame
@@ -185,31 +199,63 @@ class VideoFileSource:
 
 
 class ImageFolderSource:
-    """Still images of a folder, in name order, as a stream at ``fps``. Unreadable files are skipped."""
+    """Still images, a folder's in name order or one image file, as a stream at ``fps``.
 
-    def __init__(self, folder: Path | str, fps: float = 30.0):
-        self.folder = Path(folder)
-        self.name, self.fps = self.folder.name, fps
-        self._files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    Each image is shown for ``hold_s`` seconds (at least one frame): the tracker confirms a face over a
+    few frames and fades it in, so a photo shown for one frame would never be stylized. The first frame
+    of each image is a cut (:class:`engine.frames.Frame`): tracking starts over on it, and no face of the
+    previous photo is drawn onto it. Unreadable files are skipped. ``loop`` starts over after the last
+    image; ``paced`` plays in real time.
+    """
+
+    def __init__(
+        self, path: Path | str, fps: float = 30.0, hold_s: float = 0.5, loop: bool = False, paced: bool = False
+    ) -> None:
+        self.folder = Path(path)
+        self.name, self.fps, self.loop = self.folder.name, fps, loop
+        if self.folder.is_dir():
+            self._files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            self._files = [self.folder] if self.folder.suffix.lower() in IMAGE_SUFFIXES else []
         if not self._files:
             raise SourceError(f"{self.folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        self._frames_each = max(1, round(hold_s * fps))
+        self._pacer = _Pacer(paced)
         self._pos = 0
         self._index = 0
+        self._image: np.ndarray | None = None
+        self._image_path: Path | None = None
+        self._cut = False
+        self._shown = 0
         self.skipped: list[str] = []
 
+    def _next_image(self) -> bool:
+        """Move to the next readable image (starting over with ``loop``); False at the end."""
+        for _ in range(2 if self.loop else 1):
+            while self._pos < len(self._files):
+                path = self._files[self._pos]
+                self._pos += 1
+                image = read_image_file(path)
+                if image is None:
+                    log.warning("%s: not a readable image, skipped", path)
+                    self.skipped.append(path.name)
+                    continue
+                self._image, self._shown = to_bgr_uint8(image), 0
+                self._cut, self._image_path = path != self._image_path, path  # one photo looping is no cut
+                return True
+            self._pos = 0
+        return False
+
     def read(self) -> Frame | None:
-        while self._pos < len(self._files):
-            path = self._files[self._pos]
-            self._pos += 1
-            image = read_image_file(path)
-            if image is None:
-                log.warning("%s: not a readable image, skipped", path)
-                self.skipped.append(path.name)
-                continue
-            frame = Frame(to_bgr_uint8(image), self._index / self.fps, self._index)
-            self._index += 1
-            return frame
-        return None
+        if (self._image is None or self._shown >= self._frames_each) and not self._next_image():
+            return None
+        t = self._index / self.fps
+        self._pacer.wait(t)
+        frame = Frame(self._image, t, self._index, cut=self._cut)
+        self._cut = False
+        self._shown += 1
+        self._index += 1
+        return frame
 
     def close(self) -> None:
         pass
@@ -280,7 +326,7 @@ class DemoSource:
         field = self._rng.normal(0.0, config.noise_sigma, (config.height + pad, config.width + pad, 3))
         self._noise = np.round(field).astype(np.int16)
         self._index = 0
-        self._start: float | None = None
+        self._pacer = _Pacer(config.paced)
 
     @staticmethod
     def _make_background(w: int, h: int) -> np.ndarray:
@@ -328,12 +374,7 @@ class DemoSource:
         if cfg.frames is not None and self._index >= cfg.frames:
             return None
         t = self._index / cfg.fps
-        if cfg.paced:
-            if self._start is None:
-                self._start = time.monotonic()
-            delay = self._start + t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+        self._pacer.wait(t)
         frame = Frame(self.render(t), t, self._index)
         self._index += 1
         return frame
@@ -354,8 +395,9 @@ def open_source(spec: str, paced: bool = False, max_frames: int | None = None, l
         device = spec.split(":", 1)[1]
         return CameraSource(int(device) if device.isdigit() else device)
     path = Path(spec)
-    if path.is_dir():
-        return ImageFolderSource(path)
+    if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
+        # a window shows each photo a while (a slideshow); a batch run long enough to stylize it
+        return ImageFolderSource(path, hold_s=STILL_HOLD_PACED_S if paced else STILL_HOLD_S, loop=loop, paced=paced)
     if path.is_file():
         return VideoFileSource(path, paced=paced, loop=loop, max_frames=max_frames)
     raise SourceError(f"unknown source '{spec}': use demo, camera:N, a video file or an image folder")

@@ -28,8 +28,7 @@ def run_app(source: str = "auto", style: str = "auto") -> int:
     window = MainWindow(controller, start)
     bundle = resolve_style(style) if style != "none" else None
     window.select_style(bundle.id if bundle else None)
-    if source == "auto":
-        controller.source_failed.connect(window.fall_back_to_demo)  # no camera: the demo keeps it useful
+    window.camera_fallback = source == "auto"  # no camera: the demo keeps the window useful
     controller.start(start)
     window.show()
     return app.exec()

@@ -30,9 +30,11 @@ class StreamController(QObject):
     """Start/stop streams, switch sources and styles live, record, snapshot, virtual camera."""
 
     frame_ready = Signal(object)  # FrameResult
-    status = Signal(str)
+    status = Signal(str)  # an event: a style loading, a recording's file, an error
+    live_status = Signal(str)  # once a second: frame rate, faces, style; or that the stream ended
     styles_changed = Signal(list)  # list[Bundle]
     source_failed = Signal(str)  # the source spec that could not be opened
+    output_stopped = Signal(str)  # the recorder or the virtual camera failed and was detached (its slot's name)
 
     def __init__(self, registry: BundleRegistry | None = None, max_faces: int = 4, parent: QObject | None = None):
         super().__init__(parent)
@@ -43,13 +45,16 @@ class StreamController(QObject):
         self.snapshots = SnapshotSink()
         self.runtime: Runtime | None = None
         self.source_spec: str | None = None
+        self.loop = True
         self.bundles: dict[str, Bundle] = {}
+        self.face_styles: dict[int, str] = {}  # track id -> the style the user gave that face
         self.last_result: FrameResult | None = None
         self._newest: FrameResult | None = None
         self._newest_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._start_generation = 0
         self._rate_mark: tuple[float, int] = (time.monotonic(), 0)
+        self._stopped_reported: set[str] = set()  # outputs whose failure output_stopped already told
         self._status_timer = QTimer(self)
         self._status_timer.timeout.connect(self._report_status)
         self._status_timer.start(1000)
@@ -77,6 +82,7 @@ class StreamController(QObject):
         """Give one tracked face its own style (None: back to the common one). Loads in the background."""
         if style_id is None:
             self.pipeline.assign_face_style(track_id, None)
+            self.face_styles.pop(track_id, None)
             self.status.emit(f"face {track_id}: the common style")
             return
         bundle = self.bundles[style_id]
@@ -85,6 +91,7 @@ class StreamController(QObject):
             try:
                 tier_id = tier if any(t.id == tier for t in bundle.manifest.tiers) else bundle.manifest.tiers[0].id
                 self.pipeline.assign_face_style(track_id, load_style(bundle, tier_id, "auto", 2))
+                self.face_styles[track_id] = style_id
                 self.status.emit(f"face {track_id}: {bundle.manifest.name}")
             except (StylecastError, OSError, ValueError) as exc:
                 self.status.emit(f"could not load style '{style_id}' for face {track_id}: {exc}")
@@ -106,6 +113,7 @@ class StreamController(QObject):
         a failure arrives as a status and as ``source_failed``.
         """
         self.stop()
+        self.loop = loop
         with self._start_lock:
             generation = self._start_generation
         if source_spec.startswith("camera:"):
@@ -127,6 +135,9 @@ class StreamController(QObject):
                 source.close()
                 return False
             self.source_spec = source_spec
+            self.pipeline.new_stream()  # the faces of the previous stream are not in this one
+            self.face_styles.clear()
+            self._rate_mark = (time.monotonic(), 0)
             self.runtime = Runtime(source, self.pipeline, sinks).start()
         self.status.emit(f"streaming {source.name}")
         return True
@@ -164,8 +175,11 @@ class StreamController(QObject):
 
     # ----- outputs ----------------------------------------------------------------------------
 
-    def start_recording(self, path: Path | str, fps: float = 30.0) -> None:
-        self.recorder.attach(VideoRecorder(path, fps=fps))
+    def start_recording(self, path: Path | str) -> None:
+        """Record the stream; the file plays at the pace the frames were captured (their timestamps)."""
+        runtime = self.runtime
+        self._stopped_reported.discard(self.recorder.name)
+        self.recorder.attach(VideoRecorder(path, fps=runtime.source.fps if runtime else 30.0))
         self.status.emit(f"recording to {path}")
 
     def stop_recording(self) -> None:
@@ -176,6 +190,7 @@ class StreamController(QObject):
         self.status.emit("recording stopped")
 
     def set_virtual_camera(self, enabled: bool, backend: str | None = None) -> None:
+        self._stopped_reported.discard(self.virtual_camera.name)
         self.virtual_camera.attach(VirtualCameraSink(backend=backend) if enabled else None)
 
     def snapshot(self, path: Path | str) -> None:
@@ -184,14 +199,19 @@ class StreamController(QObject):
     # ----- status -----------------------------------------------------------------------------
 
     def _report_status(self) -> None:
+        for slot in (self.recorder, self.virtual_camera):
+            if slot.last_error and not slot.attached and slot.name not in self._stopped_reported:
+                self._stopped_reported.add(slot.name)
+                self.output_stopped.emit(slot.name)
         if self.runtime is None:
             return
         if not self.runtime.running:  # the stream ended by itself: say so, do not show a frozen "0 fps"
             name, status = self.runtime.source.name, self.runtime.status
             if status.captured:
-                self.status.emit(f"{name} ended; choose the source again to replay it (or tick 'Loop files')")
+                hint = "" if self.loop else " (or tick 'Loop files')"
+                self.live_status.emit(f"{name} ended; choose the source again to replay it{hint}")
             else:
-                self.status.emit(f"{name} gave no frames: {status.last_error or 'nothing to read'}")
+                self.live_status.emit(f"{name} gave no frames: {status.last_error or 'nothing to read'}")
             return
         report = self.runtime.report()
         now, processed = time.monotonic(), report["frames_processed"]
@@ -202,6 +222,7 @@ class StreamController(QObject):
         if r is not None:
             parts.append(f"{len(r.faces)} face(s)")
             parts.append(f"{r.style}/{r.tier} on {r.backend}" if r.style else "pass-through")
+            parts += [f"face {f.track_id}: {f.style}" for f in r.faces if f.style and f.style != r.style]
             if r.error:
                 parts.append(f"error: {r.error}")
         for slot in (self.recorder, self.virtual_camera):
@@ -209,4 +230,4 @@ class StreamController(QObject):
                 parts.append(slot.last_error)
         if report["last_error"] and (r is None or report["last_error"] != r.error):
             parts.append(report["last_error"])
-        self.status.emit(" · ".join(p for p in parts if p))
+        self.live_status.emit(" · ".join(p for p in parts if p))

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from engine.bundle import Bundle, user_models_dir
 from engine.pipeline import FrameResult
 from engine.session import passthrough_notice
+from engine.sources import IMAGE_SUFFIXES
 from gui.controller import StreamController
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,9 @@ class MainWindow(QMainWindow):
         self.preview.setMinimumSize(480, 270)
         self.preview.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.preview.setStyleSheet("background: #111; color: #aaa;")
-        self.preview.setToolTip("Click a face to give it the style chosen in the picker")
+        self.preview.setToolTip(
+            "Click a face to give it the style chosen in the picker; click it again to give it back the common style"
+        )
         self.preview.installEventFilter(self)
 
         self.source_box = QComboBox()
@@ -60,6 +63,7 @@ class MainWindow(QMainWindow):
         self.source_box.addItems(["demo", "camera:0", "camera:1"])
         self.source_box.setCurrentText(source)
         self.source_box.activated.connect(lambda _i: self.start_source(self.source_box.currentText()))
+        self.camera_fallback = False  # set by the app when it starts on the first camera
         self.loop_files = QCheckBox("Loop files")
         self.loop_files.setChecked(True)
         self.loop_files.setToolTip("A video file starts over at its end")
@@ -68,7 +72,7 @@ class MainWindow(QMainWindow):
 
         self.style_box = QComboBox()
         self.style_box.setIconSize(QSize(96, 24))  # previews are strips: the face, then each tier
-        self.style_box.activated.connect(lambda _i: self._apply_style())
+        self.style_box.activated.connect(lambda _i: self._style_chosen())
         self.tier_box = QComboBox()
         self.tier_box.activated.connect(lambda _i: self._apply_style())
         self.backend_box = QComboBox()
@@ -100,8 +104,8 @@ class MainWindow(QMainWindow):
         src_row = QHBoxLayout()
         src_row.addWidget(self.source_box, 1)
         src_row.addWidget(open_file)
-        src_row.addWidget(self.loop_files)
         form.addRow("Source", src_row)
+        form.addRow("", self.loop_files)
         form.addRow("Style", self.style_box)
         form.addRow("Tier", self.tier_box)
         form.addRow("Backend", self.backend_box)
@@ -136,8 +140,15 @@ class MainWindow(QMainWindow):
         menu.addAction(train)
         menu.addAction(reload_styles)
 
+        # events (a style loading, where a recording went) stay 10 s on the left; the live line (frame rate,
+        # faces, style) is refreshed every second on the right; each shows its whole text as a tooltip
+        self.live_line = QLabel()
+        self.statusBar().addPermanentWidget(self.live_line)
         controller.frame_ready.connect(self.show_frame, Qt.ConnectionType.QueuedConnection)
-        controller.status.connect(self.statusBar().showMessage)
+        controller.source_failed.connect(self.source_failed)
+        controller.status.connect(self._show_event)
+        controller.live_status.connect(self._show_live)
+        controller.output_stopped.connect(self._output_stopped)
         controller.styles_changed.connect(self._fill_styles)
         controller.refresh_styles()
 
@@ -177,10 +188,13 @@ class MainWindow(QMainWindow):
         image = f"<br><img src='{(bundle.root / m.preview).as_uri()}' width='288'>" if m.preview else ""
         self.card.setText(f"<b>{m.name}</b> {m.version}<br>{m.description}{image}")
 
+    def _style_chosen(self) -> None:
+        """Another style in the picker: its card and tiers, then the style itself."""
+        self._fill_tiers()
+        self._apply_style()
+
     def _apply_style(self) -> None:
         style_id = self.style_box.currentData()
-        if self.sender() is self.style_box:
-            self._fill_tiers()
         self.controller.set_style(style_id, self.tier_box.currentText() or "auto", self.backend_box.currentText())
 
     def select_style(self, style_id: str | None) -> None:
@@ -192,14 +206,40 @@ class MainWindow(QMainWindow):
 
     # ----- frames and actions -----------------------------------------------------------------
 
-    @Slot(object)
     @Slot(str)
-    def fall_back_to_demo(self, failed: str) -> None:
-        if failed.startswith("camera:"):
+    def source_failed(self, failed: str) -> None:
+        """A source could not be opened: the preview stops showing the previous stream. The camera the
+        window starts with falls back to the demo (none may be plugged in); a source the user chose stays
+        chosen, its error on the status line."""
+        self.preview.setPixmap(QPixmap())
+        self.preview.setText(f"could not open {failed}")
+        if self.camera_fallback and failed.startswith("camera:"):
             self.source_box.setCurrentText("demo")
             self.start_source("demo")
+        self.camera_fallback = False
+
+    @Slot(str)
+    def _show_event(self, text: str) -> None:
+        self.statusBar().showMessage(text, 10_000)
+        self.statusBar().setToolTip(text)
+
+    @Slot(str)
+    def _show_live(self, text: str) -> None:
+        self.live_line.setText(text if len(text) <= 90 else text[:89] + "…")
+        self.live_line.setToolTip(text)
+
+    @Slot(str)
+    def _output_stopped(self, name: str) -> None:
+        """The recorder or the virtual camera failed (full disk, no loopback device): its control goes off."""
+        control = self.record_button if name == self.controller.recorder.name else self.virtual_cam
+        control.blockSignals(True)
+        control.setChecked(False)
+        control.blockSignals(False)
+        if control is self.record_button:
+            self.record_button.setText("Record")
 
     def start_source(self, spec: str) -> bool:
+        self.camera_fallback = False  # the user's choice (or the fallback's): it stays chosen
         return self.controller.start(spec, loop=self.loop_files.isChecked())
 
     def face_at(self, x: float, y: float) -> int | None:
@@ -219,7 +259,9 @@ class MainWindow(QMainWindow):
         if watched is self.preview and event.type() == QEvent.Type.MouseButtonPress:
             track_id = self.face_at(event.position().x(), event.position().y())
             if track_id is not None:
-                self.controller.set_face_style(track_id, self.style_box.currentData())
+                chosen = self.style_box.currentData()
+                own = self.controller.face_styles.get(track_id)
+                self.controller.set_face_style(track_id, None if own == chosen else chosen)
                 return True
         return super().eventFilter(watched, event)
 
@@ -237,8 +279,9 @@ class MainWindow(QMainWindow):
         self.frames_shown += 1
 
     def _open_file(self) -> None:
+        images = " ".join(f"*{suffix}" for suffix in IMAGE_SUFFIXES)
         path, _ = QFileDialog.getOpenFileName(
-            self, "Open a video or image", "", "Media (*.mp4 *.mov *.avi *.mkv *.webm)"
+            self, "Open a video or image", "", f"Videos and images (*.mp4 *.mov *.avi *.mkv *.webm {images})"
         )
         if path:
             self.source_box.setCurrentText(path)
@@ -257,7 +300,7 @@ class MainWindow(QMainWindow):
     def _snapshot(self) -> None:
         folder = Path.home() / "Pictures"
         folder = folder if folder.is_dir() else Path.home()
-        path = folder / f"stylecast-{time.strftime('%Y%m%d-%H%M%S')}.png"
+        path = folder / f"stylecast-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}.png"
         self.controller.snapshot(path)
         self.statusBar().showMessage(f"snapshot: {path}")
 

@@ -29,6 +29,24 @@ def test_recorder_writes_h264_that_decodes(tmp_path):
     assert abs(int(frames[20][:, :70].mean()) - 200) < 10
 
 
+@pytest.mark.parametrize("timestamps", ["slower than fps", "a file looping"])
+def test_a_recording_plays_at_the_pace_its_frames_were_captured(tmp_path, timestamps):
+    """A live stream at 10 FPS recorded with a nominal 30 used to play three times too fast."""
+    import av
+
+    seconds = [i / 10 for i in range(20)] if timestamps == "slower than fps" else [i / 10 for i in range(10)] * 2
+    rec = VideoRecorder(tmp_path / "out.mp4", fps=30)
+    for i, t in enumerate(seconds):
+        rec.write(FrameResult(_result(i).image, i, t, (), {}, None, None, None))
+    rec.close()
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        times = [float(f.time) for f in container.decode(video=0)]
+    assert len(times) == 20 and times == sorted(times)
+    # 20 frames 0.1 s apart, as captured; a loop restarts one frame interval (of the nominal 30 FPS) later
+    expected = 1.9 if timestamps == "slower than fps" else 1.8 + 1 / 30
+    assert times[-1] - times[0] == pytest.approx(expected, abs=0.002)
+
+
 def test_recorder_mp4v_fallback_and_odd_sizes(tmp_path):
     rec = VideoRecorder(tmp_path / "out.mp4", fps=30, codec="mp4v")
     rec.write(_result(0, (71, 127, 3)))  # odd size -> even

@@ -89,11 +89,33 @@ def test_image_folder_skips_broken_files(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((10, 12), np.uint8))
     (tmp_path / "b.jpg").write_bytes(b"broken")
     cv2.imwrite(str(tmp_path / "c.png"), np.zeros((10, 12, 4), np.uint8))
-    src = ImageFolderSource(tmp_path)
+    src = ImageFolderSource(tmp_path, hold_s=0)
     frames = [src.read(), src.read()]
     assert src.read() is None
     assert all(f.image.shape == (10, 12, 3) for f in frames)
     assert src.skipped == ["b.jpg"]
+
+
+def test_still_images_are_held_long_enough_to_be_stylized_and_each_starts_with_a_cut(tmp_path):
+    from engine.pipeline import Pipeline
+    from engine.tracking import MeshFaceTracker
+
+    portrait = sources.astronaut()
+    cv2.imwrite(str(tmp_path / "a_face.png"), portrait)
+    cv2.imwrite(str(tmp_path / "b_blank.png"), np.full(portrait.shape, 90, np.uint8))
+    src = open_source(str(tmp_path))  # batch: each photo held 0.5 s at 30 FPS
+    frames = []
+    while (frame := src.read()) is not None:
+        frames.append(frame)
+    assert len(frames) == 30 and [i for i, f in enumerate(frames) if f.cut] == [0, 15]
+    single = open_source(str(tmp_path / "a_face.png"))
+    assert sum(1 for _ in iter(single.read, None)) == 15
+    pipe = Pipeline(MeshFaceTracker())
+    results = [pipe.process(f) for f in frames]
+    assert results[14].faces  # the face was confirmed within its photo's time
+    # the blank photo's first frame shows no face: the portrait's track did not carry over the cut
+    assert not results[15].faces
+    pipe.close()
 
 
 def _jpeg_turned_by_exif(image, orientation):

@@ -71,13 +71,20 @@ def test_a_missing_camera_is_a_status_not_a_crash_and_never_blocks_the_window(qa
         return real(spec, **kw)
 
     monkeypatch.setattr(controller_module, "open_source", slow_open)
+    window.camera_fallback = True  # as the app does when it starts on the first camera
     t0 = time.monotonic()
     assert window.controller.start("camera:7")  # "opening": the answer comes later
     assert time.monotonic() - t0 < 0.5
     assert wait_until(qapp, lambda: failed == ["camera:7"])
     assert any("camera" in m and "opening" not in m for m in messages)
-    window.fall_back_to_demo("camera:7")
-    assert window.controller.runtime is not None and window.source_box.currentText() == "demo"
+    assert wait_until(qapp, lambda: window.controller.runtime is not None)
+    assert window.source_box.currentText() == "demo"
+    # a camera the user chooses later stays chosen: its failure is reported, not replaced by the demo
+    window.source_box.setCurrentText("camera:7")
+    window.start_source("camera:7")
+    assert wait_until(qapp, lambda: failed == ["camera:7", "camera:7"])
+    assert wait_until(qapp, lambda: "could not open camera:7" in window.preview.text())
+    assert window.controller.runtime is None and window.source_box.currentText() == "camera:7"
 
 
 def test_wizard_validation_and_progress_parsing(qapp, window, tmp_path):
@@ -266,6 +273,56 @@ def test_clicking_a_face_in_the_preview_gives_it_the_chosen_style(qapp, window):
         qapp, lambda: any(f.style == "fixture" and f.track_id == face.track_id for f in c.last_result.faces)
     )
     assert c.last_result.style is None  # only the clicked face took the style
+    assert wait_until(qapp, lambda: f"face {face.track_id}: fixture" in window.live_line.toolTip())
+    face = next(f for f in c.last_result.faces if f.track_id == face.track_id)  # where the face is now
+    cx, cy = (face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2
+    point = QPointF(
+        cx * scale + (window.preview.width() - fw * scale) / 2, cy * scale + (window.preview.height() - fh * scale) / 2
+    )
+    click = QMouseEvent(QMouseEvent.Type.MouseButtonPress, point, point, Qt.MouseButton.LeftButton,
+                        Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)  # fmt: skip
+    qapp.sendEvent(window.preview, click)  # the same style again: the face goes back to the common style
+    assert wait_until(qapp, lambda: all(f.style is None for f in c.last_result.faces))
+    # a new stream forgets the faces (and their styles) of the one before: one face on the demo, not two
+    assert c.start("demo")
+    assert wait_until(qapp, lambda: c.last_result is not None and c.last_result.index > 30)
+    assert len(c.last_result.faces) == 1 and not c.face_styles
+
+
+def test_choosing_a_style_shows_its_card_and_tiers(qapp, tmp_path, fixture_bundle_root):
+    import shutil
+
+    from gui.controller import StreamController
+    from gui.main_window import MainWindow
+
+    for style_id, tiers in (("first", None), ("second", ["light"])):
+        folder = tmp_path / style_id
+        shutil.copytree(fixture_bundle_root / "fixture", folder)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["tiers"] = [t for t in manifest["tiers"] if tiers is None or t["id"] in tiers]
+        (folder / "manifest.json").write_text(json.dumps({**manifest, "id": style_id, "name": style_id.title()}))
+    win = MainWindow(StreamController(BundleRegistry([tmp_path])), "demo")
+    try:
+        assert "<b>First</b>" in win.card.text() and win.tier_box.count() == 3  # auto, light, standard
+        win.style_box.setCurrentIndex(win.style_box.findData("second"))
+        win.style_box.activated.emit(win.style_box.currentIndex())  # as a user's pick does
+        assert "<b>Second</b>" in win.card.text() and win.tier_box.count() == 2
+        win.style_box.setCurrentIndex(win.style_box.findData(None))
+        win.style_box.activated.emit(win.style_box.currentIndex())
+        assert "pass-through" in win.card.text() and win.tier_box.count() == 1
+    finally:
+        win.close()
+
+
+def test_a_failed_recording_or_virtual_camera_turns_its_control_off(qapp, window, tmp_path):
+    c = window.controller
+    assert c.start("demo")
+    (tmp_path / "a_file").write_text("not a folder")
+    window.virtual_cam.setChecked(True)  # no loopback device on a test machine: it fails on its first frame
+    window.record_button.setChecked(True)
+    c.start_recording(tmp_path / "a_file" / "lost.mp4")  # where no file can be made
+    assert wait_until(qapp, lambda: not window.record_button.isChecked() and not window.virtual_cam.isChecked())
+    assert window.record_button.text() == "Record"
 
 
 def test_a_video_file_loops_in_the_window_and_says_when_it_ended_without_looping(qapp, window, tmp_path):
@@ -278,14 +335,14 @@ def test_a_video_file_loops_in_the_window_and_says_when_it_ended_without_looping
     writer.release()
     c = window.controller
     messages = []
-    c.status.connect(messages.append)
+    c.live_status.connect(messages.append)
     assert window.start_source(str(clip))  # looping is on by default
     assert wait_until(qapp, lambda: c.runtime.status.captured > 20)  # a 6-frame file keeps playing
     window.loop_files.setChecked(False)
     assert window.start_source(str(clip))
     assert wait_until(qapp, lambda: not c.runtime.running, timeout=10)
     c._report_status()
-    assert any("ended" in m for m in messages)
+    assert any("ended" in m and "tick 'Loop files'" in m for m in messages)
 
 
 def test_wizard_measures_the_route_on_this_machine_before_starting(qapp, window, tmp_path):
