@@ -44,6 +44,7 @@ SOURCES = {
     "pairs": "A folder of (photo, stylized) pairs",
     "ink": "Real face photos with the procedural ink teacher",
 }
+STOPPED_EXIT = 130  # a training stopped on request (training.loop.ABORTED_EXIT): its checkpoint resumes
 # Not a `train all` source: the CLI's curation round for a StyleGAN run (CuratePage)
 CURATE = "Curate a StyleGAN run: accept or reject its generated images, grow the style set, train on"
 PRESETS = {
@@ -53,10 +54,10 @@ PRESETS = {
 }
 # What the cpu preset costs per route, said before anything starts (measured figures: docs/styles.md).
 ROUTE_NOTES = {
-    "teacher": "cpu preset: about an hour and ten minutes on an idle 2-core AVX-512 CPU with bf16 (57 minutes"
-    " measured end to end before the 10-minute head-mask step; a fine-tuned run took 31): prepare, teacher pairs,"
-    " three tiers side by side, a head mask, export. An AVX2-only CPU trains a third of the steps in fp32: press"
-    " Estimate for this machine.",
+    "teacher": "cpu preset: 78 minutes measured end to end on a 2-core AVX-512 CPU with bf16, for the slowest"
+    " teacher (a fine-tuned run took 31): prepare, teacher pairs, three tiers side by side, a head mask, export."
+    " An AVX2-only CPU trains a third of the steps in fp32. It needs a few dozen faces or more: press Estimate"
+    " for this machine and your data.",
     "styles": "This route trains StyleGAN2 and U-GAT-IT: on a CPU it takes hours and gives no usable style"
     " (docs/stylegan.md). It needs a GPU and the gpu preset.",
     "pairs": "cpu preset: the light and standard tiers, about 80 minutes on a 2-core AVX-512 CPU with bf16"
@@ -75,7 +76,7 @@ def build_command(
 ) -> list[str]:
     """The ``main.py train all`` command line for the wizard's choices (teacher route: ``data`` holds faces)."""
     args = [str(MAIN), "train", "all", "--source", source, "--data", data, "--preset", preset]
-    args += ["--style-id", style_id, "--install-to", str(models_dir), "--progress", "json"]
+    args += ["--style-id", style_id, "--name", style_id, "--install-to", str(models_dir), "--progress", "json"]
     if faces:
         args += ["--faces", faces]
     if source == "teacher":
@@ -171,7 +172,7 @@ class ChoicePage(QWizardPage):
             button = QRadioButton(text)
             self.buttons[key] = button
             layout.addWidget(button)
-        self.buttons["styles"].setChecked(True)
+        self.buttons["teacher"].setChecked(True)  # the route a CPU can afford
         if not training_available():
             note = QLabel(
                 "Training needs the training extra (PyTorch), which this installation does not have. "
@@ -227,6 +228,7 @@ class DataPage(QWizardPage):
         self.note.setText(ROUTE_NOTES[choice])
         self.estimate_button.setEnabled(choice != "styles")  # needs a GPU: nothing to estimate on a CPU
         self.estimate.setText("")
+        self.error.setText("")  # an earlier route's complaint
 
     def start_estimate(self) -> None:
         """Measure the chosen route on this machine in a background process (about 20 s)."""
@@ -235,6 +237,7 @@ class DataPage(QWizardPage):
         if message is not None:
             self.error.setText(message)
             return
+        self.error.setText("")
         if self._estimator is not None and self._estimator.state() != QProcess.ProcessState.NotRunning:
             return
         self.estimate.setText("measuring this machine…")
@@ -284,6 +287,8 @@ class ProcessPage(QWizardPage):
         self.layout_.addWidget(self.log, 1)
         self.layout_.addWidget(self.cancel)
         self.process: QProcess | None = None
+        self.last_error = ""  # the newest ERROR line the process logged
+        self._stopping = False
         self._buffer = b""
         self.cancel.clicked.connect(self.stop)
 
@@ -295,11 +300,10 @@ class ProcessPage(QWizardPage):
         self.process = QProcess(self)
         self.process.setProcessChannelMode(QProcess.ProcessChannelMode.SeparateChannels)
         self.process.readyReadStandardOutput.connect(self._read_stdout)
-        self.process.readyReadStandardError.connect(
-            lambda: self.log.appendPlainText(
-                bytes(self.process.readAllStandardError()).decode(errors="replace").rstrip()
-            )
-        )
+        self.process.readyReadStandardError.connect(self._read_stderr)
+        self.last_error = ""
+        self._stopping = False
+        self.cancel.setEnabled(True)
         self.process.finished.connect(self._finished)
         self.process.start(sys.executable, args)
 
@@ -332,6 +336,13 @@ class ProcessPage(QWizardPage):
         self.sample.setPixmap(pixmap.scaledToWidth(min(SAMPLE_WIDTH, pixmap.width())))
         self.sample.setToolTip(f"{stage}: {path}")
 
+    def _read_stderr(self) -> None:
+        text = bytes(self.process.readAllStandardError()).decode(errors="replace").rstrip()
+        self.log.appendPlainText(text)
+        errors = [line for line in text.splitlines() if " ERROR " in line]
+        if errors:
+            self.last_error = errors[-1].split(": ", 1)[-1]
+
     def _read_stdout(self) -> None:
         self._buffer += bytes(self.process.readAllStandardOutput())
         *lines, self._buffer = self._buffer.split(b"\n")
@@ -340,7 +351,13 @@ class ProcessPage(QWizardPage):
                 self.handle_line(line.decode(errors="replace"))
 
     def _finished(self, code: int, _status) -> None:
-        self.stage.setText("finished" if code == 0 else f"stopped (exit code {code}); run again to resume")
+        if code == 0:
+            self.stage.setText("finished")
+        elif code == STOPPED_EXIT or self._stopping:  # a stop asked for (a kill before the handler is one too)
+            self.stage.setText("stopped; the same training started again resumes from its checkpoint")
+        else:  # an error: starting again would meet it again, so say what it was
+            self.stage.setText(f"failed (exit code {code}): {self.last_error or 'see the log below'}")
+        self.cancel.setEnabled(False)
         self.completeChanged.emit()
 
     def stop(self) -> None:
@@ -349,6 +366,7 @@ class ProcessPage(QWizardPage):
         if not self.running:
             return
         self.stage.setText("stopping: saving a checkpoint…")
+        self._stopping = True
         self.process.terminate()
 
 
@@ -510,6 +528,7 @@ class TrainingWizard(QWizard):
     def __init__(self, models_dir: Path, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Train a new style")
+        self.setMinimumSize(820, 640)  # the data page's notes wrap over several lines
         self.models_dir = models_dir
         self.choice_page = ChoicePage()
         self.data_page = DataPage()

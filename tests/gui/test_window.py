@@ -233,7 +233,7 @@ def test_wizard_back_and_next_never_starts_a_second_run_and_stop_does_not_block(
     page.start(
         [
             "-c",
-            "import signal, time; signal.signal(signal.SIGTERM, lambda *a: (time.sleep(3), exit(1))); time.sleep(60)",
+            "import signal, time; signal.signal(signal.SIGTERM, lambda *a: (time.sleep(3), exit(130))); time.sleep(60)",
         ]
     )
     assert page.process.waitForStarted(5000)
@@ -244,7 +244,24 @@ def test_wizard_back_and_next_never_starts_a_second_run_and_stop_does_not_block(
     page.stop()
     assert time.monotonic() - t0 < 1.0  # the window does not wait for the checkpoint
     assert wait_until(qapp, lambda: not page.running, timeout=15)
-    assert "stopped" in page.stage.text()
+    assert "stopped; the same training started again resumes" in page.stage.text()
+    assert not page.cancel.isEnabled()
+    wizard.close()
+
+
+def test_a_failed_training_says_why_instead_of_offering_to_resume(qapp, window):
+    from gui.wizard import STOPPED_EXIT
+    from training.loop import ABORTED_EXIT
+
+    assert STOPPED_EXIT == ABORTED_EXIT  # the window reads the training's own "stopped" status
+    wizard = window.open_wizard()
+    assert wizard.choice_page.choice() == "teacher"  # the route a CPU can afford is the default
+    page = wizard.run_page
+    error = "2026-12-07 10:00:00,000 ERROR stylecast: runs/x/pairs: only 9 training pairs; this preset needs 16"
+    page.start(["-c", f"import sys; print({error!r}, file=sys.stderr); sys.exit(2)"])
+    assert wait_until(qapp, lambda: not page.running and "failed" in page.stage.text(), timeout=15)
+    assert page.stage.text() == "failed (exit code 2): runs/x/pairs: only 9 training pairs; this preset needs 16"
+    assert not page.cancel.isEnabled()
     wizard.close()
 
 
