@@ -93,10 +93,11 @@ def build_estimate_command(source: str, data: str, preset: str, teacher: str = "
 def describe_estimate(record: dict) -> str:
     """One sentence for a ``train estimate`` record."""
     parts = ", ".join(f"{name} {minutes:g}" for name, minutes in record["parts"].items())
-    return (
+    text = (
         f"Measured on this machine ({record['cpu']}, {record['threads']} threads): about {record['minutes']:g}"
         f" minutes ({parts}; {record['faces']} faces, {record['steps']} steps of {'+'.join(record['tiers'])})."
     )
+    return text + (f" Too little data: {record['warning']}." if record.get("warning") else "")
 
 
 def build_curate_command(

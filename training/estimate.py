@@ -185,6 +185,13 @@ def estimate(
         steps = cfg.steps
         measured["student_s_per_step"] = sum(student_step_seconds([t], cfg) for t in tiers)
     parts["students"] = steps * measured["student_s_per_step"] / 60
+    most = int(faces * (1 - PrepareConfig().holdout))  # every image and frame a usable face, before dedup
+    warning = (
+        f"{faces} images and video frames give at most about {most} training faces after the held-out split;"
+        f" the {preset} preset needs at least {cfg.min_pairs}: add photos or videos"
+        if source in ("teacher", "ink") and most < cfg.min_pairs
+        else None
+    )
     return {
         "event": "estimate",
         "source": source,
@@ -198,6 +205,7 @@ def estimate(
         "bf16": bf16,
         "threads": threads,
         "cpu": cpu_model(),
+        "warning": warning,
     }
 
 

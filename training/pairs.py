@@ -388,8 +388,12 @@ def make_pairs(
     }
     check_source(out, record)
     targets = BlendTargets(models) if cfg.alpha else None
-    try:  # the photos are checked before the pairs folder is started
+    try:  # the photos and the mask models are checked before the pairs folder is started
         source = TeacherPairs(photos, teacher.stylize, teacher.name, cfg.size, targets, skin_tone)
+        if targets is not None:
+            from engine.sources import astronaut
+
+            targets(astronaut(cfg.size or 256))  # a mask model that cannot run fails here
     except BaseException:
         if targets is not None:
             targets.close()

@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.bundle import load_bundle
-from training.errors import TrainingError
+from training.errors import DatasetError, TrainingError
 from training.loop import ABORTED_EXIT, Budget
 from training.options import add_config_arguments, apply_flags
 from training.pairs import PairsConfig
@@ -227,6 +227,14 @@ def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path]
         "faces",
         lambda out, _: prepare_folder(args.data, out, PrepareConfig(size=TEACHER_INPUT), progress, abort),
     )
+    bf16 = device == "cpu" and cpu_has_native_bf16()
+    cfg = teacher_student_config(args.preset, finetune=args.init_from is not None, bf16=bf16)
+    splits = [item["split"] for item in Manifest.load(faces / MANIFEST).items]
+    if splits.count("train") < cfg.min_pairs:  # found out now, not after the teacher has drawn them all
+        raise DatasetError(
+            f"{faces}: {splits.count('train')} training faces ({splits.count('heldout')} more held out); the"
+            f" {args.preset} preset needs at least {cfg.min_pairs}: add photos or videos"
+        )
     pairs = recipe.step(
         "pairs",
         lambda out, _: make_pairs(
@@ -242,8 +250,6 @@ def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path]
         ),
     )
     tiers = TEACHER_TIERS[args.preset]
-    bf16 = device == "cpu" and cpu_has_native_bf16()
-    cfg = teacher_student_config(args.preset, finetune=args.init_from is not None, bf16=bf16)
     labels = {"preset": args.preset}
     students = recipe.step(
         "students",
@@ -257,7 +263,6 @@ def _teacher_route(args: argparse.Namespace, recipe: Recipe) -> tuple[list[Path]
         head_mask = recipe.step(
             "head-mask", lambda out, resume: head_mask_stage(pairs, out, head_cfg, progress, abort, resume)
         )
-    splits = [item["split"] for item in Manifest.load(faces / MANIFEST).items]
     data = (
         f"teacher {spec.id} on faces of {', '.join(map(str, args.data))}: {splits.count('train')} training faces;"
         f" {splits.count('heldout')} more, split off by source, were held out of training"

@@ -29,7 +29,12 @@ def test_the_ink_route_is_timed_and_the_parts_add_up(tmp_path):
     students = record["steps"] * record["measured"]["student_s_per_step"] / 60
     assert record["parts"]["students"] == pytest.approx(students, abs=0.06)
     assert record["minutes"] == pytest.approx(sum(record["parts"].values()), abs=0.2)
+    # 4 faces give at most 3 training faces after the held-out split; the tiny preset needs 4
+    assert "at most about 3 training faces" in record["warning"] and "needs at least 4" in record["warning"]
     json.dumps(record)  # the wizard reads it as one JSON line
+    from gui.wizard import describe_estimate
+
+    assert describe_estimate(record).endswith(f"Too little data: {record['warning']}.")
 
 
 def test_routes_that_cannot_be_estimated_say_why(tmp_path):

@@ -136,3 +136,18 @@ def test_a_teacher_that_cannot_run_stops_the_recipe_before_the_faces_step(photos
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "teacher 'toy': output holds NaN" in proc.stderr
     assert not (tmp_path / "run" / "faces").exists()  # no face was prepared for a teacher that cannot run
+
+
+def test_too_few_faces_for_the_preset_stop_the_recipe_before_the_teacher_draws_them(tmp_path, astronaut_crop):
+    from tests.training.conftest import write_onnx_teacher
+
+    few = tmp_path / "few"
+    few.mkdir()
+    for i, view in enumerate(_variants(astronaut_crop, 3)):
+        cv2.imwrite(str(few / f"astro_{i}.png"), view)
+    teacher = write_onnx_teacher(tmp_path / "teachers" / "toy", size=128, multiple=16)
+    args = ["--source", "teacher", "--teacher", str(teacher), "--data", str(few), "--style-id", "few"]
+    cmd = [sys.executable, "main.py", "train", "all", *args, "--preset", "tiny", "--run", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "the tiny preset needs at least 4: add photos or videos" in proc.stderr
+    assert not (tmp_path / "run" / "pairs").exists()

@@ -281,3 +281,29 @@ def test_pairs_from_a_folder_without_photos_start_no_pairs_folder(tmp_path):
             Progress("none"), AbortFlag(),
         )  # fmt: skip
     assert not out.exists()
+
+
+def test_a_mask_model_that_cannot_run_starts_no_pairs_folder(tmp_path, astronaut_crop):
+    if not (SHARED_TEACHERS / "masks" / "hair.json").is_file():
+        pytest.skip("../shared/teachers/masks is not here")
+    pytest.importorskip("ai_edge_litert.interpreter")
+    from training.pairs import PairsConfig, make_pairs
+    from training.runs import AbortFlag, Progress
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("hair.json", "hair_segmentation.tflite"):
+        shutil.copy(SHARED_TEACHERS / "masks" / name, masks / name)
+    spec = json.loads((masks / "hair.json").read_text())
+    spec["input"].update(size=[256, 256], multiple=256)  # the model takes 512²
+    (masks / "hair.json").write_text(json.dumps(spec))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), astronaut_crop)
+    out = tmp_path / "pairs"
+    with pytest.raises(TeacherError, match="takes"):
+        make_pairs(
+            str(write_onnx_teacher(tmp_path / "t")), photos, out, PairsConfig(size=256, skin_tone="teacher"),
+            Progress("none"), AbortFlag(), masks,
+        )  # fmt: skip
+    assert not out.exists()
