@@ -188,6 +188,7 @@ class RunDir:
             }
             if changed and run.has_checkpoint():
                 raise TrainingError(f"{root}: cannot resume with changed options {sorted(changed)}")
+        run._created = not root.exists()
         root.mkdir(parents=True, exist_ok=True)
         (root / "samples").mkdir(exist_ok=True)
         (root / "checkpoints").mkdir(exist_ok=True)
@@ -205,10 +206,17 @@ class RunDir:
         return run
 
     def close(self) -> None:
+        """Stop logging into the run; a run this call created that wrote nothing but what :meth:`open` wrote
+        (it failed before its first output: bad data, a broken teacher) leaves no folder behind."""
         handler = getattr(self, "_file_handler", None)
         if handler is not None:
             logging.getLogger().removeHandler(handler)
             handler.close()
+        opened_only = {"options.json", "log.txt", "samples", "checkpoints"}
+        if getattr(self, "_created", False) and self.root.is_dir():
+            entries = list(self.root.iterdir())
+            if {e.name for e in entries} <= opened_only and not any(e.is_dir() and any(e.iterdir()) for e in entries):
+                shutil.rmtree(self.root, ignore_errors=True)
 
     # stats ----------------------------------------------------------------------------------
 

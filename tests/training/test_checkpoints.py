@@ -93,3 +93,16 @@ def test_a_damaged_run_record_or_an_incomplete_checkpoint_is_refused_not_started
     (tmp_path / "run" / "options.json").write_text("{")
     with pytest.raises(TrainingError, match=r"options.json: not a run record"):
         RunDir.open(tmp_path / "run", "student", {"steps": 6})
+
+
+def test_a_run_that_failed_before_its_first_output_leaves_no_folder(tmp_path):
+    failed = RunDir.open(tmp_path / "failed", "student", {"steps": 4})  # e.g. its pairs were refused
+    failed.close()
+    assert not (tmp_path / "failed").exists()
+    saved = RunDir.open(tmp_path / "saved", "student", {"steps": 4})
+    saved.save_checkpoint({"params": {"w": torch.zeros(2)}}, {"step": 1})
+    saved.close()
+    assert (tmp_path / "saved" / "checkpoints").is_dir()
+    (tmp_path / "mine").mkdir()  # a folder the user made: never removed
+    RunDir.open(tmp_path / "mine", "student", {"steps": 4}).close()
+    assert (tmp_path / "mine").is_dir()
