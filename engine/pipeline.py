@@ -375,8 +375,8 @@ class Pipeline:
         self._tracked_shape = self._frame_shape = None
         self._faces.clear()
         with self._lock:
-            self._face_requests = {}
-        retired, self._face_styles = list(self._face_styles.values()), {}
+            requested, self._face_requests = list(self._face_requests.values()), {}
+        retired, self._face_styles = [*self._face_styles.values(), *requested], {}
         for style in retired:
             self._close_unused(style)
         self._cycle_of.clear()

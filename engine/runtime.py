@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -35,12 +35,22 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def _keep_cut(unread: tuple[Frame, float, float], new: tuple[Frame, float, float]) -> tuple[Frame, float, float]:
+    """The newer frame replaces an unread one, but a cut must not be lost with it: the next photo's faces
+    would continue the previous photo's tracks."""
+    if unread[0].cut and not new[0].cut:
+        return (replace(new[0], cut=True), *new[1:])
+    return new
+
+
 class Mailbox(Generic[T]):
     """A one-slot mailbox. ``put`` replaces an unread item (counted in ``dropped``) unless ``lockstep``,
-    in which case it waits for the reader. ``close`` wakes everyone; ``get`` then returns None."""
+    in which case it waits for the reader. ``close`` wakes everyone; ``get`` then returns None.
+    ``merge(unread, new)`` gives what replaces an unread item (default: the new one)."""
 
-    def __init__(self, lockstep: bool = False) -> None:
+    def __init__(self, lockstep: bool = False, merge: Callable[[T, T], T] | None = None) -> None:
         self.lockstep = lockstep
+        self._merge = merge
         self._item: T | None = None
         self._closed = False
         self._cond = threading.Condition()
@@ -56,6 +66,8 @@ class Mailbox(Generic[T]):
                 return False
             if self._item is not None:
                 self.dropped += 1
+                if self._merge is not None:
+                    item = self._merge(self._item, item)
             self._item = item
             self._cond.notify_all()
             return True
@@ -121,7 +133,8 @@ class Runtime:
         self.retry_delay = retry_delay
         self.status = RuntimeStatus(sink_written={s.name: 0 for s in sinks})
         self.times = StageTimes()
-        self._frames: Mailbox[tuple[Frame, float, float]] = Mailbox(lockstep)  # frame, decode ms, captured at
+        # frame, decode ms, captured at; a dropped frame's cut carries over (engine.frames.Frame)
+        self._frames: Mailbox[tuple[Frame, float, float]] = Mailbox(lockstep, merge=_keep_cut)
         self._tracked: Mailbox[tuple[TrackedFrame, float, float]] = Mailbox(lockstep=True)
         self._sink_boxes: list[Mailbox[tuple[FrameResult, float]]] = [Mailbox(lockstep) for _ in sinks]
         self._stop = threading.Event()

@@ -54,11 +54,14 @@ def _even_size(image: np.ndarray) -> tuple[int, int]:
 
 
 PTS_TIME_BASE = Fraction(1, 1000)  # recordings are timed to the millisecond
+MAX_GAP_S = 2.0  # a longer leap between two frames' timestamps starts a new time line
 
 
 class _RecordingClock:
-    """Presentation times (ms) from frame timestamps: from 0, strictly increasing; a timestamp that goes
-    back (a looping file starts over) continues one frame interval after the last one."""
+    """Presentation times (ms) from frame timestamps: from 0, strictly increasing. A timestamp that goes
+    back (a looping file starts over) or leaps ahead by more than :data:`MAX_GAP_S` (a switch to a camera,
+    whose clock counts from the machine's start) is a new time line: it continues one frame interval
+    after the last frame."""
 
     def __init__(self, fps: float) -> None:
         self.interval = 1.0 / fps
@@ -70,7 +73,7 @@ class _RecordingClock:
     def pts(self, timestamp: float) -> int:
         if self._first is None:
             self._first = timestamp
-        elif timestamp + self._offset <= self._last:
+        elif not 0 < timestamp + self._offset - self._last <= MAX_GAP_S:
             self._offset = self._last + self.interval - timestamp
         self._last = timestamp + self._offset
         pts = max(round((self._last - self._first) / PTS_TIME_BASE), self._last_pts + 1)
@@ -135,7 +138,7 @@ class VideoRecorder:
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.codec_context.time_base = PTS_TIME_BASE
         stream.options = {"crf": str(self.crf), "preset": "veryfast"}
-        # a keyframe (and so an MP4 fragment) every 2 s: a crash loses at most that much
+        # a keyframe (and so an MP4 fragment) every 2 s at the nominal rate: a crash loses about that much
         stream.codec_context.gop_size = max(1, round(2 * self.fps))
         self._stream = stream
 

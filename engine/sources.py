@@ -237,8 +237,9 @@ class ImageFolderSource:
                 self._pos += 1
                 image = read_image_file(path)
                 if image is None:
-                    log.warning("%s: not a readable image, skipped", path)
-                    self.skipped.append(path.name)
+                    if path.name not in self.skipped:  # said once, not on every round of a slideshow
+                        log.warning("%s: not a readable image, skipped", path)
+                        self.skipped.append(path.name)
                     continue
                 self._image, self._shown = to_bgr_uint8(image), 0
                 self._cut, self._image_path = path != self._image_path, path  # one photo looping is no cut

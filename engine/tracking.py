@@ -212,6 +212,14 @@ class MultiScaleDetector:
         self._last_count = len(faces)
         return faces
 
+    def reset(self) -> None:
+        """Forget every face (another picture follows): the next frame is searched afresh."""
+        self._mesh.reset()
+        for mesh, _ in self._followed:
+            self._release(mesh)
+        self._followed = []
+        self._frame = self._last_count = self._whole_frame_faces = 0
+
     def moved(self, faces: list[np.ndarray]) -> None:
         """Where a :class:`PropagatingDetector` moved this detector's last faces (same order): the followed
         faces' regions move with them, or a walking person leaves a region left two frames behind."""
@@ -320,6 +328,12 @@ class PropagatingDetector:
         if self._since_mesh < self.mesh_every - 1:  # the next frame moves these landmarks
             self._crops = [self._crop_around(image, f) for f in faces]
         return [f.copy() for f in faces]
+
+    def reset(self) -> None:
+        """Forget the faces (another picture follows): the next frame is landmarked afresh, not moved."""
+        self._faces, self._crops, self._shape = [], [], None
+        if callable(reset := getattr(self.inner, "reset", None)):
+            reset()
 
     def close(self) -> None:
         self.inner.close()
@@ -553,6 +567,8 @@ class MeshFaceTracker:
 
     def reset(self) -> None:
         self.tracks.reset()
+        if callable(reset := getattr(self.detector, "reset", None)):  # detectors that carry faces over
+            reset()
 
     def close(self) -> None:
         self.detector.close()

@@ -87,10 +87,18 @@ class StreamController(QObject):
             return
         bundle = self.bundles[style_id]
 
+        with self._start_lock:
+            generation = self._start_generation
+
         def work() -> None:
             try:
                 tier_id = tier if any(t.id == tier for t in bundle.manifest.tiers) else bundle.manifest.tiers[0].id
-                self.pipeline.assign_face_style(track_id, load_style(bundle, tier_id, "auto", 2))
+                style = load_style(bundle, tier_id, "auto", 2)
+                with self._start_lock:
+                    if generation != self._start_generation:  # another stream started: that face is gone
+                        style.close()
+                        return
+                    self.pipeline.assign_face_style(track_id, style)
                 self.face_styles[track_id] = style_id
                 self.status.emit(f"face {track_id}: {bundle.manifest.name}")
             except (StylecastError, OSError, ValueError) as exc:
@@ -118,6 +126,7 @@ class StreamController(QObject):
             generation = self._start_generation
         if source_spec.startswith("camera:"):
             self.status.emit(f"opening {source_spec}…")
+            self.live_status.emit(f"opening {source_spec}…")
             threading.Thread(target=self._open, args=(source_spec, loop, generation), daemon=True).start()
             return True
         return self._open(source_spec, loop, generation)
@@ -126,8 +135,12 @@ class StreamController(QObject):
         try:
             source = open_source(source_spec, paced=True, loop=loop)
         except StylecastError as exc:
-            self.status.emit(str(exc))
-            self.source_failed.emit(source_spec)
+            with self._start_lock:
+                current = generation == self._start_generation
+            if current:  # not a camera that failed after the user chose another source
+                self.status.emit(str(exc))
+                self.live_status.emit(f"no stream: {exc}")
+                self.source_failed.emit(source_spec)
             return False
         sinks = [CallbackSink(self._on_result, "preview"), self.recorder, self.virtual_camera, self.snapshots]
         with self._start_lock:
@@ -146,6 +159,7 @@ class StreamController(QObject):
         with self._start_lock:
             self._start_generation += 1  # a camera still opening is closed when it arrives
             runtime, self.runtime = self.runtime, None
+        self.live_status.emit("")  # the stopped stream's figures
         if runtime is not None:
             if not runtime.stop(timeout=2.0) and not runtime.wait(timeout=10.0):
                 log.error("the stream did not stop in 12 s; its source is left open rather than closed under it")

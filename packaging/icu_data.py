@@ -43,7 +43,8 @@ def kept(name: str) -> bool:
     stem, _, ext = parts[-1].rpartition(".")
     if (len(parts) > 1 and parts[0] in DROPPED_TREES) or ext == "cnv":
         return False
-    return not (ext == "res" and LOCALE.fullmatch(stem) and stem != "en" and not stem.startswith("en_"))
+    locale = LOCALE.fullmatch(stem) and stem != "res_index"  # every tree's index of its locales stays
+    return not (ext == "res" and locale and stem != "en" and not stem.startswith("en_"))
 
 
 def read_archive(library: Path) -> tuple[str, bytes]:

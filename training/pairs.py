@@ -187,7 +187,7 @@ class TeacherPairs:
 
     def pairs(self, keys: list[str]) -> list[Pair]:
         """Stylize a batch of photos at once (teachers batch their networks). A photo that cannot be read
-        is left out with a warning (a later run tries it again)."""
+        is left out with a warning (``train pairs`` into the same folder again tries it again)."""
         images = {k: read_image_file(self._files[k]) for k in keys}
         for key in [k for k in keys if images[k] is None]:
             log.warning("%s: not a readable image (broken, truncated or not an image), skipped", self._files[key])
@@ -212,7 +212,10 @@ class TeacherPairs:
         return out
 
     def pair(self, key: str) -> Pair:
-        return self.pairs([key])[0]
+        pairs = self.pairs([key])
+        if not pairs:
+            raise DatasetError(f"{self._files[key]}: not a readable image (broken, truncated or not an image)")
+        return pairs[0]
 
 
 def _read_record(path: Path) -> dict:
@@ -394,11 +397,12 @@ def make_pairs(
             from engine.sources import astronaut
 
             targets(astronaut(cfg.size or 256))  # a mask model that cannot run fails here
+        options = {"teacher": teacher_name, "photos": str(photos), "batch": cfg.batch, **record}
+        run_dir = RunDir.open(out, "pairs", options)
     except BaseException:
         if targets is not None:
             targets.close()
         raise
-    run_dir = RunDir.open(out, "pairs", {"teacher": teacher_name, "photos": str(photos), "batch": cfg.batch, **record})
     try:
         atomic_write_text(out / SOURCE_FILE, json.dumps(record, indent=1))
         written = write_pairs(source, out, cfg.batch, progress, abort)

@@ -185,8 +185,10 @@ def prepare(
     manifest = Manifest.load(path) if path.exists() else Manifest(cfg.size, FFHQ_TEMPLATE.name)
     if manifest.size != cfg.size:
         raise DatasetError(f"{path}: holds {manifest.size}² crops, asked for {cfg.size}²; use a new --out")
-    crops = {it["file"]: read_image_file(out / it["file"]) for it in manifest.items}
-    thumbs_of = {file: thumbnail(to_bgr_uint8(crop)) for file, crop in crops.items() if crop is not None}
+    thumbs_of = {}  # each crop decoded in turn: a resumed run over thousands of 512² crops holds only these
+    for it in manifest.items:
+        if (crop := read_image_file(out / it["file"])) is not None:
+            thumbs_of[it["file"]] = thumbnail(to_bgr_uint8(crop))
     unreadable = {it["source"] for it in manifest.items if it["file"] not in thumbs_of}
     if unreadable:  # a damaged crop: its source is prepared again, with all its crops
         log.warning("unreadable crops in %s: preparing %s again", out, ", ".join(sorted(unreadable)))

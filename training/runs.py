@@ -256,11 +256,18 @@ class RunDir:
         if not self.has_checkpoint():
             return None
         missing = [name for name in (MODEL_FILE, STATE_FILE) if _existing(self.checkpoint_dir / name) is None]
-        if missing:  # starting over would overwrite the model that is there
-            raise TrainingError(
-                f"{self.checkpoint_dir}: incomplete checkpoint ({', '.join(missing)} missing); restore it, or"
-                " start a new --run"
+        if missing:  # a crash between the two writes, or a lost file: start over, keeping what is there aside
+            for name in (MODEL_FILE, STATE_FILE):
+                if (found := _existing(self.checkpoint_dir / name)) is not None:
+                    for path in (found, checkpoints.tensors_path(found)):
+                        if path.exists():
+                            path.rename(path.with_name(path.name + ".incomplete"))
+            log.warning(
+                "%s: incomplete checkpoint (%s missing): kept aside as *.incomplete; training starts over",
+                self.checkpoint_dir,
+                ", ".join(missing),
             )
+            return None
         model = load_model_file(self.checkpoint_dir / MODEL_FILE)
         state = _read_record(self.checkpoint_dir / STATE_FILE)
         if not isinstance(state.get("rng"), dict):

@@ -71,6 +71,8 @@ def test_only_other_languages_locale_data_and_unused_trees_are_left_out():
     prefix = "icudt73l/"
     for name in (
         "root.res",
+        "res_index.res",
+        "coll/res_index.res",
         "en.res",
         "en_GB.res",
         "pool.res",

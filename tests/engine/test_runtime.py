@@ -110,6 +110,44 @@ def test_a_failing_sink_is_isolated():
     assert len(good) == 20
 
 
+def test_a_cut_survives_the_frames_dropped_before_tracking_sees_it():
+    """A slideshow paced at 30 FPS with tracking slower than that: most frames are dropped unread, the
+    first frame of a photo among them, and its cut must still reach the tracker."""
+
+    class Stills:
+        name, fps = "stills", 30.0
+
+        def __init__(self):
+            self.i = 0
+
+        def read(self):
+            if self.i >= 60:
+                return None
+            time.sleep(1 / 30)
+            self.i += 1
+            return Frame(
+                np.full((24, 32, 3), self.i // 15, np.uint8), self.i / 30, self.i - 1, cut=(self.i - 1) % 15 == 0
+            )
+
+        def close(self):
+            pass
+
+    class SlowTracker(NoFaces):
+        resets = 0
+
+        def __call__(self, image, t):
+            time.sleep(0.07)
+            return []
+
+        def reset(self):
+            SlowTracker.resets += 1
+
+    rt = Runtime(Stills(), Pipeline(SlowTracker()), [], lockstep=False)
+    rt.start()
+    assert rt.wait(20)
+    assert rt.report()["dropped_before_processing"] > 20 and SlowTracker.resets == 3  # photos 2, 3 and 4
+
+
 def test_a_failed_snapshot_fails_alone_and_the_next_one_is_saved(tmp_path):
     from engine.sinks import SnapshotSink
 

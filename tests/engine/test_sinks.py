@@ -29,12 +29,16 @@ def test_recorder_writes_h264_that_decodes(tmp_path):
     assert abs(int(frames[20][:, :70].mean()) - 200) < 10
 
 
-@pytest.mark.parametrize("timestamps", ["slower than fps", "a file looping"])
+@pytest.mark.parametrize("timestamps", ["slower than fps", "a file looping", "a switch to a camera"])
 def test_a_recording_plays_at_the_pace_its_frames_were_captured(tmp_path, timestamps):
     """A live stream at 10 FPS recorded with a nominal 30 used to play three times too fast."""
     import av
 
-    seconds = [i / 10 for i in range(20)] if timestamps == "slower than fps" else [i / 10 for i in range(10)] * 2
+    seconds = {
+        "slower than fps": [i / 10 for i in range(20)],
+        "a file looping": [i / 10 for i in range(10)] * 2,
+        "a switch to a camera": [i / 10 for i in range(10)] + [254_321 + i / 10 for i in range(10)],  # its uptime
+    }[timestamps]
     rec = VideoRecorder(tmp_path / "out.mp4", fps=30)
     for i, t in enumerate(seconds):
         rec.write(FrameResult(_result(i).image, i, t, (), {}, None, None, None))
@@ -42,7 +46,7 @@ def test_a_recording_plays_at_the_pace_its_frames_were_captured(tmp_path, timest
     with av.open(str(tmp_path / "out.mp4")) as container:
         times = [float(f.time) for f in container.decode(video=0)]
     assert len(times) == 20 and times == sorted(times)
-    # 20 frames 0.1 s apart, as captured; a loop restarts one frame interval (of the nominal 30 FPS) later
+    # 20 frames 0.1 s apart, as captured; a new time line starts one frame interval (of the nominal 30 FPS) on
     expected = 1.9 if timestamps == "slower than fps" else 1.8 + 1 / 30
     assert times[-1] - times[0] == pytest.approx(expected, abs=0.002)
 

@@ -85,6 +85,7 @@ def test_a_missing_camera_is_a_status_not_a_crash_and_never_blocks_the_window(qa
     assert wait_until(qapp, lambda: failed == ["camera:7", "camera:7"])
     assert wait_until(qapp, lambda: "could not open camera:7" in window.preview.text())
     assert window.controller.runtime is None and window.source_box.currentText() == "camera:7"
+    assert window.live_line.text().startswith("no stream:")  # not the demo's last frame rate
 
 
 def test_wizard_validation_and_progress_parsing(qapp, window, tmp_path):

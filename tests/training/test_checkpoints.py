@@ -78,16 +78,21 @@ def test_a_hostile_pickle_is_refused_without_running_it(tmp_path, monkeypatch):
         load_model_file(folder / "model.json")
 
 
-def test_a_damaged_run_record_or_an_incomplete_checkpoint_is_refused_not_started_over(tmp_path):
+def test_a_damaged_run_record_is_named_and_half_a_checkpoint_is_kept_aside_not_overwritten(tmp_path):
     """Resuming from half a checkpoint used to start at step 0 and overwrite the model that was there."""
     run = RunDir.open(tmp_path / "run", "student", {"steps": 4})
-    run.save_checkpoint({"params": {"w": torch.zeros(2)}}, {"step": 4})
+    run.save_checkpoint({"params": {"w": torch.ones(2)}}, {"step": 4})
     run.close()
     (run.checkpoint_dir / "state.json").unlink()
+    saved = {p.name: p.read_bytes() for p in run.checkpoint_dir.glob("model.*")}
     resumed = RunDir.open(tmp_path / "run", "student", {"steps": 6})
-    with pytest.raises(TrainingError, match=r"incomplete checkpoint \(state.json missing\)"):
-        resumed.load_checkpoint()
+    assert resumed.load_checkpoint() is None  # training starts over...
+    kept = {p.name.removesuffix(".incomplete"): p.read_bytes() for p in run.checkpoint_dir.glob("*.incomplete")}
+    assert kept == saved  # ...and the model it would have overwritten is kept aside
+    resumed.save_checkpoint({"arch": "student", "init_kwargs": {}, "params": {"w": torch.zeros(2)}}, {"step": 1})
+    assert resumed.load_checkpoint()[1]["step"] == 1
     resumed.close()
+    (run.checkpoint_dir / "state.json").unlink()  # half a checkpoint still counts as one without --resume
     with pytest.raises(TrainingError, match="already holds a checkpoint"):
         RunDir.open(tmp_path / "run", "student", {"steps": 6}, resume=False)
     (tmp_path / "run" / "options.json").write_text("{")
