@@ -159,8 +159,10 @@ def _check_shape(path: Path, shape: list) -> int:
 
 
 def _check_output(path: Path, shape: list, io_spec: IOSpec, size: int) -> None:
-    """The output must have the manifest's channel count (3, or 4 with a learned alpha) at the input's size
-    (a named, dynamic side is checked by the first run, :func:`open_stylizer`)."""
+    """The output must have the manifest's channel count (3, or 4 with a learned alpha) at the input's size.
+    Checked on the declared shape, before any run: MNN copies its output into a host tensor of the input's
+    size, so a smaller output would pass a run unnoticed. A named, dynamic side is checked by the first run
+    (:func:`open_stylizer`)."""
     expected = [io_spec.output_channels, size, size]
     if len(shape) != 4 or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], expected)):
         what = "colour + alpha" if io_spec.alpha else "colour"

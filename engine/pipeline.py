@@ -326,6 +326,11 @@ class Pipeline:
         with self._lock:
             self._face_requests[track_id] = style
 
+    def own_style(self, track_id: int) -> str | None:
+        """The id of the style one face was given (:meth:`assign_face_style`), or None: the common one."""
+        style = self._face_styles.get(track_id)
+        return style.bundle.id if style is not None else None
+
     def set_style_cycle(self, styles: list[LoadedStyle]) -> None:
         """Each new face takes the next of ``styles`` in the order faces appear (``--style-per-face``)."""
         with self._lock:

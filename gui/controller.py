@@ -45,9 +45,7 @@ class StreamController(QObject):
         self.snapshots = SnapshotSink()
         self.runtime: Runtime | None = None
         self.source_spec: str | None = None
-        self.loop = True
         self.bundles: dict[str, Bundle] = {}
-        self.face_styles: dict[int, str] = {}  # track id -> the style the user gave that face
         self.last_result: FrameResult | None = None
         self._newest: FrameResult | None = None
         self._newest_lock = threading.Lock()
@@ -82,7 +80,6 @@ class StreamController(QObject):
         """Give one tracked face its own style (None: back to the common one). Loads in the background."""
         if style_id is None:
             self.pipeline.assign_face_style(track_id, None)
-            self.face_styles.pop(track_id, None)
             self.status.emit(f"face {track_id}: the common style")
             return
         bundle = self.bundles[style_id]
@@ -99,7 +96,6 @@ class StreamController(QObject):
                         style.close()
                         return
                     self.pipeline.assign_face_style(track_id, style)
-                self.face_styles[track_id] = style_id
                 self.status.emit(f"face {track_id}: {bundle.manifest.name}")
             except (StylecastError, OSError, ValueError) as exc:
                 self.status.emit(f"could not load style '{style_id}' for face {track_id}: {exc}")
@@ -121,7 +117,6 @@ class StreamController(QObject):
         a failure arrives as a status and as ``source_failed``.
         """
         self.stop()
-        self.loop = loop
         with self._start_lock:
             generation = self._start_generation
         if source_spec.startswith("camera:"):
@@ -149,7 +144,6 @@ class StreamController(QObject):
                 return False
             self.source_spec = source_spec
             self.pipeline.new_stream()  # the faces of the previous stream are not in this one
-            self.face_styles.clear()
             self._rate_mark = (time.monotonic(), 0)
             self.runtime = Runtime(source, self.pipeline, sinks).start()
         self.status.emit(f"streaming {source.name}")
@@ -222,7 +216,7 @@ class StreamController(QObject):
         if not self.runtime.running:  # the stream ended by itself: say so, do not show a frozen "0 fps"
             name, status = self.runtime.source.name, self.runtime.status
             if status.captured:
-                hint = "" if self.loop else " (or tick 'Loop files')"
+                hint = "" if getattr(self.runtime.source, "loop", True) else " (or tick 'Loop files')"
                 self.live_status.emit(f"{name} ended; choose the source again to replay it{hint}")
             else:
                 self.live_status.emit(f"{name} gave no frames: {status.last_error or 'nothing to read'}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QSize, Qt, Slot
@@ -260,7 +261,7 @@ class MainWindow(QMainWindow):
             track_id = self.face_at(event.position().x(), event.position().y())
             if track_id is not None:
                 chosen = self.style_box.currentData()
-                own = self.controller.face_styles.get(track_id)
+                own = self.controller.pipeline.own_style(track_id)
                 self.controller.set_face_style(track_id, None if own == chosen else chosen)
                 return True
         return super().eventFilter(watched, event)
@@ -300,7 +301,7 @@ class MainWindow(QMainWindow):
     def _snapshot(self) -> None:
         folder = Path.home() / "Pictures"
         folder = folder if folder.is_dir() else Path.home()
-        path = folder / f"stylecast-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}.png"
+        path = folder / f"stylecast-{datetime.now():%Y%m%d-%H%M%S-%f}.png"  # apart by less than a second too
         self.controller.snapshot(path)
         self.statusBar().showMessage(f"snapshot: {path}")
 

@@ -33,7 +33,7 @@ from training.errors import DatasetError, TrainingError
 from training.images import resize_antialiased
 from training.loop import ABORTED_EXIT
 from training.options import add_config_arguments, apply_flags, opt
-from training.prepare import IMAGE_EXTS, MANIFEST, Manifest
+from training.prepare import IMAGE_EXTS, MANIFEST, UNREADABLE, Manifest
 from training.runs import AbortFlag, Progress, RunDir, abort_on_signals, atomic_write_text
 from training.teachers.masks import BlendTargets, keep_skin_tone
 
@@ -74,7 +74,7 @@ class PairSource(Protocol):
 def _read(path: Path) -> np.ndarray:
     image = read_image_file(path)
     if image is None:
-        raise DatasetError(f"{path}: not a readable image (broken, truncated or not an image)")
+        raise DatasetError(f"{path}: {UNREADABLE}")
     return to_bgr_uint8(image)
 
 
@@ -190,7 +190,7 @@ class TeacherPairs:
         is left out with a warning (``train pairs`` into the same folder again tries it again)."""
         images = {k: read_image_file(self._files[k]) for k in keys}
         for key in [k for k in keys if images[k] is None]:
-            log.warning("%s: not a readable image (broken, truncated or not an image), skipped", self._files[key])
+            log.warning("%s: %s, skipped", self._files[key], UNREADABLE)
         keys = [k for k in keys if images[k] is not None]
         if not keys:
             return []
@@ -214,7 +214,7 @@ class TeacherPairs:
     def pair(self, key: str) -> Pair:
         pairs = self.pairs([key])
         if not pairs:
-            raise DatasetError(f"{self._files[key]}: not a readable image (broken, truncated or not an image)")
+            raise DatasetError(f"{self._files[key]}: {UNREADABLE}")
         return pairs[0]
 
 

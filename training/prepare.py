@@ -40,6 +40,8 @@ from training.runs import AbortFlag, Progress, RunDir, abort_on_signals, atomic_
 
 log = logging.getLogger(__name__)
 
+UNREADABLE = "not a readable image (broken, truncated or not an image)"  # a file cv2.imdecode refuses
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 MANIFEST = "manifest.json"
@@ -223,7 +225,7 @@ def prepare(
             else:
                 image = read_image_file(src)
                 if image is None:
-                    skip(name, None, "not a readable image (broken, truncated or not an image)")
+                    skip(name, None, UNREADABLE)
                     continue
                 frames = [(None, to_bgr_uint8(image))]
             for frame, image in frames:

@@ -171,12 +171,13 @@ class RunDir:
         run = cls(root, stage, options)
         existing = root / "options.json"
         if existing.exists():
+            damaged = f"{existing}: not a run record; restore it, or start a new --run / --out"
             try:
                 old = json.loads(existing.read_text())
             except ValueError as exc:
-                old = f"{exc}"
+                raise TrainingError(f"{damaged} ({exc})") from exc
             if not isinstance(old, dict):
-                raise TrainingError(f"{existing}: not a run record ({old}); restore it, or start a new --run / --out")
+                raise TrainingError(damaged)
             if old.get("stage") != stage:
                 raise TrainingError(f"{root}: holds a '{old.get('stage')}' run, not '{stage}'")
             if not resume and run.has_checkpoint():

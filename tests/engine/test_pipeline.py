@@ -259,9 +259,15 @@ def test_each_face_can_have_its_own_style(tmp_path, fixture_bundle):
     on_other = next(o.track_id for o in last.faces if o.style == "other")
     pipe.assign_face_style(on_other, load_style(fixture_bundle, "light", "onnx"))  # a click in the window
     styles = {o.track_id: o.style for o in pipe.process(frames[10]).faces}
-    assert styles[on_other] == "fixture"
+    assert styles[on_other] == "fixture" and pipe.own_style(on_other) == "fixture"
     pipe.assign_face_style(on_other, None)  # back to its place in the cycle
     assert {o.track_id: o.style for o in pipe.process(frames[11]).faces}[on_other] == "other"
+    assert pipe.own_style(on_other) is None
+    pipe.assign_face_style(on_other, load_style(other, "light", "onnx"))
+    pipe.process(frames[12])
+    assert pipe.own_style(on_other) == "other"
+    pipe.new_stream()  # another source: its faces are not these
+    assert pipe.own_style(on_other) is None and pipe.process(frames[13]).faces == ()
     pipe.close()
 
 
