@@ -143,8 +143,11 @@ class _Pacer:
 class VideoFileSource:
     """Frames of a video file, in lockstep (as fast as they are consumed) or paced to real time.
 
-    Timestamps are the file's frame times. A file that ends before its declared frame count is
-    reported as truncated; the frames before the damage are still delivered.
+    Decoded by PyAV, whose FFmpeg also records; OpenCV's own FFmpeg serves nothing the app needs (the
+    installer leaves it out: packaging/stub_libs.py). Frames are upright as the file's display matrix
+    says (a phone's portrait clip). Timestamps are the file's frame times. A damaged packet is skipped;
+    a file that ends before its declared frame count is reported as truncated, and the frames before the
+    damage are still delivered.
     """
 
     def __init__(self, path: Path | str, paced: bool = False, loop: bool = False, max_frames: int | None = None):
@@ -152,12 +155,11 @@ class VideoFileSource:
         self.name = self.path.name
         if not self.path.is_file():
             raise SourceError(f"{self.path}: no such video file")
-        self._cap = cv2.VideoCapture(str(self.path))
-        if not self._cap.isOpened():
-            raise SourceError(f"{self.path}: cannot decode this file as video")
-        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self._container, self._frames = self._open()
+        stream = self._container.streams.video[0]
+        fps = float(stream.average_rate or 0)
         self.fps = fps if 1.0 <= fps <= 240.0 else 30.0
-        self.declared_frames = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.declared_frames = stream.frames or 0
         self.paced, self.loop, self.max_frames = paced, loop, max_frames
         self.truncated = False
         self._index = 0
@@ -165,11 +167,46 @@ class VideoFileSource:
         self._loop_offset = 0.0
         self._pacer = _Pacer(paced)
 
+    def _open(self):
+        """(container, iterator over its decoded video frames)."""
+        import av
+
+        try:
+            container = av.open(str(self.path))
+        except (OSError, av.FFmpegError) as exc:
+            raise SourceError(f"{self.path}: cannot decode this file as video ({exc})") from exc
+        if not container.streams.video:
+            container.close()
+            raise SourceError(f"{self.path}: cannot decode this file as video (it has no video stream)")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        return container, self._decode(container, stream)
+
+    def _decode(self, container, stream):
+        import av
+
+        try:
+            for packet in container.demux(stream):
+                try:
+                    yield from packet.decode()
+                except av.FFmpegError as exc:  # a damaged packet: the next keyframe decodes again
+                    log.debug("%s: packet skipped: %s", self.path, exc)
+        except av.FFmpegError as exc:  # the container itself is damaged from here on
+            log.debug("%s: demuxing stopped: %s", self.path, exc)
+
+    def _next_image(self) -> np.ndarray | None:
+        frame = next(self._frames, None)
+        if frame is None:
+            return None
+        image = frame.to_ndarray(format="bgr24")
+        turns = round((frame.rotation or 0) / 90) % 4  # counter-clockwise quarter turns to show it upright
+        return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
     def read(self) -> Frame | None:
         if self.max_frames is not None and self._index >= self.max_frames:
             return None
-        ok, image = self._cap.read()
-        if not ok or image is None:
+        image = self._next_image()
+        if image is None:
             if self.declared_frames and self._file_index < self.declared_frames - 1:
                 if not self.truncated:
                     log.warning(
@@ -183,9 +220,10 @@ class VideoFileSource:
                 return None
             self._loop_offset += self._file_index / self.fps
             self._file_index = 0
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, image = self._cap.read()
-            if not ok or image is None:
+            self._container.close()
+            self._container, self._frames = self._open()
+            image = self._next_image()
+            if image is None:
                 return None
         t = self._loop_offset + self._file_index / self.fps
         self._file_index += 1
@@ -195,7 +233,7 @@ class VideoFileSource:
         return frame
 
     def close(self) -> None:
-        self._cap.release()
+        self._container.close()
 
 
 class ImageFolderSource:

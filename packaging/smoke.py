@@ -1,7 +1,8 @@
 """Smoke test of a built installer: the frozen app stylizes the demo headless and opens its window offscreen.
 
 Checks what a user would hit first: start-up without the source tree, the bundled models, mediapipe's
-model files, both inference backends, H.264 recording, and that torch and the other training-only
+model files, both inference backends, H.264 recording and reading it back (on the stand-ins for
+never-called libraries: packaging/stub_libs.py), and that torch and the other training-only
 libraries were left out. Reports the folder's size and what each library adds to it.
 """
 
@@ -83,6 +84,20 @@ def main() -> int:
             "no_torch": not any((APP.parent / "_internal").glob("torch*")),
             "left_out": not any(any((APP.parent / "_internal").glob(f"{name}*")) for name in LEFT_OUT),
         }
+        replay = Path(tmp) / "replay.json"  # the recording read back: PyAV decodes files
+        run = subprocess.run(
+            [str(APP), "stylize", "--source", str(out), "--frames", "20", "--report", str(replay)],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        checks["reads_video"] = (
+            run.returncode == 0 and json.loads(replay.read_text())["runtime"]["frames_processed"] == 20
+        )
+        if run.returncode != 0:
+            print(run.stderr[-3000:], file=sys.stderr)
         styles = subprocess.run([str(APP), "styles"], cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
         checks["styles_listed"] = styles.returncode == 0
         checks["window_runs"] = window_survives(env, tmp)

@@ -1,3 +1,5 @@
+import struct
+
 import cv2
 import numpy as np
 import pytest
@@ -72,6 +74,28 @@ def test_truncated_video_delivers_what_it_has(tmp_path, caplog):
         n += 1
     assert 0 < n < 40
     assert src.truncated and "truncated" in caplog.text
+
+
+def test_a_phone_clip_is_turned_upright_as_its_display_matrix_says(tmp_path):
+    """A phone records landscape pixels and a 90° turn in the track header (tkhd); OpenCV ignored it."""
+    import av
+
+    path = tmp_path / "portrait.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        image = np.zeros((32, 64, 3), np.uint8)
+        image[:, :8] = 255  # the left edge is the top of the scene
+        for frame in [av.VideoFrame.from_ndarray(image, format="bgr24")] * 3 + [None]:
+            for packet in stream.encode(frame):
+                container.mux(packet)
+    data = bytearray(path.read_bytes())
+    matrix = data.index(b"tkhd") + 44  # after the box's version, times, id, duration, layer, group, volume
+    data[matrix : matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 32 << 16, 0, 0x40000000)
+    path.write_bytes(data)
+    frame = VideoFileSource(path).read()
+    assert frame.image.shape == (64, 32, 3) and frame.image.flags["C_CONTIGUOUS"]
+    assert frame.image[:4].mean() > 200 and frame.image[8:].mean() < 40
 
 
 def test_missing_and_undecodable_files(tmp_path):
