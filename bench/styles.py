@@ -331,11 +331,13 @@ def _run_pipeline(bundle, frames, tier: str = "light") -> np.ndarray:
 
 def clip_frame(path: Path, bundle, clip: Path, at: int = 90) -> None:
     """One frame of a real clip through the whole pipeline (tracking, alignment, smoothing, blend)."""
-    cap = cv2.VideoCapture(str(clip))
+    from engine.sources import VideoFileSource
+
+    video = VideoFileSource(clip, max_frames=at)
     frames = []
-    while len(frames) < at and (ok_frame := cap.read())[0]:
-        frames.append(ok_frame[1])
-    cap.release()
+    while (frame := video.read()) is not None:
+        frames.append(frame.image)
+    video.close()
     cv2.imwrite(str(path), np.hstack([frames[-1], _run_pipeline(bundle, frames)]), [cv2.IMWRITE_JPEG_QUALITY, 85])
 
 

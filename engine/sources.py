@@ -160,6 +160,12 @@ class VideoFileSource:
         fps = float(stream.average_rate or 0)
         self.fps = fps if 1.0 <= fps <= 240.0 else 30.0
         self.declared_frames = stream.frames or 0
+        # what a container that declares no count (Matroska, WebM) holds, from its duration
+        if stream.duration:
+            seconds = float(stream.duration * stream.time_base)
+        else:
+            seconds = (self._container.duration or 0) / 1e6  # the container's duration is in microseconds
+        self.expected_frames = self.declared_frames or round(seconds * self.fps)
         self.paced, self.loop, self.max_frames = paced, loop, max_frames
         self.truncated = False
         self._index = 0
@@ -180,19 +186,7 @@ class VideoFileSource:
             raise SourceError(f"{self.path}: cannot decode this file as video (it has no video stream)")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        return container, self._decode(container, stream)
-
-    def _decode(self, container, stream):
-        import av
-
-        try:
-            for packet in container.demux(stream):
-                try:
-                    yield from packet.decode()
-                except av.FFmpegError as exc:  # a damaged packet: the next keyframe decodes again
-                    log.debug("%s: packet skipped: %s", self.path, exc)
-        except av.FFmpegError as exc:  # the container itself is damaged from here on
-            log.debug("%s: demuxing stopped: %s", self.path, exc)
+        return container, _decoded_frames(container, stream, self.path)
 
     def _next_image(self) -> np.ndarray | None:
         frame = next(self._frames, None)
@@ -220,7 +214,7 @@ class VideoFileSource:
                 return None
             self._loop_offset += self._file_index / self.fps
             self._file_index = 0
-            self._container.close()
+            self.close()
             self._container, self._frames = self._open()
             image = self._next_image()
             if image is None:
@@ -233,7 +227,24 @@ class VideoFileSource:
         return frame
 
     def close(self) -> None:
+        self._frames.close()
         self._container.close()
+
+
+def _decoded_frames(container, stream, path: Path):
+    """The stream's frames, skipping damaged packets. A plain function: a generator holding its source
+    would make a reference cycle, and each closed file's decoder (megabytes) would wait for the cycle
+    collector (a window switching files grew by 1 MB a switch)."""
+    import av
+
+    try:
+        for packet in container.demux(stream):
+            try:
+                yield from packet.decode()
+            except av.FFmpegError as exc:  # a damaged packet: the next keyframe decodes again
+                log.debug("%s: packet skipped: %s", path, exc)
+    except av.FFmpegError as exc:  # the container itself is damaged from here on
+        log.debug("%s: demuxing stopped: %s", path, exc)
 
 
 class ImageFolderSource:

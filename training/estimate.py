@@ -26,12 +26,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from engine.backends import cpu_model
-from engine.sources import astronaut
+from engine.errors import SourceError
+from engine.sources import VideoFileSource, astronaut
 from training.errors import TrainingError
 from training.prepare import VIDEO_EXTS, PrepareConfig, find_sources
 from training.recipe import HEAD_MASK_STEPS, TEACHER_INPUT, TEACHER_TIERS, TIERS_BY_PRESET, teacher_student_config
@@ -48,11 +48,13 @@ def count_faces(inputs: list[Path], cfg: PrepareConfig = PrepareConfig()) -> int
         if path.suffix.lower() not in VIDEO_EXTS:
             total += 1
             continue
-        cap = cv2.VideoCapture(str(path))
-        frames, fps = cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS) or 25.0
-        cap.release()
-        step = max(1, round(fps * cfg.every_seconds))
-        total += min(cfg.max_frames_per_video, -(-int(frames) // step))  # frames 0, step, 2·step, ...
+        try:
+            video = VideoFileSource(path)
+        except SourceError:  # prepare skips it too
+            continue
+        video.close()
+        step = max(1, round(video.fps * cfg.every_seconds))
+        total += min(cfg.max_frames_per_video, -(-video.expected_frames // step))  # frames 0, step, 2·step, ...
     return total
 
 

@@ -31,7 +31,9 @@ import cv2
 import numpy as np
 
 from engine.align import FFHQ_TEMPLATE, similarity_from_landmarks, warp_crop
+from engine.errors import SourceError
 from engine.frames import read_image_file, to_bgr_uint8
+from engine.sources import VideoFileSource
 from engine.tracking import LargestFaceFinder
 from training.errors import DatasetError
 from training.loop import ABORTED_EXIT
@@ -150,25 +152,20 @@ def align_face(
 
 
 def read_frames(path: Path, cfg: PrepareConfig) -> list[tuple[int, np.ndarray]]:
-    """Sampled (frame index, BGR frame) pairs of a video; raises DatasetError when it cannot be read."""
-    cap = cv2.VideoCapture(str(path))
+    """Sampled (frame index, BGR frame) pairs of a video, upright as a player shows it (the engine's video
+    source: a phone clip's faces are found only when turned); raises DatasetError when it cannot be read."""
     try:
-        if not cap.isOpened():
-            raise DatasetError(f"{path}: cannot open the video")
-        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        step = max(1, round(fps * cfg.every_seconds))
-        frames, index = [], 0
-        while len(frames) < cfg.max_frames_per_video:
-            ok = cap.grab()
-            if not ok:
-                break
-            if index % step == 0:
-                ok, frame = cap.retrieve()
-                if ok:
-                    frames.append((index, frame))
-            index += 1
+        video = VideoFileSource(path)
+    except SourceError as exc:
+        raise DatasetError(str(exc)) from exc
+    step = max(1, round(video.fps * cfg.every_seconds))
+    frames = []
+    try:
+        while len(frames) < cfg.max_frames_per_video and (frame := video.read()) is not None:
+            if frame.index % step == 0:
+                frames.append((frame.index, frame.image))
     finally:
-        cap.release()
+        video.close()
     if not frames:
         raise DatasetError(f"{path}: no decodable frames")
     return frames

@@ -2,6 +2,7 @@
 
 import json
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -18,6 +19,14 @@ def test_faces_count_images_and_the_sampled_frames_of_videos(tmp_path):
         writer.write(np.zeros((32, 32, 3), np.uint8))
     writer.release()
     assert count_faces([tmp_path]) == 1 + 6
+    with av.open(str(tmp_path / "clip.mkv"), "w") as container:  # Matroska declares no frame count
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for frame in [av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="bgr24")] * 30 + [None]:
+            for packet in stream.encode(frame):
+                container.mux(packet)
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    assert count_faces([tmp_path]) == 1 + 6 + 6
 
 
 def test_the_ink_route_is_timed_and_the_parts_add_up(tmp_path):

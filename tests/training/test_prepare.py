@@ -145,3 +145,15 @@ def test_split_is_per_source_stable_and_near_the_asked_fraction():
     assert held == [n for n in names if split_of(n, 0.15) == "heldout"]
     assert 0.12 < len(held) / len(names) < 0.18
     assert all(split_of(n, 0.0) == "train" for n in names)
+
+
+def test_video_frames_are_sampled_upright_and_an_undecodable_video_is_named(tmp_path):
+    from tests.engine.test_sources import is_upright, write_portrait_clip
+
+    write_portrait_clip(tmp_path / "phone.mp4", frames=25)  # 1 s at 25 fps
+    frames = prepare.read_frames(tmp_path / "phone.mp4", PrepareConfig(every_seconds=0.2))
+    assert [index for index, _ in frames] == [0, 5, 10, 15, 20]
+    assert all(is_upright(image) for _, image in frames)
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    with pytest.raises(DatasetError, match="junk.mp4: cannot decode"):
+        prepare.read_frames(tmp_path / "junk.mp4", PrepareConfig())
