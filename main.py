@@ -150,7 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="L",
         help="the most (L*) the style may move the face's skin lightness (default: the style's; 0 = off)",
     )
-    st.add_argument("--out", default=None, help="video file to write (H.264 .mp4)")
+    st.add_argument(
+        "--out",
+        default=None,
+        help="video file to write (H.264 .mp4); for photos also an image file (one photo) or a folder",
+    )
     st.add_argument("--report", default=None, help="JSON stats report to write")
     st.add_argument("--frames", type=int, default=None, help="stop after this many frames")
     st.add_argument("--paced", action="store_true", help="play files at real-time speed (drops frames)")

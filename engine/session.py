@@ -15,8 +15,8 @@ from engine.bundle import Bundle, BundleRegistry
 from engine.errors import SinkError
 from engine.pipeline import PASSTHROUGH_LABEL, FrameResult, LoadedStyle, Pipeline, PipelineConfig, load_style
 from engine.runtime import Runtime
-from engine.sinks import Sink, VideoRecorder, VirtualCameraSink
-from engine.sources import open_source
+from engine.sinks import Sink, StylizedPhotos, VideoRecorder, VirtualCameraSink
+from engine.sources import IMAGE_SUFFIXES, ImageFolderSource, open_source
 from engine.stats import FaceStats
 from engine.tiers import TierPolicy
 from engine.tracking import MESH_EVERY, MeshFaceTracker
@@ -118,6 +118,22 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
     if frames is None and options.source.startswith("demo"):
         frames = DEMO_FRAMES
     source = open_source(options.source, paced=options.paced, max_frames=frames)
+    sinks: list[Sink] = list(extra_sinks or [])
+    recorder = photos = None
+    # photos in, photos out: an image file, or a folder (a path without suffix); a video file otherwise
+    image_out = options.out is not None and Path(options.out).suffix.lower() in ("", *IMAGE_SUFFIXES)
+    try:
+        if image_out and isinstance(source, ImageFolderSource):
+            photos = StylizedPhotos(options.out, source.photo_of, source.photos)
+            sinks.append(photos)
+        elif image_out and Path(options.out).suffix:
+            raise SinkError(f"{options.out}: images are written for photos; {source.name} is a stream (write .mp4)")
+        elif options.out:
+            recorder = VideoRecorder(options.out, fps=source.fps)
+            sinks.append(recorder)
+    except SinkError:
+        source.close()
+        raise
     config = pipeline_config(options)
     tracker = MeshFaceTracker(
         max_faces=options.max_faces,
@@ -128,11 +144,6 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
     if options.style_per_face:
         registry = BundleRegistry()
         pipeline.set_style_cycle([load_face_style(registry.get(sid), options) for sid in options.style_per_face])
-    sinks: list[Sink] = list(extra_sinks or [])
-    recorder = None
-    if options.out:
-        recorder = VideoRecorder(options.out, fps=source.fps)
-        sinks.append(recorder)
     if options.virtual_camera:
         sinks.append(VirtualCameraSink(fps=source.fps, backend=options.virtual_camera))
     faces = FaceStats()
@@ -155,6 +166,11 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
     finally:
         pipeline.close()
         source.close()
+    output = None
+    if recorder is not None:
+        output = {"path": options.out, "codec": recorder.codec, "frames": recorder.frames}
+    elif photos is not None:
+        output = {"path": options.out, "photos": [str(p) for p in photos.written]}
     report = {
         "options": asdict(options),
         "source": {"name": source.name, "fps": source.fps, "truncated": getattr(source, "truncated", False)},
@@ -166,7 +182,7 @@ def run_session(options: SessionOptions, extra_sinks: list[Sink] | None = None) 
         "faces": faces.summary(),
         "runtime": runtime.report(),
         "startup_s": startup,
-        "output": {"path": options.out, "codec": recorder.codec, "frames": recorder.frames} if recorder else None,
+        "output": output,
         "cpu_count": os.cpu_count(),
     }
     if report_path is not None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from engine.errors import BackendUnavailable, SinkError
 from engine.pipeline import FrameResult
+from engine.sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +236,57 @@ class SnapshotSink:
 
     def close(self) -> None:
         pass
+
+
+class StylizedPhotos:
+    """One stylized image per photo of an image source: the last frame each photo was shown for (its face
+    confirmed and faded in), written when the next photo starts and at the end.
+
+    ``out`` is an image file (by its suffix) for a single photo, else a folder that gets each photo's file
+    name; neither ever overwrites a photo.
+    ``photo_of`` tells which photo a frame index showed (:meth:`engine.sources.ImageFolderSource.photo_of`).
+    """
+
+    def __init__(self, out: Path | str, photo_of: Callable[[int], Path | None], sources: list[Path]) -> None:
+        self.out = Path(out)
+        self.name = f"photos:{self.out.name}"
+        self.single = self.out.suffix.lower() in IMAGE_SUFFIXES
+        if self.single and len(sources) > 1:
+            raise SinkError(f"{self.out}: the source holds {len(sources)} photos; give a folder to write them to")
+        if self.single and cv2.haveImageWriter(str(self.out)) is False:
+            raise SinkError(f"{self.out}: no image format is known for '{self.out.suffix}' (use .png or .jpg)")
+        targets = [self.out] if self.single else [self.out / p.name for p in sources]
+        if {t.resolve() for t in targets} & {p.resolve() for p in sources}:
+            raise SinkError(f"{self.out}: would overwrite the photos themselves; write them elsewhere")
+        self._photo_of = photo_of
+        self._pending: tuple[Path, np.ndarray] | None = None
+        self.written: list[Path] = []
+
+    def write(self, result: FrameResult) -> None:
+        photo = self._photo_of(result.index)
+        if result.image is None or photo is None:
+            return
+        finished = self._pending if self._pending is not None and self._pending[0] != photo else None
+        self._pending = (photo, result.image)
+        if finished is not None:
+            self._save(*finished)
+
+    def _save(self, photo: Path, image: np.ndarray) -> None:
+        path = self.out if self.single else self.out / photo.name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ok, data = cv2.imencode(path.suffix, image)
+            if not ok:
+                raise OSError("the image could not be encoded")
+            path.write_bytes(data.tobytes())
+        except (OSError, cv2.error) as exc:
+            raise SinkError(f"{path}: writing the stylized photo failed: {exc}") from exc
+        self.written.append(path)
+
+    def close(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._save(*pending)
 
 
 def default_virtual_camera_backend() -> str:

@@ -7,6 +7,7 @@ the runtime reports the error and keeps calling, and a camera reopens itself aft
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
 import logging
 import math
@@ -276,7 +277,18 @@ class ImageFolderSource:
         self._image_path: Path | None = None
         self._cut = False
         self._shown = 0
+        self._starts: list[tuple[int, Path]] = []  # (first frame index, photo): which photo a frame showed
         self.skipped: list[str] = []
+
+    @property
+    def photos(self) -> list[Path]:
+        """The image files the source shows, in order (unreadable ones included)."""
+        return list(self._files)
+
+    def photo_of(self, index: int) -> Path | None:
+        """The photo that frame ``index`` showed (None before the first)."""
+        at = bisect.bisect_right(self._starts, index, key=lambda start: start[0]) - 1
+        return self._starts[at][1] if at >= 0 else None
 
     def _next_image(self) -> bool:
         """Move to the next readable image (starting over with ``loop``); False at the end."""
@@ -291,6 +303,7 @@ class ImageFolderSource:
                         self.skipped.append(path.name)
                     continue
                 self._image, self._shown = to_bgr_uint8(image), 0
+                self._starts.append((self._index, path))
                 self._cut, self._image_path = path != self._image_path, path  # one photo looping is no cut
                 return True
             self._pos = 0

@@ -100,3 +100,47 @@ def test_redraw_every_face_switches_the_budget_off(tmp_path, fixture_bundle_root
     assert options["redraw_every_face"] is True
     assert pipeline_config(SessionOptions(**{**options, "style_per_face": ()})).redraw_budget_ms is None
     assert pipeline_config(SessionOptions()).redraw_budget_ms == 20.0  # the default: a budget per frame
+
+
+def test_photos_in_give_stylized_photos_out_and_never_overwrite_them(tmp_path, fixture_bundle_root):
+    import cv2
+    import numpy as np
+
+    from engine.sources import astronaut
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), astronaut())
+    cv2.imwrite(str(photos / "b.jpg"), astronaut()[:, ::-1])
+    (photos / "c.jpg").write_bytes(b"broken")
+    styled, report = tmp_path / "styled", tmp_path / "r.json"
+    args = ["stylize", "--source", str(photos), "--style", "fixture", "--tier", "light"]
+    proc = _run([*args, "--out", str(styled), "--report", str(report)], fixture_bundle_root, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(report.read_text())["output"]["photos"] == [str(styled / "a.png"), str(styled / "b.jpg")]
+    for name, face in (("a.png", slice(160, 300)), ("b.jpg", slice(212, 352))):  # the face's columns (b: mirrored)
+        before, after = cv2.imread(str(photos / name)).astype(int), cv2.imread(str(styled / name)).astype(int)
+        assert after.shape == before.shape
+        assert np.abs(after[80:200, face] - before[80:200, face]).mean() > 2.5  # stylized (a random-weight net)
+        assert np.abs(after[400:] - before[400:]).mean() < 1.5  # the rest is the photo (b: encoded again)
+    one = tmp_path / "one.png"
+    proc = _run(
+        ["stylize", "--source", str(photos / "a.png"), "--style", "fixture", "--out", str(one)],
+        fixture_bundle_root,
+        tmp_path,
+    )
+    assert proc.returncode == 0 and cv2.imread(str(one)).shape == (512, 512, 3)
+
+    refusals = {
+        str(photos): "would overwrite the photos",  # the same folder
+        str(tmp_path / "x.png"): "holds 3 photos; give a folder",
+    }
+    for out, message in refusals.items():
+        proc = _run([*args, "--out", out], fixture_bundle_root, tmp_path)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-1000:]
+    proc = _run(
+        ["stylize", "--source", "demo", "--style", "fixture", "--frames", "3", "--out", str(one)],
+        fixture_bundle_root,
+        tmp_path,
+    )
+    assert proc.returncode != 0 and "is a stream" in proc.stderr

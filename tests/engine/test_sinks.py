@@ -1,9 +1,10 @@
+import cv2
 import numpy as np
 import pytest
 
 from engine.errors import SinkError
 from engine.pipeline import FrameResult
-from engine.sinks import SnapshotSink, VideoRecorder, VirtualCameraSink
+from engine.sinks import SnapshotSink, StylizedPhotos, VideoRecorder, VirtualCameraSink
 
 
 def _result(i, shape=(72, 128, 3)):
@@ -138,3 +139,20 @@ def test_virtual_camera_without_a_device_is_a_sink_error():
     sink = VirtualCameraSink(backend="v4l2loopback", device="/dev/video-does-not-exist")
     with pytest.raises(SinkError, match="virtual camera"):
         sink.write(_result(0))
+
+
+def test_stylized_photos_keep_each_photos_last_frame_and_a_failed_one_fails_alone(tmp_path):
+    photos = [tmp_path / "a.png", tmp_path / "b.png"]
+    out = tmp_path / "out"
+    (out / "a.png").mkdir(parents=True)  # a.png cannot be written there: a folder of that name is in the way
+    sink = StylizedPhotos(out, lambda index: photos[index // 3], photos)
+    results = [FrameResult(np.full((4, 6, 3), i, np.uint8), i, i / 30, (), {}, None, None, None) for i in range(6)]
+    for result in results[:4]:
+        try:
+            sink.write(result)
+        except SinkError as exc:  # the runtime reports it and goes on writing to this sink
+            assert "a.png" in str(exc) and result.index == 3
+    for result in results[4:]:
+        sink.write(result)
+    sink.close()
+    assert sink.written == [out / "b.png"] and cv2.imread(str(out / "b.png"))[0, 0, 0] == 5  # b's last frame
