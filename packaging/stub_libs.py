@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
+from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerDefSection, GNUVerSymSection
@@ -80,7 +81,10 @@ class Symbol(NamedTuple):
 def exported_symbols(library: Path) -> tuple[str, list[Symbol]]:
     """The library's SONAME and the symbols it defines for others."""
     with open(library, "rb") as f:
-        elf = ELFFile(f)
+        try:
+            elf = ELFFile(f)
+        except ELFError as exc:
+            raise StubError(f"{library.name}: not an ELF library ({exc})") from exc
         dynamic = next((s for s in elf.iter_sections() if isinstance(s, DynamicSection)), None)
         sonames = [tag.soname for tag in dynamic.iter_tags("DT_SONAME")] if dynamic else []
         if len(sonames) != 1:
@@ -100,13 +104,14 @@ def exported_symbols(library: Path) -> tuple[str, list[Symbol]]:
             # _init/_fini come with every library the compiler links, the stand-in included
             if sym["st_shndx"] in ("SHN_UNDEF", "SHN_ABS") or bind not in ("STB_GLOBAL", "STB_WEAK") or sym.name in CRT:
                 continue
-            if kind not in ("STT_FUNC", "STT_OBJECT", "STT_GNU_IFUNC", "STT_NOTYPE"):  # NOTYPE: assembly labels
+            # NOTYPE: assembly labels; LOOS: pyelftools' name for GNU_IFUNC (code chosen per CPU at load)
+            if kind not in ("STT_FUNC", "STT_OBJECT", "STT_LOOS", "STT_NOTYPE"):
                 raise StubError(f"{library.name}: exports {sym.name} of kind {kind}, which a stand-in cannot copy")
             version = None
             if versym is not None:
                 index = versym.get_symbol(i)["ndx"]
-                if isinstance(index, int) and index & 0x8000:
-                    continue  # an old version kept for binaries built against it, not the one anyone links now
+                if isinstance(index, int) and index & 0x8000:  # foo@V1 beside foo@@V2: not copied
+                    raise StubError(f"{library.name}: {sym.name} has an old (hidden) version as well")
                 version = names.get(index) if isinstance(index, int) else None
             symbols.append(Symbol(sym.name, kind != "STT_OBJECT", sym["st_size"], version))
         return sonames[0], symbols

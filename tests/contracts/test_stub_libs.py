@@ -120,3 +120,17 @@ def test_a_stand_in_exports_what_the_library_does(tmp_path):
 
     assert stub_soname == soname and exported(stub_symbols) == exported(symbols) and len(symbols) > 1000
     assert any(s.version for s in symbols) and stub.stat().st_size < real.stat().st_size / 5
+
+
+def test_what_a_stand_in_cannot_copy_keeps_the_real_library(tmp_path):
+    site = _site_packages()
+    alsa = next((site / "av.libs").glob("libasound*"))  # old symbol versions beside the current ones
+    not_elf = tmp_path / "libnot-elf.so"
+    not_elf.write_bytes(b"not a library")
+    for library, problem in ((alsa, "old \\(hidden\\) version"), (not_elf, "not an ELF")):
+        with pytest.raises(stub_libs.StubError, match=problem):
+            stub_libs.build_stub(library, tmp_path / "out")
+    libraries = {f"av.libs/{alsa.name}": alsa}
+    assert stub_libs.slim_wheel_libraries(libraries, [], tmp_path / "out") == {}  # nothing loads it here
+    loaded = next((site / "av.libs").glob("libavdevice*"))
+    assert stub_libs.slim_wheel_libraries(libraries, [loaded], tmp_path / "out") == libraries  # the real one

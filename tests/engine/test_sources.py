@@ -63,6 +63,10 @@ def test_video_file_lockstep_and_loop(tmp_path):
     assert out[-1] is None
     ts = [f.timestamp for f in out[:-1]]
     assert all(b > a for a, b in zip(ts, ts[1:]))
+    closed = VideoFileSource(path, loop=True)
+    closed.read()
+    closed.close()
+    assert closed.read() is None  # a looping source does not open its file again once closed
 
 
 def test_a_closed_video_is_freed_at_once_not_by_the_cycle_collector(tmp_path):
@@ -124,6 +128,62 @@ def test_a_phone_clip_is_turned_upright_as_its_display_matrix_says(tmp_path):
     write_portrait_clip(tmp_path / "portrait.mp4")
     frame = VideoFileSource(tmp_path / "portrait.mp4").read()
     assert is_upright(frame.image) and frame.image.flags["C_CONTIGUOUS"]
+
+
+def test_a_codec_without_decoder_is_refused_and_foreign_metadata_plays(tmp_path):
+    """An unknown codec crashed FFmpeg on the first packet; a Latin-1 title (Windows tools) raised a
+    UnicodeDecodeError out of the constructor. OpenCV refused the one and played the other."""
+    path = tmp_path / "clip.avi"
+    _write_video(path, n=10)
+    unknown = tmp_path / "unknown.avi"
+    unknown.write_bytes(path.read_bytes().replace(b"MJPG", b"ZZZZ"))
+    with pytest.raises(SourceError, match="no decoder"):
+        VideoFileSource(unknown)
+
+    import av
+
+    titled = tmp_path / "titled.avi"
+    with av.open(str(path)) as source, av.open(str(titled), "w") as target:
+        target.metadata["title"] = "CafX"
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.size:
+                packet.stream = stream
+                target.mux(packet)
+    titled.write_bytes(titled.read_bytes().replace(b"CafX", b"Caf\xe9"))
+    src = VideoFileSource(titled)
+    assert sum(1 for _ in iter(src.read, None)) == 10
+
+
+def test_frames_decoded_before_a_damaged_container_stops_all_come_out(tmp_path):
+    """The decoder holds frames back (its threads work ahead): they are drained when demuxing fails."""
+    import av
+
+    from engine.sources import _decoded_frames
+
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in [*range(30), None]:
+            frame = None if i is None else av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 8, np.uint8), "bgr24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+
+    class DamagedAfter20:
+        def __init__(self, container):
+            self.container = container
+
+        def demux(self, stream):
+            for i, packet in enumerate(self.container.demux(stream)):
+                if i == 20:
+                    raise av.error.InvalidDataError(1094995529, "damaged")
+                yield packet
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        assert sum(1 for _ in _decoded_frames(DamagedAfter20(container), stream, path)) == 20
 
 
 def test_missing_and_undecodable_files(tmp_path):
