@@ -100,9 +100,9 @@ def test_truncated_video_delivers_what_it_has(tmp_path, caplog):
     assert src.truncated and "truncated" in caplog.text
 
 
-def write_portrait_clip(path, frames=3):
+def write_portrait_clip(path, frames=3, matrix=(0, 1, -1, 0)):
     """A phone's portrait clip: landscape pixels (64×32, the top of the scene white at the left edge) and a
-    90° turn in the track header (tkhd) that players apply."""
+    90° turn in the track header (tkhd) that players apply. ``matrix``: its (a, b, c, d), in whole units."""
     import av
 
     with av.open(str(path), "w") as container:
@@ -110,17 +110,25 @@ def write_portrait_clip(path, frames=3):
         stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
         image = np.zeros((32, 64, 3), np.uint8)
         image[:, :8] = 255
+        image[:4, :8] = (0, 0, 255)  # a red corner: the top of the white edge
         for frame in [av.VideoFrame.from_ndarray(image, format="bgr24")] * frames + [None]:
             for packet in stream.encode(frame):
                 container.mux(packet)
     data = bytearray(path.read_bytes())
-    matrix = data.index(b"tkhd") + 44  # after the box's version, times, id, duration, layer, group, volume
-    data[matrix : matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 32 << 16, 0, 0x40000000)
+    a, b, c, d = (v << 16 for v in matrix)
+    at = data.index(b"tkhd") + 44  # after the box's version, times, id, duration, layer, group, volume
+    data[at : at + 36] = struct.pack(">9i", a, b, 0, c, d, 0, 0, 0, 0x40000000)
     path.write_bytes(data)
 
 
 def is_upright(image):
-    return image.shape == (64, 32, 3) and image[:4].mean() > 200 and image[8:].mean() < 40
+    return image.shape == (64, 32, 3) and image[:4].mean() > 200 and image[8:].mean() < 40 and red_at(image) == (0, 1)
+
+
+def red_at(image):
+    """(row, column) half of the image, 0 or 1, that holds the red corner."""
+    rows, cols = np.nonzero((image[:, :, 2] > 150) & (image[:, :, 1] < 100))
+    return int(rows.mean() > image.shape[0] / 2), int(cols.mean() > image.shape[1] / 2)
 
 
 def test_a_phone_clip_is_turned_upright_as_its_display_matrix_says(tmp_path):
@@ -128,6 +136,11 @@ def test_a_phone_clip_is_turned_upright_as_its_display_matrix_says(tmp_path):
     write_portrait_clip(tmp_path / "portrait.mp4")
     frame = VideoFileSource(tmp_path / "portrait.mp4").read()
     assert is_upright(frame.image) and frame.image.flags["C_CONTIGUOUS"]
+    # the other turn (the red corner at the bottom left), and a mirror (top right: a half turn puts it at
+    # the bottom right)
+    for matrix, red in (((0, -1, 1, 0), (1, 0)), ((-1, 0, 0, 1), (0, 1))):
+        write_portrait_clip(tmp_path / "other.mp4", matrix=matrix)
+        assert red_at(VideoFileSource(tmp_path / "other.mp4").read().image) == red, matrix
 
 
 def test_a_codec_without_decoder_is_refused_and_foreign_metadata_plays(tmp_path):
