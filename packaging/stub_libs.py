@@ -1,14 +1,14 @@
 """Stand-ins for shared libraries that are loaded but never called: same name, same symbols, no code.
 
-Some libraries the app ships only because another library names them as a dependency: PyAV's FFmpeg
-links every encoder it was built with (x265, the AV1 and VP8/9 encoders, ...), TLS for network streams
-and ALSA for capture devices, though the app only encodes H.264 and reads local files. The loader maps
-them all at start, so PyInstaller cannot leave them out; a missing one stops the import.
+Some libraries the app ships only because another library names them as a dependency (``NEVER_CALLED``
+says which). The loader maps them all at start, so PyInstaller cannot leave them out; a missing one stops
+the import.
 
 A stand-in exports every symbol the library exports (same sizes for data, same symbol versions), under
 the same SONAME, so the loader is satisfied. Calling one of its functions prints which library was left
 out of the installer and aborts, instead of running on with a wrong answer, except for the few
-functions FFmpeg calls at start whatever it is used for (``CALLED_AT_START``): those answer zero.
+functions FFmpeg calls at start whatever it is used for (``CALLED_AT_START``): those answer zero, and
+a codec opened anyway after such an answer would crash (the app opens none of them).
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ CALLED_AT_START = re.compile(
 
 
 # Per wheel's library folder, the libraries (by name prefix) that get stand-ins. PyAV's FFmpeg links every
-# encoder it was built with (the app records H.264 with x264), TLS for network streams and ALSA for
-# capture devices. OpenCV's FFmpeg decodes nothing: PyAV reads files, and a runtime hook turns OpenCV's
-# backend off (packaging/hooks/rth_opencv_ffmpeg_off.py). OpenCV's OpenBLAS serves linear algebra (solve,
-# SVD, large gemm) that the app's OpenCV calls (colour, filters, warps, optical flow) never reach.
+# encoder it was built with (the app records H.264 with x264) and TLS for network streams (ALSA's library,
+# for capture devices, keeps old symbol versions beside the current ones: a stand-in cannot copy it).
+# OpenCV's FFmpeg decodes nothing: PyAV reads files, and a runtime hook turns OpenCV's backend off
+# (packaging/hooks/rth_opencv_ffmpeg_off.py). OpenCV's OpenBLAS serves linear algebra (solve, SVD, large
+# gemm) that the app's OpenCV calls (colour, filters, warps, optical flow) never reach.
 NEVER_CALLED = {
     "av.libs": (
         "libx265",
@@ -53,7 +54,6 @@ NEVER_CALLED = {
         "libopencore",
         "libvpl",
         "libgnutls",
-        "libasound",
     ),
     "opencv_python_headless.libs": (
         "libavcodec",
