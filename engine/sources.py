@@ -12,7 +12,6 @@ import contextlib
 import importlib.util
 import logging
 import math
-import struct
 import sys
 import time
 from collections.abc import Callable
@@ -194,8 +193,15 @@ class VideoFileSource:
         return container, _decoded_frames(container, stream, self.path)
 
     def _next_image(self) -> np.ndarray | None:
+        """The next frame's BGR pixels, turned as the file's display matrix says. Only the turn: a mirror in
+        the matrix (rare) is not undone, since PyAV 16 leaks memory on every frame whose side data (where the
+        whole matrix is) is read; its ``rotation`` reads the angle without leaking."""
         frame = next(self._frames, None)
-        return None if frame is None else _shown_as_displayed(frame)
+        if frame is None:
+            return None
+        image = frame.to_ndarray(format="bgr24")
+        turns = round((frame.rotation or 0) / 90) % 4  # counter-clockwise quarter turns to show it upright
+        return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
     def read(self) -> Frame | None:
         if self._closed or (self.max_frames is not None and self._index >= self.max_frames):
@@ -234,32 +240,6 @@ class VideoFileSource:
     def close(self) -> None:
         self._closed = True
         self._release()
-
-
-def _shown_as_displayed(frame) -> np.ndarray:
-    """The frame's BGR pixels turned and mirrored as its display matrix says (a phone's portrait clip).
-
-    The matrix maps a decoded pixel (x, y) to (a·x + c·y, b·x + d·y) on screen (FFmpeg's layout, 16.16
-    fixed point); a turn by a multiple of 90°, mirrored or not, is a transpose and flips. Other angles are
-    shown unturned.
-    """
-    import av
-
-    image = frame.to_ndarray(format="bgr24")
-    matrix = next((bytes(d) for d in frame.side_data if d.type == av.sidedata.sidedata.Type.DISPLAYMATRIX), None)
-    if matrix is None:
-        return image
-    a, b, _, c, d, *_ = (round(v / 65536) for v in struct.unpack("<9i", matrix))
-    if abs(a) == abs(d) == 1 and b == c == 0:
-        turned, flip_x, flip_y = False, a < 0, d < 0
-    elif abs(b) == abs(c) == 1 and a == d == 0:
-        turned, flip_x, flip_y = True, c < 0, b < 0
-    else:
-        return image
-    if not (turned or flip_x or flip_y):
-        return image
-    shown = image.transpose(1, 0, 2) if turned else image
-    return np.ascontiguousarray(shown[:: -1 if flip_y else 1, :: -1 if flip_x else 1])
 
 
 def _decoded_frames(container, stream, path: Path):
