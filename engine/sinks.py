@@ -200,6 +200,19 @@ class VideoRecorder:
             self._container = self._stream = self._cv_writer = None
 
 
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Write ``image`` in the format its suffix names, its folder made if need be. Raises OSError with the
+    reason (a full disk, an unknown suffix) where ``cv2.imwrite`` only returns False."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        ok, data = cv2.imencode(path.suffix, image)
+    except cv2.error as exc:
+        raise OSError(f"cannot encode it as '{path.suffix}': {exc}") from exc
+    if not ok:
+        raise OSError(f"cannot encode it as '{path.suffix}'")
+    path.write_bytes(data.tobytes())
+
+
 class SnapshotSink:
     """Saves the next frame after :meth:`request` as a still image."""
 
@@ -223,12 +236,9 @@ class SnapshotSink:
             if result.image is None:
                 continue
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                problem = None if cv2.imwrite(str(path), result.image) else "not written"
-            except (OSError, cv2.error) as exc:
-                problem = str(exc)
-            if problem:
-                failed.append(f"{path} ({problem})")
+                write_image(path, result.image)
+            except OSError as exc:
+                failed.append(f"{path} ({exc})")
             else:
                 self.saved.append(path)
         if failed:
@@ -274,12 +284,8 @@ class StylizedPhotos:
     def _save(self, photo: Path, image: np.ndarray) -> None:
         path = self.out if self.single else self.out / photo.name
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            ok, data = cv2.imencode(path.suffix, image)
-            if not ok:
-                raise OSError("the image could not be encoded")
-            path.write_bytes(data.tobytes())
-        except (OSError, cv2.error) as exc:
+            write_image(path, image)
+        except OSError as exc:
             raise SinkError(f"{path}: writing the stylized photo failed: {exc}") from exc
         self.written.append(path)
 
