@@ -192,46 +192,42 @@ class VideoFileSource:
         stream.thread_type = "AUTO"
         return container, _decoded_frames(container, stream, self.path)
 
-    def _next_image(self) -> np.ndarray | None:
-        """The next frame's BGR pixels, turned as the file's display matrix says. Only the turn: a mirror in
-        the matrix (rare) is not undone, since PyAV 16 leaks memory on every frame whose side data (where the
-        whole matrix is) is read; its ``rotation`` reads the angle without leaking."""
+    def _next_decoded(self):
+        """The next decoded PyAV frame, from the start again when looping; None at the end."""
         frame = next(self._frames, None)
-        if frame is None:
+        if frame is not None:
+            return frame
+        if self.declared_frames and self._file_index < self.declared_frames - 1:
+            if not self.truncated:
+                log.warning(
+                    "%s ended at frame %d of %d declared: the file is truncated or damaged",
+                    self.path,
+                    self._file_index,
+                    self.declared_frames,
+                )
+            self.truncated = True
+        if not self.loop or self._file_index == 0:
             return None
-        image = frame.to_ndarray(format="bgr24")
-        turns = round((frame.rotation or 0) / 90) % 4  # counter-clockwise quarter turns to show it upright
-        return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+        self._loop_offset += self._file_index / self.fps
+        self._file_index = 0
+        self._release()
+        self._container, self._frames = self._open()
+        return next(self._frames, None)
 
-    def read(self) -> Frame | None:
-        if self._closed or (self.max_frames is not None and self._index >= self.max_frames):
-            return None
-        image = self._next_image()
-        if image is None:
-            if self.declared_frames and self._file_index < self.declared_frames - 1:
-                if not self.truncated:
-                    log.warning(
-                        "%s ended at frame %d of %d declared: the file is truncated or damaged",
-                        self.path,
-                        self._file_index,
-                        self.declared_frames,
-                    )
-                self.truncated = True
-            if not self.loop or self._file_index == 0:
+    def read(self, every: int = 1) -> Frame | None:
+        """The next frame, or with ``every`` > 1 the next whose index is a multiple of it: the frames between
+        are decoded (a video's frames depend on each other) but never converted to pixels."""
+        while not self._closed and (self.max_frames is None or self._index < self.max_frames):
+            decoded = self._next_decoded()
+            if decoded is None:
                 return None
-            self._loop_offset += self._file_index / self.fps
-            self._file_index = 0
-            self._release()
-            self._container, self._frames = self._open()
-            image = self._next_image()
-            if image is None:
-                return None
-        t = self._loop_offset + self._file_index / self.fps
-        self._file_index += 1
-        self._pacer.wait(t)
-        frame = Frame(to_bgr_uint8(image), t, self._index)
-        self._index += 1
-        return frame
+            t, index = self._loop_offset + self._file_index / self.fps, self._index
+            self._file_index += 1
+            self._index += 1
+            if index % every == 0:
+                self._pacer.wait(t)
+                return Frame(to_bgr_uint8(_upright(decoded)), t, index)
+        return None
 
     def _release(self) -> None:
         self._frames.close()
@@ -240,6 +236,15 @@ class VideoFileSource:
     def close(self) -> None:
         self._closed = True
         self._release()
+
+
+def _upright(frame) -> np.ndarray:
+    """A PyAV frame's BGR pixels, turned as the file's display matrix says. Only the turn: a mirror in the
+    matrix (rare) is not undone, since PyAV 16 leaks memory on every frame whose side data (where the whole
+    matrix is) is read; its ``rotation`` reads the angle without leaking."""
+    image = frame.to_ndarray(format="bgr24")
+    turns = round((frame.rotation or 0) / 90) % 4  # counter-clockwise quarter turns to show it upright
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
 def _decoded_frames(container, stream, path: Path):

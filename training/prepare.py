@@ -161,9 +161,8 @@ def read_frames(path: Path, cfg: PrepareConfig) -> list[tuple[int, np.ndarray]]:
     step = max(1, round(video.fps * cfg.every_seconds))
     frames = []
     try:
-        while len(frames) < cfg.max_frames_per_video and (frame := video.read()) is not None:
-            if frame.index % step == 0:
-                frames.append((frame.index, frame.image))
+        while len(frames) < cfg.max_frames_per_video and (frame := video.read(every=step)) is not None:
+            frames.append((frame.index, frame.image))
     finally:
         video.close()
     if not frames:

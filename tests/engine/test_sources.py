@@ -69,6 +69,23 @@ def test_video_file_lockstep_and_loop(tmp_path):
     assert closed.read() is None  # a looping source does not open its file again once closed
 
 
+def test_sampling_a_video_converts_only_the_frames_it_returns(tmp_path, monkeypatch):
+    """Training samples a frame every half second: the frames between are decoded, never turned into pixels,
+    and the sampled ones are the frames, indices and timestamps that reading every frame gives."""
+    path = tmp_path / "clip.avi"
+    _write_video(path)
+    every = [f for f in iter(VideoFileSource(path).read, None)]
+    converted = []
+    upright = sources._upright
+    monkeypatch.setattr(sources, "_upright", lambda frame: converted.append(1) or upright(frame))
+    sampled = VideoFileSource(path, loop=True, max_frames=30)
+    got = [f for f in iter(lambda: sampled.read(every=7), None)]
+    assert [f.index for f in got] == [0, 7, 14, 21, 28] and len(converted) == 5
+    for f in got[:3]:
+        assert np.array_equal(f.image, every[f.index].image) and f.timestamp == every[f.index].timestamp
+    assert got[3].timestamp == pytest.approx(21 / 25.0)  # past the loop, time goes on
+
+
 def test_a_closed_video_is_freed_at_once_not_by_the_cycle_collector(tmp_path):
     """Each file's decoder holds megabytes: a window switching between files grew by 1 MB a switch while
     closed sources waited in reference cycles for the collector."""
