@@ -16,8 +16,9 @@
 * flicker amplification on the still noisy demo, temporal smoothing on and off (``bench temporal``);
 * background change: how far each tier, blended through its own alpha, moves the photo where the mask
   models' alpha target keeps it (``--background-only`` measures this alone, without the teacher);
-* ms per inference: each tier and the teacher on onnxruntime (TFLite for a TFLite teacher), 2 threads, in
-  this one run, the teacher at its preferred input and at 256².
+* ms per call of the bare networks: each tier and the teacher on onnxruntime (TFLite for a TFLite teacher), 2
+  threads, in this one run, the teacher at its preferred input and at 256²; both with the same session
+  options, the engine's and onnxruntime's default (the table shows the engine's).
 
 Research data: this reads ../shared/data and ../shared/teachers. ``--gallery`` writes held-out faces and a
 clip frame × the style (research-derived: keep them out of the repository, e.g. under out/);
@@ -188,7 +189,7 @@ def measure(args: argparse.Namespace) -> dict:
     }
 
     result["background_change"] = background_change(photos, outputs)
-    result.update(measure_speed(tiers, spec, teacher, crops[0], photos[0]))
+    result.update(measure_speed(bundle, spec, crops[0], photos[0]))
     finish(result["machine"])
 
     if args.gallery:
@@ -274,43 +275,59 @@ def engine_guard(bundle, limit: float | None) -> StillGuard:
 
 
 SPEED_ROUNDS = 3
+SPEED_SETTINGS = {"engine": False, "onnxruntime_default": True}  # setting -> onnxruntime's idle threads spin
 
 
-def measure_speed(tiers: dict, spec, teacher, crop: np.ndarray, face: np.ndarray) -> dict:
-    """ms per inference, 2 threads, the median of rounds in one run: each tier and the teacher on the same
-    runtime (the teacher on ``crop`` at its preferred input and, where it takes it, on ``face`` at 256²), and
-    the ratios."""
+def measure_speed(bundle, spec, crop: np.ndarray, face: np.ndarray) -> dict:
+    """ms per call of each tier's ONNX network and of the teacher's, bare (no pre- or post-processing), 2
+    threads, the median of rounds in one run; and the light tier's speed-up. The teacher runs on ``crop`` at
+    its preferred input and, where it takes it, on ``face`` at 256². Every ONNX network gets the same session
+    options, in two settings: the engine's (idle threads sleep) and onnxruntime's default (they spin). A
+    TFLite teacher runs on its interpreter, which has no such option."""
+    from engine.backends import OnnxStylizer
     from training.teachers.network import NetworkTeacher
 
-    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 256, 256)).astype(np.float32)
-    timed = {tid: (m.stylizer, x, 30) for tid, m in tiers.items()}
-    timed[f"teacher_{spec.runtime}_{spec.input.size[0]}"] = (lambda c: teacher([c]), crop, 5)
-    if spec.input.multiple < spec.input.size[0]:  # the teacher also takes 256² input
-        at256 = NetworkTeacher(replace(spec, input=replace(spec.input, size=(256, 256))), threads=2)
-        timed[f"teacher_{spec.runtime}_256"] = (lambda c: at256([c]), face, 5)
-    # three rounds, each timing every model in turn: one round alone swung a tier by 2x with where the
-    # scheduler put the threads (sketch light 6.3 against 13.4 ms); the median of the rounds is reported
+    def teacher_at(size: int, image: np.ndarray, spinning: bool) -> tuple:
+        sized = spec if size == spec.input.size[0] else replace(spec, input=replace(spec.input, size=(size, size)))
+        teacher = NetworkTeacher(sized, threads=2, spinning=spinning)
+        return teacher.network, teacher.model_input(image), 5
+
+    timed = {}
+    for setting, spinning in SPEED_SETTINGS.items():
+        for tier in bundle.manifest.tiers:
+            onnx = next(f for f in tier.files if f.runtime == "onnx")
+            network = OnnxStylizer(bundle.path(onnx), 2, bundle.manifest.io, spinning=spinning)
+            x = np.random.default_rng(0).uniform(-1, 1, (1, 3, tier.input_size, tier.input_size))
+            timed[setting, tier.id] = (network, x.astype(np.float32), 30)
+        timed[setting, f"teacher_{spec.runtime}_{spec.input.size[0]}"] = teacher_at(spec.input.size[0], crop, spinning)
+        if spec.input.multiple < spec.input.size[0]:  # the teacher also takes 256² input
+            timed[setting, f"teacher_{spec.runtime}_256"] = teacher_at(256, face, spinning)
+    # rounds, each timing every network in turn: one round alone swung a tier by 2x with where the scheduler
+    # put the threads (sketch light 6.3 against 13.4 ms); the median of the rounds is reported
     rounds = [{k: _timed(fn, arg, runs) for k, (fn, arg, runs) in timed.items()} for _ in range(SPEED_ROUNDS)]
-    speed = {k: round(float(np.median([r[k] for r in rounds])), 2) for k in timed}
-    first = speed[next(iter(tiers))]
+    speed: dict = {setting: {} for setting in SPEED_SETTINGS}
+    for setting, name in timed:
+        speed[setting][name] = round(float(np.median([r[setting, name] for r in rounds])), 2)
+    light = bundle.manifest.tiers[0].id
     return {
         "ms_2_threads": speed,
-        "light_speedup_vs_teacher": {k: round(v / first, 1) for k, v in speed.items() if k.startswith("teacher")},
+        "light_speedup_vs_teacher": {
+            setting: {k: round(v / ms[light], 1) for k, v in ms.items() if k.startswith("teacher")}
+            for setting, ms in speed.items()
+        },
     }
 
 
 def speed_only(args: argparse.Namespace) -> dict:
     """:func:`measure_speed` alone, on the public-domain astronaut: no prepared faces or runs needed."""
-    from engine.backends import load_tier
     from engine.bundle import load_bundle
     from engine.sources import astronaut
-    from training.teachers.network import NetworkTeacher, load_teacher_spec
+    from training.teachers.network import load_teacher_spec
 
     machine = machine_info()
     bundle = load_bundle(args.bundle or Path("models") / args.style)
     spec = load_teacher_spec(args.teacher)
-    tiers = {t.id: load_tier(bundle, t, "onnx", threads=2) for t in bundle.manifest.tiers}
-    speed = measure_speed(tiers, spec, NetworkTeacher(spec, threads=2), astronaut(), astronaut(256))
+    speed = measure_speed(bundle, spec, astronaut(), astronaut(256))
     return {"style": bundle.id, "teacher": spec.id, "machine": finish(machine), **speed}
 
 
@@ -412,7 +429,8 @@ def markdown_table(results: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        teacher_ms = [v for k, v in r["ms_2_threads"].items() if k.startswith("teacher")]
+        ms = r["ms_2_threads"]["engine"]
+        teacher_ms = [v for k, v in ms.items() if k.startswith("teacher")]
         skin, people = r["skin_tone_heldout"], r["skin_tone_identities"]
         light = next(iter(r["tiers"]))
         for tid, m in r["tiers"].items():
@@ -431,7 +449,7 @@ def markdown_table(results: list[dict]) -> str:
                 if tid in people
                 else "",
                 f"{r['flicker_amplification']['on']:.2f} / {r['flicker_amplification']['off']:.2f}" if first else "",
-                f"{r['ms_2_threads'][tid]:.1f}" + (f" ({' ; '.join(f'{v:.0f}' for v in teacher_ms)})" if first else ""),
+                f"{ms[tid]:.1f}" + (f" ({' ; '.join(f'{v:.0f}' for v in teacher_ms)})" if first else ""),
             ]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -42,24 +42,37 @@ class Stylizer(Protocol):
     def close(self) -> None: ...
 
 
+def onnx_session_options(threads: int, spinning: bool = False):
+    """onnxruntime options for one network on ``threads`` intra-op threads, run one node at a time.
+
+    The live engine keeps ``spinning`` off, so idle intra-op threads sleep: spinning workers steal the cores
+    that tracking, blending, decoding and encoding need between two inferences (measured: smoothing 0.6 ->
+    4.7 ms). Spinning is onnxruntime's default, and the faster choice for a network timed alone.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 class OnnxStylizer:
     runtime = "onnx"
 
-    def __init__(self, path: Path, threads: int = 2, io_spec: IOSpec = IOSpec()) -> None:
+    def __init__(self, path: Path, threads: int = 2, io_spec: IOSpec = IOSpec(), spinning: bool = False) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
             raise BackendUnavailable(f"onnxruntime is not installed: {exc}") from exc
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
-        # Idle intra-op threads must sleep, not spin: spinning workers steal the cores that tracking,
-        # blending, decoding and encoding need between two inferences (measured: smoothing 0.6 -> 4.7 ms).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(
+                str(path), onnx_session_options(threads, spinning), providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise BundleError(f"{path}: onnxruntime cannot load this model: {exc}") from exc
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()

@@ -19,7 +19,7 @@ def _result(skin_light: dict) -> dict:
         "skin_tone_heldout": {"teacher": summary(30.5), "light": skin_light},
         "skin_tone_identities": {"teacher": {"darker": {"dL": 33.0}, "lighter": {"dL": 25.0}}},
         "flicker_amplification": {"on": 0.3, "off": 0.9},
-        "ms_2_threads": {"light": 6.4, "teacher_onnx_512": 787.0},
+        "ms_2_threads": {"engine": {"light": 6.4, "teacher_onnx_512": 787.0}},
     }
 
 
@@ -73,3 +73,34 @@ def test_background_change_counts_what_a_spilled_alpha_shows_and_a_short_one_hid
     assert result["exact"]["mean_grey_levels"] < 1 and result["exact"]["alpha_l1"] < 0.02
     assert result["none"]["mean_grey_levels"] == 0 and result["none"]["alpha_short_inside_head"] > 0.9
     assert result["no_alpha"]["mean_grey_levels"] > 5 and result["no_alpha"]["alpha_l1"] > 0.1  # the feather spills
+
+
+def test_speed_times_every_network_with_the_same_options_in_both_settings(fixture_bundle, tmp_path, monkeypatch):
+    """The student is never timed with the engine's options against a teacher with onnxruntime's: each setting
+    opens every network with its own spinning choice, and each speed-up divides within one setting."""
+    from bench import styles
+    from engine import backends
+    from tests.training.conftest import write_onnx_teacher
+    from training.teachers.network import load_teacher_spec
+
+    seen: list[bool] = []
+    real = backends.onnx_session_options
+    monkeypatch.setattr(backends, "onnx_session_options", lambda t, s=False: seen.append(s) or real(t, s))
+    import training.teachers.network as network
+
+    monkeypatch.setattr(network, "onnx_session_options", backends.onnx_session_options)
+    monkeypatch.setattr(styles, "SPEED_ROUNDS", 1)
+    spec = load_teacher_spec(write_onnx_teacher(tmp_path / "toy", size=64, multiple=16))
+    crop = np.full((256, 256, 3), 128, np.uint8)
+    result = styles.measure_speed(fixture_bundle, spec, crop, crop)
+
+    tiers = [t.id for t in fixture_bundle.manifest.tiers]
+    assert set(result["ms_2_threads"]) == {"engine", "onnxruntime_default"}
+    for setting, ms in result["ms_2_threads"].items():
+        teachers = {"teacher_onnx_64", "teacher_onnx_256"}  # its preferred input, and 256² (any multiple of 16)
+        assert set(ms) == {*tiers, *teachers} and all(v > 0 for v in ms.values())
+        for teacher in teachers:
+            speedup = result["light_speedup_vs_teacher"][setting][teacher]
+            assert speedup == round(ms[teacher] / ms[tiers[0]], 1)
+    per_setting = len(tiers) + 2
+    assert seen == [False] * per_setting + [True] * per_setting

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.backends import onnx_session_options
 from engine.bundle import FieldReader, sha256_file
 from training.errors import TeacherError
 from training.images import resize_antialiased
@@ -194,14 +195,13 @@ def load_teacher_spec(path: Path | str, verify: bool = True) -> TeacherSpec:
 
 
 class _OnnxRuntime:
-    def __init__(self, spec: TeacherSpec, threads: int) -> None:
+    def __init__(self, spec: TeacherSpec, threads: int, spinning: bool) -> None:
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(spec.file), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(spec.file), onnx_session_options(threads, spinning), providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise TeacherError(f"teacher '{spec.id}' ({spec.file}): onnxruntime cannot load it: {exc}") from exc
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -250,7 +250,7 @@ def _check_fixed_input(spec: TeacherSpec, shape: list) -> None:
 
 
 class _TfliteRuntime:
-    def __init__(self, spec: TeacherSpec, threads: int) -> None:
+    def __init__(self, spec: TeacherSpec, threads: int, spinning: bool) -> None:  # the interpreter has no such option
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:
@@ -304,19 +304,21 @@ class NetworkTeacher:
     """A loaded teacher. Stylizers: ``__call__(crops) -> stylized crops``; masks: :meth:`probabilities`.
 
     Crops are (S, S, 3) uint8 BGR (the engine's aligned crops); outputs have the crops' size.
+    ``network(model_input(crop))`` is the bare model, for timing it against a student on the same runtime
+    and options (``spinning``: onnxruntime's idle threads spin, its default; the engine's sleep).
     """
 
-    def __init__(self, spec: TeacherSpec, threads: int = 2) -> None:
+    def __init__(self, spec: TeacherSpec, threads: int = 2, spinning: bool = True) -> None:
         self.spec = spec
         self.name = spec.id
-        self._run = (_OnnxRuntime if spec.runtime == "onnx" else _TfliteRuntime)(spec, threads)
+        self.network = (_OnnxRuntime if spec.runtime == "onnx" else _TfliteRuntime)(spec, threads, spinning)
         self._classes = len(spec.output.classes) if spec.kind == "mask" else 3
 
     def model_side(self) -> tuple[int, int]:
         """The (H, W) the model is fed: its preferred size (validated to be a multiple of ``input.multiple``)."""
         return self.spec.input.size
 
-    def _input(self, crop: np.ndarray) -> np.ndarray:
+    def model_input(self, crop: np.ndarray) -> np.ndarray:
         spec = self.spec.input
         h, w = self.model_side()
         x = resize_antialiased(crop, h, w)
@@ -353,7 +355,7 @@ class NetworkTeacher:
         lo, hi = self.spec.output.value_range
         out = []
         for crop in crops:
-            y = self._output(self._run(self._input(crop)))
+            y = self._output(self.network(self.model_input(crop)))
             y = np.clip((y - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
             y = y[:, :, ::-1] if self.spec.output.color == "RGB" else y
             out.append(np.ascontiguousarray(resize_antialiased(y, crop.shape[0], crop.shape[1])))
@@ -363,7 +365,7 @@ class NetworkTeacher:
         """Mask models: class name -> (H, W) float32 probability at the crop's size."""
         if self.spec.kind != "mask":
             raise TeacherError(f"teacher '{self.spec.id}' is a {self.spec.kind} model, not a mask model")
-        y = self._output(self._run(self._input(crop)))
+        y = self._output(self.network(self.model_input(crop)))
         activation = self.spec.output.activation.lower()
         if "softmax" in activation:
             y = _softmax(y)
