@@ -274,7 +274,7 @@ def engine_guard(bundle, limit: float | None) -> StillGuard:
     return StillGuard(face_skin_region(align.crop_size, align.template), limit)
 
 
-SPEED_ROUNDS = 3
+SPEED_ROUNDS = 5
 SPEED_SETTINGS = {"engine": False, "onnxruntime_default": True}  # setting -> onnxruntime's idle threads spin
 
 
