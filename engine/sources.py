@@ -217,6 +217,8 @@ class VideoFileSource:
     def read(self, every: int = 1) -> Frame | None:
         """The next frame, or with ``every`` > 1 the next whose index is a multiple of it: the frames between
         are decoded (a video's frames depend on each other) but never converted to pixels."""
+        if every < 1:
+            raise ValueError(f"read(every={every}): every must be 1 or more")
         while not self._closed and (self.max_frames is None or self._index < self.max_frames):
             decoded = self._next_decoded()
             if decoded is None:

@@ -84,6 +84,8 @@ def test_sampling_a_video_converts_only_the_frames_it_returns(tmp_path, monkeypa
     for f in got[:3]:
         assert np.array_equal(f.image, every[f.index].image) and f.timestamp == every[f.index].timestamp
     assert got[3].timestamp == pytest.approx(21 / 25.0)  # past the loop, time goes on
+    with pytest.raises(ValueError, match="every"):
+        sampled.read(every=0)
 
 
 def test_a_closed_video_is_freed_at_once_not_by_the_cycle_collector(tmp_path):
