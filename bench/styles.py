@@ -429,7 +429,7 @@ def markdown_table(results: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        ms = r["ms_2_threads"]["engine"]
+        ms = r["ms_2_threads"].get("engine", r["ms_2_threads"])  # results written before both settings
         teacher_ms = [v for k, v in ms.items() if k.startswith("teacher")]
         skin, people = r["skin_tone_heldout"], r["skin_tone_identities"]
         light = next(iter(r["tiers"]))

@@ -224,11 +224,12 @@ class VideoFileSource:
             if decoded is None:
                 return None
             t, index = self._loop_offset + self._file_index / self.fps, self._index
+            image = to_bgr_uint8(_upright(decoded)) if index % every == 0 else None
             self._file_index += 1
             self._index += 1
-            if index % every == 0:
-                self._pacer.wait(t)
-                return Frame(to_bgr_uint8(_upright(decoded)), t, index)
+            if image is not None:
+                self._pacer.wait(t)  # after the conversion, as a camera's frame is ready when it is shown
+                return Frame(image, t, index)
         return None
 
     def _release(self) -> None:

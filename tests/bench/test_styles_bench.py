@@ -29,6 +29,13 @@ def test_the_table_shows_the_guarded_figure_and_the_network_alone_beside_the_tea
     assert "| +8.3 (+30.5) |" in markdown_table([_result({"all": {"dL": 3.0}, "darkest_quarter": {"dL": 8.3}})])
 
 
+def test_the_table_shows_the_engine_settings_ms_and_reads_results_written_before_both_settings():
+    plain = {"all": {"dL": 3.0}, "darkest_quarter": {"dL": 8.3}}
+    assert markdown_table([_result(plain)]).endswith("| 6.4 (787) |")
+    earlier = _result(plain) | {"ms_2_threads": {"light": 5.5, "teacher_onnx_512": 572.0}}
+    assert markdown_table([earlier]).endswith("| 5.5 (572) |")
+
+
 def test_the_bench_guards_still_photos_with_the_bundles_limit_unless_told_otherwise(fixture_bundle):
     from dataclasses import replace
 
