@@ -35,7 +35,9 @@ lint: setup
 test: lint
 	$(PY) -m pytest -m "not slow" -q
 
+# The slow suite builds the installer too, so it installs what `make package` does.
 test-slow: setup
+	$(PIP) install -q -r requirements-package.txt
 	$(PY) -m pytest -m slow -q
 
 bench: setup

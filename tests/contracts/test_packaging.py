@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_installer_builds_and_passes_its_smoke_test():
-    pytest.importorskip("PyInstaller", reason="make package installs PyInstaller")
+    pytest.importorskip("PyInstaller", reason="make test-slow and make package install PyInstaller")
     proc = subprocess.run(
         [sys.executable, "packaging/build.py"], cwd=REPO, capture_output=True, text=True, timeout=1800
     )
