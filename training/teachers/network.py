@@ -250,7 +250,7 @@ def _check_fixed_input(spec: TeacherSpec, shape: list) -> None:
 
 
 class _TfliteRuntime:
-    def __init__(self, spec: TeacherSpec, threads: int, spinning: bool) -> None:  # the interpreter has no such option
+    def __init__(self, spec: TeacherSpec, threads: int) -> None:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:
@@ -311,7 +311,8 @@ class NetworkTeacher:
     def __init__(self, spec: TeacherSpec, threads: int = 2, spinning: bool = True) -> None:
         self.spec = spec
         self.name = spec.id
-        self.network = (_OnnxRuntime if spec.runtime == "onnx" else _TfliteRuntime)(spec, threads, spinning)
+        onnx = spec.runtime == "onnx"
+        self.network = _OnnxRuntime(spec, threads, spinning) if onnx else _TfliteRuntime(spec, threads)  # no spinning
         self._classes = len(spec.output.classes) if spec.kind == "mask" else 3
 
     def model_side(self) -> tuple[int, int]:
