@@ -489,6 +489,17 @@ def tier_runs(run: Path, tiers: list[str]) -> list[Path]:
     return [run] if len(tiers) == 1 else [run / t for t in tiers]
 
 
+def parent_runs(init_from: Path, tiers: list[str]) -> list[Path]:
+    """Where each tier starts when fine-tuning: an installed bundle (each tier rebuilt from its own ONNX file),
+    the tier's own folder of a multi-tier run (also when one tier alone is fine-tuned), or else the run
+    layout of :func:`tier_runs`."""
+    if (init_from / MANIFEST).is_file():
+        return [init_from] * len(tiers)
+    if all((init_from / t).is_dir() for t in tiers):
+        return [init_from / t for t in tiers]
+    return tier_runs(init_from, tiers)
+
+
 def student_stage(
     pairs: Path,
     run: Path,
@@ -507,10 +518,7 @@ def student_stage(
         raise TrainingError("--bf16: this CPU has no native bfloat16 (AVX512-BF16/AMX); autocast would be ~100× slower")
     cfgs = [replace(cfg, tier=t) for t in tiers]
     runs = tier_runs(run, tiers)
-    if init_from and (init_from / MANIFEST).is_file():  # an installed bundle: each tier starts from its own
-        parents = [init_from] * len(runs)
-    else:
-        parents = tier_runs(init_from, tiers) if init_from else [None] * len(runs)
+    parents = parent_runs(init_from, tiers) if init_from else [None] * len(runs)
     run_dirs = []
     try:
         for c, run_path, parent in zip(cfgs, runs, parents):

@@ -1,5 +1,6 @@
 """The student stage end to end (tiny preset), its resume and abort paths, and its bad inputs."""
 
+import json
 import shutil
 from dataclasses import replace
 
@@ -163,6 +164,18 @@ def test_fine_tuning_starts_from_another_runs_student(tmp_path, ink_pairs):
     assert max(float((after[k] - start[k]).abs().max()) for k in weights) < 1e-3
     with pytest.raises(Exception, match="not"):
         train_student(ink_pairs, config_from("tiny", tier="high"), _ctx(tmp_path / "x"), init_from=tmp_path / "base")
+
+
+def test_one_tier_fine_tunes_from_its_own_folder_of_a_multi_tier_run(tmp_path, ink_pairs):
+    """`--tier light --init-from RUN`, where RUN trained several tiers side by side (RUN/light, RUN/...)."""
+    base = config_from("tiny", steps=1, crop=32, batch=2, sample_every=100)
+    train_student(ink_pairs, base, _ctx(tmp_path / "base" / "light"))
+    args = ["student", "--pairs", str(ink_pairs), "--run", str(tmp_path / "tuned"), "--tier", "light"]
+    args += ["--preset", "tiny", "--steps", "1", "--progress", "none", "--init-from", str(tmp_path / "base")]
+    code = train_main(args)
+    assert code == 0
+    options = json.loads((tmp_path / "tuned" / "options.json").read_text())["options"]
+    assert options["init_from"] == str(tmp_path / "base" / "light")
 
 
 def test_tiers_trained_side_by_side_learn_what_each_learns_alone_and_resume(tmp_path, ink_pairs):
