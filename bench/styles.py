@@ -8,7 +8,7 @@
   of the shipped graphs (with the sharpening layer), so what the filter adds is seen apart;
 * FID-EL0 / KID-EL0 of each tier to the teacher's outputs (EfficientNet-Lite0 features: not comparable
   with Inception FIDs);
-* skin tone: the mean Lab L* and b* change inside the photo's / output's skin mask, on the held-out faces
+* skin tone: the mean Lab L*, a* and b* change inside the photo's / output's skin mask, on the held-out faces
   (all, and their darkest quarter by photo L*) and on ../shared/data/identities split into the darker and
   lighter people (by each person's median photo L*), for the teacher and for each tier; every figure is
   taken after the bundle's run-time skin-tone guard, as the app shows it, and for a guarded bundle also
@@ -47,14 +47,14 @@ def _timed(fn, x, runs: int = 10) -> float:
 
 
 def _skin_shift(photos, outputs, skin_model) -> dict:
-    """Mean ΔL*, Δb* (output − photo) inside each image's own skin mask; per image and summarised."""
+    """Mean ΔL*, Δa*, Δb* (output − photo) inside each image's own skin mask; per image and summarised."""
     from training.teachers.masks import skin_mean_lab
 
     rows = []
     for photo, out in zip(photos, outputs):
         p = skin_mean_lab(photo, skin_model.probabilities(photo)["skin"])
         o = skin_mean_lab(out, skin_model.probabilities(out)["skin"])
-        rows.append((p[0], o[0] - p[0], o[2] - p[2]))
+        rows.append((p[0], *(o - p)))
     return rows
 
 
@@ -63,7 +63,8 @@ def _summary(rows, select=None) -> dict:
     return {
         "n": len(rows),
         "dL": round(float(np.mean([r[1] for r in rows])), 2),
-        "db": round(float(np.mean([r[2] for r in rows])), 2),
+        "da": round(float(np.mean([r[2] for r in rows])), 2),
+        "db": round(float(np.mean([r[3] for r in rows])), 2),
     }
 
 

@@ -233,6 +233,16 @@ def test_keep_skin_tone_restores_lightness_and_keeps_the_shading():
     assert shade(kept) == pytest.approx(shade(stylized), abs=3)
 
 
+def test_keep_skin_tone_gives_back_the_photos_hue_too():
+    """A pale, nearly grey teacher skin darkened to the photo's lightness alone turns grey-brown: the
+    photo's redness (a*) and yellowness (b*) come back as well."""
+    photo = np.full((64, 64, 3), (70, 95, 160), np.uint8)  # warm, reddish skin
+    stylized = np.full((64, 64, 3), (205, 210, 220), np.uint8)  # porcelain: light, little colour
+    skin = np.ones((64, 64), np.float32)
+    kept = skin_mean_lab(keep_skin_tone(photo, stylized, skin, lambda image: skin), skin)
+    assert np.abs(kept - skin_mean_lab(photo, skin)).max() < 1.5
+
+
 def test_keep_skin_tone_measures_again_until_the_skin_found_on_the_result_matches():
     """The skin found on the treated image is not the skin the shift was weighted by (here: a mask that
     shrinks as the skin darkens, as a model's confidence might): one pass falls short, three get there."""

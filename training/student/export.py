@@ -272,7 +272,7 @@ def teacher_lines(record: dict) -> list[str]:
 
 
 SKIN_TONE_LINE = (
-    "Skin tone: trained on pairs given back the photo's skin lightness and b*; at run time the engine also bounds"
+    "Skin tone: trained on pairs given back the photo's mean skin colour; at run time the engine also bounds"
     " how far the face's lightness may move to {limit:g} L* (blend.skin_tone_limit; 0 turns it off)."
 )
 
