@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 STILL_HOLD_S = 0.5  # s each still image is shown: the tracker confirms its face and fades it in
 STILL_HOLD_PACED_S = 3.0  # s each still image is shown in a paced stream (the window)
+REMEMBERED_PHOTOS = 256  # photo_of answers for the frames still in the pipeline; a looping slideshow runs for hours
 
 
 class FrameSource(Protocol):
@@ -306,7 +307,8 @@ class ImageFolderSource:
         return list(self._files)
 
     def photo_of(self, index: int) -> Path | None:
-        """The photo that frame ``index`` showed (None before the first)."""
+        """The photo that frame ``index`` showed (None before the first, or before the last
+        :data:`REMEMBERED_PHOTOS` photos shown)."""
         at = bisect.bisect_right(self._starts, index, key=lambda start: start[0]) - 1
         return self._starts[at][1] if at >= 0 else None
 
@@ -324,6 +326,8 @@ class ImageFolderSource:
                     continue
                 self._image, self._shown = to_bgr_uint8(image), 0
                 self._starts.append((self._index, path))
+                if len(self._starts) > 2 * REMEMBERED_PHOTOS:
+                    del self._starts[:-REMEMBERED_PHOTOS]
                 self._cut, self._image_path = path != self._image_path, path  # one photo looping is no cut
                 return True
             self._pos = 0

@@ -239,6 +239,17 @@ def test_image_folder_skips_broken_files(tmp_path):
     assert src.skipped == ["b.jpg"]
 
 
+def test_a_looping_slideshow_remembers_which_photo_each_recent_frame_showed_in_bounded_memory(tmp_path):
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((10, 12), np.uint8))
+    src = ImageFolderSource(tmp_path, fps=30, hold_s=1 / 30, loop=True)  # one frame a photo
+    shown = 3 * sources.REMEMBERED_PHOTOS
+    frames = [src.read() for _ in range(shown)]
+    assert [src.photo_of(f.index).name for f in frames[-10:]] == ["a.png", "b.png"] * 5
+    assert src.photo_of(0) is None  # long forgotten
+    assert len(src._starts) <= 2 * sources.REMEMBERED_PHOTOS
+
+
 def test_still_images_are_held_long_enough_to_be_stylized_and_each_starts_with_a_cut(tmp_path):
     from engine.pipeline import Pipeline
     from engine.tracking import MeshFaceTracker
