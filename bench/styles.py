@@ -46,8 +46,8 @@ def _timed(fn, x, runs: int = 10) -> float:
     return round(median_ms(lambda: fn(x), runs, warmup=1), 2)
 
 
-def _skin_shift(photos, outputs, skin_model) -> dict:
-    """Mean ΔL*, Δa*, Δb* (output − photo) inside each image's own skin mask; per image and summarised."""
+def _skin_shift(photos, outputs, skin_model) -> list[tuple]:
+    """Per image: (the photo's skin L*, ΔL*, Δa*, Δb*), output − photo, each inside its own skin mask."""
     from training.teachers.masks import skin_mean_lab
 
     rows = []

@@ -311,8 +311,9 @@ class NetworkTeacher:
     def __init__(self, spec: TeacherSpec, threads: int = 2, spinning: bool = True) -> None:
         self.spec = spec
         self.name = spec.id
+        # TFLite's interpreter has no spinning option
         onnx = spec.runtime == "onnx"
-        self.network = _OnnxRuntime(spec, threads, spinning) if onnx else _TfliteRuntime(spec, threads)  # no spinning
+        self.network = _OnnxRuntime(spec, threads, spinning) if onnx else _TfliteRuntime(spec, threads)
         self._classes = len(spec.output.classes) if spec.kind == "mask" else 3
 
     def model_side(self) -> tuple[int, int]:
