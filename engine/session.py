@@ -23,7 +23,7 @@ from engine.tracking import MESH_EVERY, MeshFaceTracker
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STYLE = "ink"
+DEFAULT_STYLE = "anime"  # the flagship teacher-distilled style; any other installed one when it is missing
 DEMO_FRAMES = 300  # the headless demo runs 10 s of the generated source unless told otherwise
 
 

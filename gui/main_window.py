@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QSize, Qt, Slot
+from PySide6.QtCore import QEvent, QSettings, QSize, Qt, Slot
 from PySide6.QtGui import QAction, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from engine.bundle import Bundle, user_models_dir
 from engine.pipeline import FrameResult
-from engine.session import passthrough_notice
+from engine.session import passthrough_notice, resolve_style
 from engine.sources import IMAGE_SUFFIXES
 from gui.controller import StreamController
 
@@ -41,10 +41,20 @@ def to_qimage(image) -> QImage:
     return QImage(image.data, w, h, image.strides[0], QImage.Format.Format_BGR888).copy()
 
 
+def remembered_camera(settings: QSettings) -> str:
+    """The camera the window streamed when it was last closed (a streamer's is seldom the first)."""
+    camera = str(settings.value("camera", "camera:0"))
+    return camera if camera.startswith("camera:") else "camera:0"
+
+
 class MainWindow(QMainWindow):
-    def __init__(self, controller: StreamController, source: str = "demo") -> None:
+    """``settings``: where the user's choices (style, tier, backend, live settings, camera) are kept from
+    one start to the next; None keeps nothing (tests, screenshots)."""
+
+    def __init__(self, controller: StreamController, source: str = "demo", settings: QSettings | None = None) -> None:
         super().__init__()
         self.controller = controller
+        self.settings = settings
         self.setWindowTitle("Stylecast")
         self.resize(1180, 720)
         self.frames_shown = 0
@@ -152,6 +162,8 @@ class MainWindow(QMainWindow):
         controller.output_stopped.connect(self._output_stopped)
         controller.styles_changed.connect(self._fill_styles)
         controller.refresh_styles()
+        if settings is not None:
+            self._restore_settings(settings)
 
     def _slider(self, value: int, on_change) -> QSlider:
         slider = QSlider(Qt.Orientation.Horizontal)
@@ -198,12 +210,46 @@ class MainWindow(QMainWindow):
         style_id = self.style_box.currentData()
         self.controller.set_style(style_id, self.tier_box.currentText() or "auto", self.backend_box.currentText())
 
-    def select_style(self, style_id: str | None) -> None:
-        index = self.style_box.findData(style_id)
+    def select_style(self, style_id: str | None, tier: str = "auto") -> None:
+        index = self.style_box.findData(style_id) if style_id else self.style_box.findText(PASSTHROUGH)
         if index >= 0:
             self.style_box.setCurrentIndex(index)
             self._fill_tiers()
-            self.controller.set_style(style_id)
+            self.tier_box.setCurrentIndex(max(self.tier_box.findText(tier), 0))
+            self._apply_style()
+
+    def select_first_style(self, requested: str = "auto") -> None:
+        """The style the window starts with: the one asked for; else the one it showed when it was last
+        closed, with its tier, while that is still installed; else the default (engine.session.resolve_style)."""
+        tier = "auto"
+        remembered = str(self.settings.value("style", "")) if self.settings is not None else ""
+        if requested == "auto" and (remembered == "none" or remembered in self.controller.bundles):
+            requested, tier = remembered, str(self.settings.value("tier", "auto"))
+        bundle = resolve_style(requested, self.controller.registry) if requested != "none" else None
+        self.select_style(bundle.id if bundle else None, tier)
+
+    # ----- kept between starts ----------------------------------------------------------------
+
+    def _restore_settings(self, settings: QSettings) -> None:
+        """The live settings as the user left them; a value that does not read back keeps its default."""
+        for slider, key in ((self.intensity, "intensity"), (self.temporal, "smoothing"), (self.color, "colour_match")):
+            value = str(settings.value(key, slider.value()))
+            slider.setValue(int(value) if value.isdigit() else slider.value())  # the slider bounds it
+        for box, key in ((self.skin_tone, "keep_skin_tone"), (self.loop_files, "loop_files")):
+            box.setChecked(str(settings.value(key, box.isChecked())).lower() != "false")
+        self.backend_box.setCurrentIndex(max(self.backend_box.findText(str(settings.value("backend", "auto"))), 0))
+
+    def _save_settings(self, settings: QSettings) -> None:
+        settings.setValue("style", self.style_box.currentData() or "none")
+        settings.setValue("tier", self.tier_box.currentText() or "auto")
+        settings.setValue("backend", self.backend_box.currentText())
+        for slider, key in ((self.intensity, "intensity"), (self.temporal, "smoothing"), (self.color, "colour_match")):
+            settings.setValue(key, slider.value())
+        settings.setValue("keep_skin_tone", self.skin_tone.isChecked())
+        settings.setValue("loop_files", self.loop_files.isChecked())
+        if self.controller.source_spec and self.controller.source_spec.startswith("camera:"):
+            settings.setValue("camera", self.controller.source_spec)
+        settings.sync()
 
     # ----- frames and actions -----------------------------------------------------------------
 
@@ -319,5 +365,7 @@ class MainWindow(QMainWindow):
         self.select_style(style_id)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if self.settings is not None:
+            self._save_settings(self.settings)
         self.controller.shutdown()
         super().closeEvent(event)

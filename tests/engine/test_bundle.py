@@ -161,3 +161,18 @@ def test_the_skin_tone_limit_is_read_and_older_bundles_without_it_load_with_the_
     _edit(folder, lambda d: d["blend"].update(skin_tone_limit="strict"))
     with pytest.raises(BundleError, match="blend.skin_tone_limit"):
         load_bundle(folder)
+
+
+def test_the_default_style_is_anime_then_any_installed_style_then_pass_through(fixture_bundle_root, tmp_path):
+    from engine.session import resolve_style
+
+    for style_id in ("cute", "anime", "ink"):
+        shutil.copytree(fixture_bundle_root / "fixture", tmp_path / style_id)
+        manifest = json.loads((tmp_path / style_id / "manifest.json").read_text())
+        (tmp_path / style_id / "manifest.json").write_text(json.dumps({**manifest, "id": style_id}))
+    assert resolve_style("auto", BundleRegistry([tmp_path])).id == "anime"
+    assert resolve_style("ink", BundleRegistry([tmp_path])).id == "ink"
+    shutil.rmtree(tmp_path / "anime")
+    assert resolve_style("auto", BundleRegistry([tmp_path])).id == "cute"
+    assert resolve_style("auto", BundleRegistry([tmp_path / "no styles here"])) is None
+    assert resolve_style("none", BundleRegistry([tmp_path])) is None

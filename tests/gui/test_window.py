@@ -445,3 +445,59 @@ def test_wizard_curation_round_keeps_the_ticked_candidates_and_trains_on(qapp, w
     # decided candidates are shown with their decision and cannot be ticked again
     assert "kept" in page.candidates.item(1).text() and not page.candidates.item(0).flags() & Qt.ItemFlag.ItemIsEnabled
     wizard.close()
+
+
+def test_the_window_starts_as_the_user_left_it(qapp, fixture_bundle_root, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from gui.controller import StreamController
+    from gui.main_window import MainWindow, remembered_camera
+
+    path = str(tmp_path / "stylecast.ini")
+
+    def open_window():
+        controller = StreamController(BundleRegistry([fixture_bundle_root]))
+        asked = []
+        controller.set_style = lambda *args: asked.append(args)
+        win = MainWindow(controller, "demo", QSettings(path, QSettings.Format.IniFormat))
+        win.show()
+        win.select_first_style()
+        return win, asked
+
+    first, asked = open_window()
+    assert asked == [("fixture", "auto", "auto")]  # nothing kept yet: the default style
+    first.select_style("fixture", "standard")
+    first.backend_box.setCurrentText("mnn")
+    first.intensity.setValue(40)
+    first.temporal.setValue(90)
+    first.color.setValue(25)
+    first.skin_tone.setChecked(False)
+    first.loop_files.setChecked(False)
+    first.controller.source_spec = "camera:2"  # as if the second camera had been streaming
+    first.close()
+
+    second, asked = open_window()
+    assert asked == [("fixture", "standard", "mnn")]
+    assert (second.tier_box.currentText(), second.backend_box.currentText()) == ("standard", "mnn")
+    assert [second.intensity.value(), second.temporal.value(), second.color.value()] == [40, 90, 25]
+    assert not second.skin_tone.isChecked() and not second.loop_files.isChecked()
+    config = second.controller.pipeline.config
+    live = (config.intensity, config.temporal_strength, config.color_match, config.skin_tone_limit)
+    assert live == (0.4, 0.9, 0.25, 0)
+    assert remembered_camera(second.settings) == "camera:2"
+    second.select_style(None)  # pass-through is a choice too
+    second.close()
+
+    third, asked = open_window()
+    assert third.style_box.currentData() is None
+    third.close()
+
+    # a style since removed and values that do not read back: the defaults, never an error
+    settings = QSettings(path, QSettings.Format.IniFormat)
+    for key, value in (("style", "removed"), ("tier", "huge"), ("intensity", "lots"), ("camera", "/dev/video0")):
+        settings.setValue(key, value)
+    settings.sync()
+    fourth, asked = open_window()
+    assert asked == [("fixture", "auto", "mnn")] and fourth.intensity.value() == 100
+    assert remembered_camera(fourth.settings) == "camera:0"
+    fourth.close()
