@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
+from html import escape
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QSettings, QSize, Qt, Slot
@@ -199,7 +200,12 @@ class MainWindow(QMainWindow):
             self.tier_box.addItem(tier.id)
         m = bundle.manifest
         image = f"<br><img src='{(bundle.root / m.preview).as_uri()}' width='288'>" if m.preview else ""
-        self.card.setText(f"<b>{m.name}</b> {m.version}<br>{m.description}{image}")
+        terms = m.license.split(":")[0].split(". ")[0]  # its first clause: "Research and non-commercial use only"
+        self.card.setText(
+            f"<b>{escape(m.name)}</b> · version {escape(m.version)}<br>{escape(m.description)}"
+            f"<br><i>{escape(terms)}</i>{image}"
+        )
+        self.card.setToolTip(m.model_card or m.license)  # what it was trained on, its limits, its figures
 
     def _style_chosen(self) -> None:
         """Another style in the picker: its card and tiers, then the style itself."""

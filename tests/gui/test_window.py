@@ -155,7 +155,7 @@ def test_wizard_trains_installs_and_switches_to_a_new_style(qapp, window, tmp_pa
     assert wait_until(qapp, lambda: window.style_box.currentData() == "wiz")
 
 
-def test_the_style_picker_shows_each_styles_preview(qapp, tmp_path, fixture_bundle_root):
+def test_the_style_picker_shows_each_styles_preview_and_its_card_its_terms_of_use(qapp, tmp_path, fixture_bundle_root):
     import shutil
 
     import cv2
@@ -167,13 +167,17 @@ def test_the_style_picker_shows_each_styles_preview(qapp, tmp_path, fixture_bund
     shutil.copytree(fixture_bundle_root / "fixture", folder)
     cv2.imwrite(str(folder / "preview.png"), np.full((48, 192, 3), 200, np.uint8))
     manifest = json.loads((folder / "manifest.json").read_text())
-    (folder / "manifest.json").write_text(json.dumps({**manifest, "preview": "preview.png"}))
+    manifest |= {"preview": "preview.png", "description": "Lines <b>& fills</b>"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
     win = MainWindow(StreamController(BundleRegistry([tmp_path])), "demo")
     try:
         assert not win.style_box.itemIcon(0).isNull()
         win.style_box.setCurrentIndex(0)
         win._fill_tiers()
         assert "preview.png" in win.card.text()
+        assert "<i>test fixture</i>" in win.card.text()  # the licence's terms, in the card itself
+        assert "Lines &lt;b&gt;&amp; fills&lt;/b&gt;" in win.card.text()  # a manifest's text is shown, not run
+        assert win.card.toolTip() == "Not a style: random weights."  # the whole model card
     finally:
         win.close()
 
