@@ -99,6 +99,7 @@ def test_teacher_recipe_installs_a_bundle_with_alpha_and_the_teachers_licence(ph
     bundle = load_bundle(models / "toy")
     manifest = bundle.manifest
     assert manifest.io.alpha and manifest.name == "Toy teacher"
+    assert manifest.description == "Distilled from the teacher 'Toy teacher'."  # the window's style card shows it
     assert manifest.metrics["head_mask"]["run"] == "head-mask"  # each tier's alpha is bounded by the head mask
     assert "test fixture, no restrictions" in manifest.license and "commercial_use: false" in manifest.model_card
     assert manifest.created["teacher"]["id"] == "toy"

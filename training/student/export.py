@@ -471,7 +471,7 @@ def export_bundle(
             display,
             tiers,
             license=license,
-            description=description,
+            description=description or (f"Distilled from the teacher '{teacher['name']}'." if teacher else ""),
             metrics=metrics,
             card=card,
             preview=preview,
