@@ -12,7 +12,10 @@ import logging
 
 STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("training.prepare", "align real faces from photo folders or videos into 256² crops"),
-    "pairs": ("training.pairs", "stylize aligned photos with a teacher (ink, ugatit:RUN, a teacher folder) into pairs"),
+    "pairs": (
+        "training.pairs",
+        "stylize aligned photos with a teacher (ink, ugatit:RUN, tier:BUNDLE:TIER, a teacher folder) into pairs",
+    ),
     "student": ("training.student.train", "distil a pairs folder into a real-time student of one compute tier"),
     "head-mask": (
         "training.student.head_mask",

@@ -6,7 +6,7 @@ Sources:
   (and optionally ``pairs.json`` giving each pair's split). This is what the student trains on.
 * :class:`TeacherPairs` — aligned photos stylized on demand by a teacher callable.
 
-``train pairs --teacher ink|ugatit:RUN|TEACHER_DIR`` materialises a source into a pairs folder
+``train pairs --teacher ink|ugatit:RUN|tier:BUNDLE:TIER|TEACHER_DIR`` materialises a source into a pairs folder
 (resumable: pairs already written are kept; a folder made by another teacher is refused). Teachers are
 the procedural ``ink`` teacher, a trained U-GAT-IT run, or a pretrained network described by a
 ``teacher.json`` (:mod:`training.teachers.network`). Pairs are written at ``--size`` (the teacher itself
@@ -311,7 +311,10 @@ class ResolvedTeacher:
 
 
 def resolve_teacher(name: str, device: str = "cpu", threads: int = 2) -> ResolvedTeacher:
-    """``ink``, ``ugatit:RUN`` (a U-GAT-IT run or its model file) or a teacher folder / teacher.json."""
+    """``ink``, ``ugatit:RUN`` (a U-GAT-IT run or its model file), ``tier:BUNDLE:TIER`` (an installed
+    style's tier) or a teacher folder / teacher.json."""
+    if name.startswith("tier:"):
+        return _bundle_tier_teacher(name.removeprefix("tier:"), threads)
     if name == "ink":
         from training.teachers.ink import InkTeacher
 
@@ -327,6 +330,38 @@ def resolve_teacher(name: str, device: str = "cpu", threads: int = 2) -> Resolve
     if teacher.spec.kind != "stylizer":
         raise DatasetError(f"{teacher.spec.path}: a '{teacher.spec.kind}' model cannot make pairs (kind: stylizer)")
     return ResolvedTeacher(teacher.spec.id, teacher, teacher.spec.record(), colour=not _monochrome(teacher))
+
+
+def _bundle_tier_teacher(spec: str, threads: int) -> ResolvedTeacher:
+    """A style's bigger tier as the teacher of its smaller one (a *teacher assistant*): the teacher may
+    redraw geometry that a 0.26 GMAC tier cannot follow, while the high tier's output is a function such a
+    tier can come close to (docs/styles.md, anime's light tier). The pairs record the first teacher's
+    licence, which the bundle inherits, and which tier of which files taught them."""
+    from engine.backends import load_tier
+    from engine.bundle import load_bundle
+    from engine.errors import StylecastError
+
+    folder, _, tier_id = spec.rpartition(":")
+    if not folder or not tier_id:
+        raise DatasetError(f"teacher 'tier:{spec}': name a bundle folder and its tier, e.g. tier:models/anime:high")
+    try:
+        bundle = load_bundle(Path(folder))
+        model = load_tier(bundle, bundle.tier(tier_id), "onnx", threads)
+    except (StylecastError, OSError) as exc:
+        raise DatasetError(f"teacher 'tier:{spec}': {exc}") from exc
+    onnx = next(f for f in model.tier.files if f.runtime == "onnx")
+    taught_by = {"bundle": bundle.id, "tier": tier_id, "file": onnx.file, "sha256": onnx.sha256}
+    first = bundle.manifest.created.get("teacher")
+    record = (
+        {**first, "via": taught_by}
+        if isinstance(first, dict) and "license" in first
+        else {"id": f"{bundle.id}-{tier_id}", "kind": "bundle tier", "license": bundle.manifest.license, **taught_by}
+    )
+
+    def stylize(crops: list[np.ndarray]) -> list[np.ndarray]:
+        return [model.stylize(crop)[:, :, :3] for crop in crops]
+
+    return ResolvedTeacher(f"{bundle.id}-{tier_id}", stylize, record, colour=not _monochrome(stylize))
 
 
 def _monochrome(teacher) -> bool:
@@ -352,7 +387,9 @@ class PairsConfig:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--teacher", default="ink", help="'ink', 'ugatit:RUN' (a U-GAT-IT run) or a teacher folder (teacher.json)"
+        "--teacher",
+        default="ink",
+        help="'ink', 'ugatit:RUN' (a U-GAT-IT run), 'tier:BUNDLE:TIER' (a style's tier) or a teacher folder",
     )
     parser.add_argument("--photos", type=Path, required=True, help="a `train prepare` folder or aligned photos")
     parser.add_argument("--out", type=Path, required=True, help="pairs folder to write (photos/, stylized/)")

@@ -94,3 +94,41 @@ def test_a_damaged_pairs_record_is_named_and_a_folder_without_pairs_takes_other_
     # a run that failed before its first pair (a broken mask model) leaves no pair to mix with
     (root / "stylized" / "a.png").unlink()
     check_source(root, {"teacher": {"id": "toy"}, "masks": []})
+
+
+def test_a_styles_tier_teaches_under_its_first_teachers_licence(tmp_path, fixture_bundle_root):
+    """``--teacher tier:BUNDLE:TIER`` (a teacher assistant): the tier's colour at the crop's size; the pairs
+    record the first teacher's licence, which the exported bundle inherits, and the tier and file that
+    taught; a bundle with no teacher of its own passes on its own licence; bad names say what is wrong."""
+    import shutil
+
+    from training.pairs import resolve_teacher
+
+    style = tmp_path / "fixture"
+    shutil.copytree(fixture_bundle_root / "fixture", style)
+    manifest = json.loads((style / "manifest.json").read_text())
+    first = {"id": "toy", "name": "Toy", "license": "CC BY-NC", "commercial_use": False}
+    (style / "manifest.json").write_text(json.dumps({**manifest, "created": {"teacher": first}}))
+
+    from engine.backends import load_tier
+    from engine.bundle import load_bundle
+
+    teacher = resolve_teacher(f"tier:{style}:standard")
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (size, size, 3), np.uint8) for size in (256, 320)]
+    bundle = load_bundle(style)
+    tier = load_tier(bundle, bundle.tier("standard"), "onnx")
+    for out, crop in zip(teacher.stylize(crops), crops):
+        assert out.shape == crop.shape and np.array_equal(out, tier.stylize(crop))
+    onnx = next(f for f in bundle.tier("standard").files if f.runtime == "onnx")
+    via = {"bundle": "fixture", "tier": "standard", "file": onnx.file, "sha256": onnx.sha256}
+    assert teacher.record == {**first, "via": via}
+    own = resolve_teacher(f"tier:{fixture_bundle_root / 'fixture'}:light").record
+    assert own["license"] == "test fixture" and own["kind"] == "bundle tier" and own["tier"] == "light"
+    for name, message in (
+        (f"tier:{style}:huge", "no tier 'huge'"),
+        (f"tier:{tmp_path / 'nowhere'}:light", "nowhere"),
+        (f"tier:{style}", "name a bundle folder and its tier"),
+    ):
+        with pytest.raises(DatasetError, match=message):
+            resolve_teacher(name)
