@@ -236,12 +236,18 @@ class MainWindow(QMainWindow):
 
     # ----- kept between starts ----------------------------------------------------------------
 
+    def _kept_controls(self) -> tuple[dict[str, QSlider], dict[str, QCheckBox]]:
+        """The sliders and switches kept between starts, by their settings key."""
+        sliders = {"intensity": self.intensity, "smoothing": self.temporal, "colour_match": self.color}
+        return sliders, {"keep_skin_tone": self.skin_tone, "loop_files": self.loop_files}
+
     def _restore_settings(self, settings: QSettings) -> None:
         """The live settings as the user left them; a value that does not read back keeps its default."""
-        for slider, key in ((self.intensity, "intensity"), (self.temporal, "smoothing"), (self.color, "colour_match")):
+        sliders, switches = self._kept_controls()
+        for key, slider in sliders.items():
             value = str(settings.value(key, slider.value()))
             slider.setValue(int(value) if value.isdigit() else slider.value())  # the slider bounds it
-        for box, key in ((self.skin_tone, "keep_skin_tone"), (self.loop_files, "loop_files")):
+        for key, box in switches.items():
             box.setChecked(str(settings.value(key, box.isChecked())).lower() != "false")
         self.backend_box.setCurrentIndex(max(self.backend_box.findText(str(settings.value("backend", "auto"))), 0))
 
@@ -249,10 +255,11 @@ class MainWindow(QMainWindow):
         settings.setValue("style", self.style_box.currentData() or "none")
         settings.setValue("tier", self.tier_box.currentText() or "auto")
         settings.setValue("backend", self.backend_box.currentText())
-        for slider, key in ((self.intensity, "intensity"), (self.temporal, "smoothing"), (self.color, "colour_match")):
+        sliders, switches = self._kept_controls()
+        for key, slider in sliders.items():
             settings.setValue(key, slider.value())
-        settings.setValue("keep_skin_tone", self.skin_tone.isChecked())
-        settings.setValue("loop_files", self.loop_files.isChecked())
+        for key, box in switches.items():
+            settings.setValue(key, box.isChecked())
         if self.controller.source_spec and self.controller.source_spec.startswith("camera:"):
             settings.setValue("camera", self.controller.source_spec)
         settings.sync()

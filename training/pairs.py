@@ -8,8 +8,8 @@ Sources:
 
 ``train pairs --teacher ink|ugatit:RUN|tier:BUNDLE:TIER|TEACHER_DIR`` materialises a source into a pairs folder
 (resumable: pairs already written are kept; a folder made by another teacher is refused). Teachers are
-the procedural ``ink`` teacher, a trained U-GAT-IT run, or a pretrained network described by a
-``teacher.json`` (:mod:`training.teachers.network`). Pairs are written at ``--size`` (the teacher itself
+the procedural ``ink`` teacher, a trained U-GAT-IT run, an installed style's tier, or a pretrained network
+described by a ``teacher.json`` (:mod:`training.teachers.network`). Pairs are written at ``--size`` (the teacher itself
 sees each crop at its own preferred size), with an ``alpha/`` target for learned blend masks and,
 for colour styles, the keep-skin-tone treatment (:mod:`training.teachers.masks`).
 """
@@ -352,11 +352,9 @@ def _bundle_tier_teacher(spec: str, threads: int) -> ResolvedTeacher:
     onnx = next(f for f in model.tier.files if f.runtime == "onnx")
     taught_by = {"bundle": bundle.id, "tier": tier_id, "file": onnx.file, "sha256": onnx.sha256}
     first = bundle.manifest.created.get("teacher")
-    record = (
-        {**first, "via": taught_by}
-        if isinstance(first, dict) and "license" in first
-        else {"id": f"{bundle.id}-{tier_id}", "kind": "bundle tier", "license": bundle.manifest.license, **taught_by}
-    )
+    if not (isinstance(first, dict) and "license" in first):  # a style made without a recorded teacher
+        first = {"id": f"{bundle.id}-{tier_id}", "kind": "bundle tier", "license": bundle.manifest.license}
+    record = {**first, "via": taught_by}
 
     def stylize(crops: list[np.ndarray]) -> list[np.ndarray]:
         return [model.stylize(crop)[:, :, :3] for crop in crops]

@@ -102,6 +102,8 @@ def test_a_styles_tier_teaches_under_its_first_teachers_licence(tmp_path, fixtur
     taught; a bundle with no teacher of its own passes on its own licence; bad names say what is wrong."""
     import shutil
 
+    from engine.backends import load_tier
+    from engine.bundle import load_bundle
     from training.pairs import resolve_teacher
 
     style = tmp_path / "fixture"
@@ -109,9 +111,6 @@ def test_a_styles_tier_teaches_under_its_first_teachers_licence(tmp_path, fixtur
     manifest = json.loads((style / "manifest.json").read_text())
     first = {"id": "toy", "name": "Toy", "license": "CC BY-NC", "commercial_use": False}
     (style / "manifest.json").write_text(json.dumps({**manifest, "created": {"teacher": first}}))
-
-    from engine.backends import load_tier
-    from engine.bundle import load_bundle
 
     teacher = resolve_teacher(f"tier:{style}:standard")
     rng = np.random.default_rng(0)
@@ -124,7 +123,7 @@ def test_a_styles_tier_teaches_under_its_first_teachers_licence(tmp_path, fixtur
     via = {"bundle": "fixture", "tier": "standard", "file": onnx.file, "sha256": onnx.sha256}
     assert teacher.record == {**first, "via": via}
     own = resolve_teacher(f"tier:{fixture_bundle_root / 'fixture'}:light").record
-    assert own["license"] == "test fixture" and own["kind"] == "bundle tier" and own["tier"] == "light"
+    assert own["license"] == "test fixture" and own["kind"] == "bundle tier" and own["via"]["tier"] == "light"
     for name, message in (
         (f"tier:{style}:huge", "no tier 'huge'"),
         (f"tier:{tmp_path / 'nowhere'}:light", "nowhere"),
