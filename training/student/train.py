@@ -55,7 +55,7 @@ from training.student.losses import (
     lsgan_d_loss,
     lsgan_g_loss,
 )
-from training.student.networks import TIERS, build_student, count_macs, student_from_onnx
+from training.student.networks import TIERS, build_student, count_macs, fit_head, same_body, student_from_onnx
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class StudentConfig:
         True, "colour targets show the photo where the alpha target is 0 (pairs with alpha targets): see load_pairs"
     )
     ema: float = opt(0.999, "EMA decay of the exported student")
+    head_kernel: int = opt(3, "kernel size of the output conv, 3 or 1 (1: a faster light tier; see StudentSpec)")
     seed: int = opt(0, "random seed")
     min_pairs: int = opt(16, "fewest training pairs accepted")
     d_base: int = opt(32, "discriminator width")
@@ -249,7 +250,7 @@ class StudentTrainer:
         self, cfg: StudentConfig, train: PairTensors, preview: PairTensors, batches: SharedBatches, device: str
     ) -> None:
         self.cfg, self.train, self.preview, self.batches, self.device = cfg, train, preview, batches, device
-        self.spec = asdict(replace(TIERS[cfg.tier], alpha=train.alpha is not None))
+        self.spec = asdict(replace(TIERS[cfg.tier], alpha=train.alpha is not None, head=cfg.head_kernel))
         self.g = build_student(**self.spec).to(device)
         self.g_ema = copy.deepcopy(self.g).eval()
         for p in self.g_ema.parameters():
@@ -298,10 +299,10 @@ class StudentTrainer:
             return
         file = find_model_file(path)
         record = load_model_file(file)
-        if record["init_kwargs"] != self.spec:
+        if not same_body(record["init_kwargs"], self.spec):
             raise TrainingError(f"{file}: a {record.get('tier')} student {record['init_kwargs']}, not {self.spec}")
-        load_strict(self.g, record["params"], str(file))
-        load_strict(self.g_ema, record.get("params_ema") or record["params"], str(file))
+        load_strict(self.g, fit_head(record["params"], self.g), str(file))
+        load_strict(self.g_ema, fit_head(record.get("params_ema") or record["params"], self.g), str(file))
         log.info("student initialised from %s (step %s)", file, record.get("step"))
 
     def _init_from_bundle(self, folder: Path) -> None:
@@ -311,7 +312,7 @@ class StudentTrainer:
         if onnx is None:
             raise TrainingError(f"{folder}: the bundle has no ONNX file of the {self.cfg.tier} tier to start from")
         photos = self.train.photos[:32].float() / 127.5 - 1.0
-        state = student_from_onnx(folder / onnx.file, self.spec, photos).state_dict()
+        state = fit_head(student_from_onnx(folder / onnx.file, self.spec, photos).state_dict(), self.g)
         load_strict(self.g, state, str(folder / onnx.file))
         load_strict(self.g_ema, state, str(folder / onnx.file))
         log.info("student initialised from the %s tier of %s", self.cfg.tier, folder)
@@ -409,6 +410,8 @@ def train_students(
     for c in cfgs:
         if c.tier not in TIERS:
             raise TrainingError(f"unknown tier '{c.tier}' (known: {', '.join(TIERS)})")
+        if c.head_kernel not in (1, 3):
+            raise TrainingError(f"--head-kernel must be 1 or 3, not {c.head_kernel}")
         if replace(c, tier=cfg.tier) != cfg:
             raise TrainingError("students trained together must share every option but the tier")
     seed_everything(cfg.seed)

@@ -2,7 +2,7 @@
 
 import json
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import cv2
 import numpy as np
@@ -11,7 +11,7 @@ import torch
 
 from training import runs as runs_module
 from training.cli import main as train_main
-from training.errors import DatasetError, DiskFullError
+from training.errors import DatasetError, DiskFullError, TrainingError
 from training.runs import AbortFlag, Progress, RunDir, StageContext, load_model_file
 from training.student.train import StudentConfig, config_from, load_pairs, train_student
 
@@ -280,6 +280,40 @@ def test_colour_targets_keep_the_photo_where_the_alpha_target_keeps_it(tmp_path,
     mixed = painted * 128 / 255 + photos * 127 / 255
     assert np.abs(targets[:, :, half] - mixed[:, :, half]).max() <= 1.0
     assert StudentConfig().photo_outside_alpha  # on by default
+
+
+def test_a_3x3_head_tier_is_rebuilt_as_it_is_and_fine_tuned_into_a_1x1_head(tmp_path, ink_pairs):
+    """`--head-kernel 1` (a faster light tier) fine-tunes an installed 3×3-head tier: it starts from the
+    1×1 head that computes the same on locally constant features. Rebuilding the file (re-export,
+    carry-over) keeps its own head, so it still computes the file's function; the change back, 1×1 into
+    3×3, is exact."""
+    from tests.training.conftest import make_student_run
+    from training.student.export import export_bundle
+    from training.student.networks import TIERS, build_student, fit_head, load_student, student_from_onnx
+
+    run, earlier = make_student_run(tmp_path / "light")
+    export_bundle([run], tmp_path / "style", style_id="style", pairs=ink_pairs, size=64)
+    cfg = config_from("tiny", steps=1, crop=32, batch=2, sample_every=100, gan_start=0, head_kernel=1)
+    assert train_student(ink_pairs, cfg, _ctx(tmp_path / "tuned"), init_from=tmp_path / "style")["finished"]
+    tuned, record = load_student(tmp_path / "tuned")
+    assert tuned.head.kernel_size == (1, 1) and record["init_kwargs"]["head"] == 1
+
+    photos = torch.rand(4, 3, 64, 64) * 2 - 1
+    rebuilt = student_from_onnx(tmp_path / "style" / "light.onnx", asdict(TIERS["light"]) | {"head": 1}, photos)
+    assert rebuilt.head.kernel_size == (3, 3)
+    with torch.no_grad():
+        assert (rebuilt.eval()(photos) - earlier(photos)).abs().max() < 1e-4
+
+    one = build_student("light", head=1).eval()
+    one.load_state_dict(fit_head(earlier.state_dict(), one))
+    flat = torch.full((1, one.head.in_channels, 9, 9), 0.3)  # locally constant features
+    with torch.no_grad():
+        assert (one.head(flat) - earlier.head(flat))[:, :, 1:-1, 1:-1].abs().max() < 1e-5
+        three = build_student("light").eval()
+        three.load_state_dict(fit_head(one.state_dict(), three))
+        assert (three(photos) - one(photos)).abs().max() < 1e-6
+    with pytest.raises(TrainingError, match="--head-kernel must be 1 or 3"):
+        train_student(ink_pairs, replace(cfg, head_kernel=5), _ctx(tmp_path / "x"))
 
 
 def test_fine_tuning_can_start_from_an_installed_bundle(tmp_path, ink_pairs):
