@@ -23,7 +23,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -51,16 +50,14 @@ def options_hash(options: dict[str, Any]) -> str:
 
 
 def git_commit() -> str | None:
-    """The project's checked-out commit, recorded with runs and bundles; None outside a git checkout (an
-    installed app) or without git. Asks git, which also reads worktrees and packed refs."""
-    root = Path(__file__).resolve().parent.parent
-    if not (root / ".git").exists():
-        return None
+    head = Path(__file__).resolve().parent.parent / ".git" / "HEAD"
     try:
-        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            return (head.parent / ref[5:]).read_text().strip()
+        return ref
+    except OSError:
         return None
-    return (done.stdout.strip() or None) if done.returncode == 0 else None
 
 
 # ----- progress and abort ---------------------------------------------------------------------
